@@ -1,0 +1,13 @@
+"""User-facing errors: one clear line naming the file, field or row; the CLI exits 2 without a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error the user can fix (bad recipe, bad data, missing token). Bugs raise anything else."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)

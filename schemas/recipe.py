@@ -1,0 +1,141 @@
+"""The recipe model: what a recipe YAML may declare. Pure validation, no I/O."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.generation import BackendSpec
+from schemas.step_params import EXPORTERS, STEP_PARAMS
+
+_NAME = r"^[a-z0-9][a-z0-9_\-]*$"
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class SourceSpec(BaseModel):
+    """Where the input rows come from. `field_map` renames source columns to the names the steps read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["file", "bundled", "hub", "none"]
+    path: str | None = Field(None, description="file path (kind=file) or name under recipes/data (kind=bundled)")
+    dataset: str | None = Field(None, description="Hub dataset id (kind=hub)")
+    name: str | None = Field(None, description="Hub dataset config / data_dir (kind=hub)")
+    split: str = "train"
+    revision: str | None = Field(None, description="Hub revision; pin it for reproducible runs")
+    field_map: dict[str, str] = Field(default_factory=dict, description="step column -> source column")
+    id_field: str | None = Field(None, description="source column holding a stable row id (default: row index)")
+    limit: int | None = Field(None, ge=1)
+    dedup_on: str | None = Field(None, description="column whose exact duplicates are filtered (rule duplicate)")
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceSpec:
+        if self.kind in ("file", "bundled") and not self.path:
+            raise ValueError(f"a `{self.kind}` source needs `path`")
+        if self.kind == "hub" and not self.dataset:
+            raise ValueError("a `hub` source needs `dataset` (a Hub dataset id)")
+        return self
+
+
+class StageSpec(BaseModel):
+    """One stage: a registered step (or `module:Class` when the user allows imports) and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    step: str
+    backend: str | None = Field(None, description="key in `backends` for steps that call an LLM")
+    params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(50, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> StageSpec:
+        params_model = STEP_PARAMS.get(self.step)
+        if params_model is None:
+            if not _IMPORT_PATH.match(self.step):
+                known = ", ".join(sorted(STEP_PARAMS))
+                raise ValueError(f"unknown step {self.step!r}; built-in steps: {known}")
+            return self
+        try:
+            self.params = params_model.model_validate(self.params).model_dump(mode="json")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"params.{loc}: {err['msg']}") from None
+        needs_llm = getattr(params_model, "needs_llm", False)
+        if needs_llm and not self.backend:
+            raise ValueError(f"step {self.step!r} calls an LLM: set `backend`")
+        return self
+
+
+class OutputSpec(BaseModel):
+    """One published config, built by a registered exporter from the final rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(pattern=_NAME)
+    exporter: str
+    split: str = "train"
+    default: bool = False
+    rows_per_shard: int = Field(100_000, ge=1)
+
+    @field_validator("exporter")
+    @classmethod
+    def _known_exporter(cls, value: str) -> str:
+        if value not in EXPORTERS:
+            raise ValueError(f"unknown exporter {value!r}; known: {', '.join(sorted(EXPORTERS))}")
+        return value
+
+
+class CardSpec(BaseModel):
+    """Dataset-card metadata that the run cannot derive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pretty_name: str
+    language: list[str] = Field(default_factory=lambda: ["en"])
+    task_categories: list[str] = Field(default_factory=lambda: ["text-generation"])
+    tags: list[str] = Field(default_factory=list)
+    source_datasets: list[str] = Field(default_factory=list)
+    description: str = ""
+    citation: str | None = None
+
+
+class Recipe(BaseModel):
+    """A declarative dataset recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    version: str = "0.1.0"
+    description: str = ""
+    license: str = Field(description="SPDX-style id as the Hub spells it, e.g. cc-by-nc-4.0")
+    seed: int = 0
+    source: SourceSpec
+    backends: dict[str, BackendSpec] = Field(default_factory=dict)
+    stages: list[StageSpec] = Field(min_length=1)
+    outputs: list[OutputSpec] = Field(min_length=1)
+    card: CardSpec
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Recipe:
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique: {', '.join(dupes)}")
+        for stage in self.stages:
+            if stage.backend is not None and stage.backend not in self.backends:
+                raise ValueError(
+                    f"stage {stage.name!r} uses backend {stage.backend!r}, which `backends` does not define"
+                )
+        configs = [o.config for o in self.outputs]
+        if len(set(configs)) != len(configs):
+            raise ValueError("output config names must be unique")
+        defaults = [o.config for o in self.outputs if o.default]
+        if len(defaults) > 1:
+            raise ValueError(f"only one output may be `default: true`, got {defaults}")
+        if not defaults:
+            self.outputs[0].default = True
+        return self

@@ -1,0 +1,219 @@
+"""Dataset records. Validators enforce the invariants stated in the method docs."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.provenance import Provenance
+
+C2_RANK_KINDS: tuple[str, ...] = ("SR", "SYN", "SYN", "SYN", "SYN", "FHR")
+# Principle behind each pair (chosen rank, rejected rank) of the C²-Syn order SR ≻ SYN1..4 ≻ FHR.
+PRINCIPLE_SAFE_OVER_HARMFUL = "safe_over_harmful"
+PRINCIPLE_CORRECTION_OVER_NONE = "correction_over_no_correction"
+PRINCIPLE_EARLIER_CORRECTION = "earlier_correction_over_later"
+
+
+def c2_principle(chosen_rank: int, rejected_rank: int) -> str:
+    """The ranking principle that decides a C²-Syn pair (ranks are 1-based, 1 = SR, 6 = FHR)."""
+    if chosen_rank == 1:
+        return PRINCIPLE_SAFE_OVER_HARMFUL
+    if rejected_rank == 6:
+        return PRINCIPLE_CORRECTION_OVER_NONE
+    return PRINCIPLE_EARLIER_CORRECTION
+
+
+class PreferencePair(BaseModel):
+    """One chosen/rejected preference (TRL's standard `prompt, chosen, rejected` columns + metadata)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    chosen: str = Field(min_length=1)
+    rejected: str = Field(min_length=1)
+    chosen_rank: int = Field(ge=1)
+    rejected_rank: int = Field(ge=1)
+    principle: str = Field(min_length=1)
+    source_id: str
+    group_id: str
+
+    @model_validator(mode="after")
+    def _check(self) -> PreferencePair:
+        if self.chosen == self.rejected:
+            raise ValueError("chosen and rejected are identical")
+        if self.chosen_rank >= self.rejected_rank:
+            raise ValueError(f"chosen_rank {self.chosen_rank} must be better (lower) than rejected_rank {self.rejected_rank}")
+        return self
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ConversationalPair(BaseModel):
+    """TRL's conversational preference format: prompt/chosen/rejected as message lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: list[ChatMessage] = Field(min_length=1)
+    chosen: list[ChatMessage] = Field(min_length=1)
+    rejected: list[ChatMessage] = Field(min_length=1)
+    chosen_rank: int = Field(ge=1)
+    rejected_rank: int = Field(ge=1)
+    principle: str
+    source_id: str
+    group_id: str
+
+    @model_validator(mode="after")
+    def _check(self) -> ConversationalPair:
+        if self.prompt[-1].role != "user":
+            raise ValueError("the prompt must end with a user message")
+        if any(m.role != "assistant" for m in self.chosen + self.rejected):
+            raise ValueError("chosen and rejected must be assistant messages")
+        if [m.content for m in self.chosen] == [m.content for m in self.rejected]:
+            raise ValueError("chosen and rejected are identical")
+        if self.chosen_rank >= self.rejected_rank:
+            raise ValueError("chosen_rank must be lower than rejected_rank")
+        return self
+
+
+class RankedResponse(BaseModel):
+    """One of the six ranked responses of a C²-Syn group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(ge=1, le=6)
+    kind: Literal["SR", "SYN", "FHR"]
+    text: str = Field(min_length=1)
+    cut_index: int | None = Field(None, ge=1, le=4, description="1..4 for SYN responses")
+    cut_char: int | None = Field(None, ge=0, description="length of the harmful prefix in characters")
+    opener: str | None = None
+    prefix: str | None = None
+    trigger: str | None = None
+    continuation: str | None = None
+
+
+class C2Group(BaseModel):
+    """A C²-Syn request with its six responses ranked SR ≻ SYN_1 ≻ … ≻ SYN_4 ≻ FHR."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str
+    source_id: str
+    prompt: str = Field(min_length=1)
+    responses: list[RankedResponse] = Field(min_length=6, max_length=6)
+    delimiter_count: int = Field(ge=0, description="t: delimiter characters in the FHR")
+    t_k: int = Field(description="delimiters between cut points, drawn from randint(t//4-1, t//4)")
+    truncation_mode: Literal["strict", "faithful"]
+    seed: int
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _check(self) -> C2Group:
+        ranks = [r.rank for r in self.responses]
+        if ranks != [1, 2, 3, 4, 5, 6]:
+            raise ValueError(f"ranks must be 1..6 in order, got {ranks}")
+        kinds = tuple(r.kind for r in self.responses)
+        if kinds != C2_RANK_KINDS:
+            raise ValueError(f"kinds must be {C2_RANK_KINDS}, got {kinds}")
+        fhr = self.responses[5].text
+        syn = self.responses[1:5]
+        for i, r in enumerate(syn, start=1):
+            if r.cut_index != i:
+                raise ValueError(f"SYN at rank {r.rank} must have cut_index {i}")
+            if r.prefix is None or r.opener is None or r.trigger is None or r.continuation is None:
+                raise ValueError(f"SYN_{i} lacks opener/prefix/trigger/continuation")
+            if not fhr.startswith(r.prefix):
+                raise ValueError(f"SYN_{i} prefix is not a prefix of the FHR")
+            if r.cut_char != len(r.prefix):
+                raise ValueError(f"SYN_{i} cut_char {r.cut_char} != len(prefix) {len(r.prefix)}")
+        cuts = [r.cut_char or 0 for r in syn]
+        if self.truncation_mode == "strict":
+            if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+                raise ValueError(f"cut points must strictly increase, got {cuts}")
+            if cuts[-1] >= len(fhr):
+                raise ValueError("the last cut must fall inside the FHR")
+        elif any(b < a for a, b in zip(cuts, cuts[1:], strict=False)):
+            raise ValueError(f"cut points must not decrease, got {cuts}")
+        texts = [r.text for r in self.responses]
+        if len(set(texts)) != 6:
+            raise ValueError("the six responses must be distinct")
+        return self
+
+    def pairs(self) -> list[PreferencePair]:
+        """The 15 preferences: every (i, j), i < j, of the ranked list; chosen = rank i."""
+        return [
+            PreferencePair(
+                prompt=self.prompt,
+                chosen=a.text,
+                rejected=b.text,
+                chosen_rank=a.rank,
+                rejected_rank=b.rank,
+                principle=c2_principle(a.rank, b.rank),
+                source_id=self.source_id,
+                group_id=self.group_id,
+            )
+            for a, b in combinations(self.responses, 2)
+        ]
+
+
+class ToxicSpan(BaseModel):
+    """Character span [start, end) of the toxic response that carries the harm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ToxicSpan:
+        if self.end <= self.start:
+            raise ValueError(f"span end {self.end} must be after start {self.start}")
+        return self
+
+
+class SafetyTriple(BaseModel):
+    """PT-ALIGN record: a red-team instruction with a harmless (positive) and a harmful (toxic) answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    domain: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    instruction: str = Field(min_length=1)
+    positive: str = Field(min_length=1)
+    toxic: str = Field(min_length=1)
+    toxic_spans: list[ToxicSpan] = Field(default_factory=list)
+    rounds: int = Field(ge=0)
+    scores: dict[str, float] = Field(default_factory=dict)
+    constraints_version: str
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _check(self) -> SafetyTriple:
+        if self.positive == self.toxic:
+            raise ValueError("positive and toxic responses are identical")
+        last_end = 0
+        for s in self.toxic_spans:
+            if s.end > len(self.toxic):
+                raise ValueError(f"span [{s.start}, {s.end}) ends past the toxic text ({len(self.toxic)} chars)")
+            if s.start < last_end:
+                raise ValueError("toxic spans must be sorted and must not overlap")
+            last_end = s.end
+        return self
+
+
+class KTORow(BaseModel):
+    """Unpaired preference row (TRL KTO format)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    completion: str = Field(min_length=1)
+    label: bool
+    source_id: str

@@ -1,0 +1,18 @@
+"""Record schemas by the names used in recipes, manifests and `safepref schema`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from schemas.records import C2Group, ConversationalPair, KTORow, PreferencePair, SafetyTriple
+
+RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
+    "preference_pair": PreferencePair,
+    "conversational_pair": ConversationalPair,
+    "c2_group": C2Group,
+    "safety_triple": SafetyTriple,
+    "kto_row": KTORow,
+}
+
+# Schemas whose rows hold harmful text (C²-Syn rejected responses, PT-ALIGN toxic responses).
+HARMFUL_TEXT_SCHEMAS = frozenset(RECORD_SCHEMAS)
