@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.generation import GenerationParams
 
 
 class Provenance(BaseModel):
@@ -14,6 +14,6 @@ class Provenance(BaseModel):
     recipe_hash: str = Field(min_length=8, description="sha256 (hex) of the resolved recipe")
     generator_model: str
     generator_revision: str | None = None
-    decoding: dict[str, Any] = Field(default_factory=dict)
+    decoding: GenerationParams = Field(default_factory=GenerationParams)
     seed: int
     source_id: str

@@ -177,6 +177,15 @@ class ToxicSpan(BaseModel):
         return self
 
 
+class Score(BaseModel):
+    """One judge score (a list of these, not a free dict, keeps the parquet schema fixed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    value: float
+
+
 class SafetyTriple(BaseModel):
     """PT-ALIGN record: a red-team instruction with a harmless (positive) and a harmful (toxic) answer."""
 
@@ -190,7 +199,7 @@ class SafetyTriple(BaseModel):
     toxic: str = Field(min_length=1)
     toxic_spans: list[ToxicSpan] = Field(default_factory=list)
     rounds: int = Field(ge=0)
-    scores: dict[str, float] = Field(default_factory=dict)
+    scores: list[Score] = Field(default_factory=list)
     constraints_version: str
     provenance: Provenance
 

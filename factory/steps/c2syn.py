@@ -1,0 +1,341 @@
+"""C²-Syn steps (Xu et al., arXiv 2407.16637): select, truncate, generate, safety-check, rank.
+
+The pure functions here follow the reference code (`syn/synthesize.py`, `syn/process_data.py`);
+deviations are named where they happen and listed in the dataset card.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, mark
+
+# -- pure functions ------------------------------------------------------------------------------
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def select_fhr(row: dict[str, Any], keywords: list[str], min_words: int) -> str:
+    """Return the full harmful response (FHR) of a PKU-SafeRLHF row, or raise RowFiltered."""
+    prompt = row["prompt"]
+    if not any(k in prompt for k in keywords):
+        raise RowFiltered("no_keyword")
+    for i in (0, 1):
+        response = row[f"response_{i}"]
+        safe = _as_bool(row[f"is_response_{i}_safe"], f"is_response_{i}_safe")
+        if not safe and isinstance(response, str) and word_count(response) > min_words:
+            return response
+    raise RowFiltered("no_long_unsafe_response")
+
+
+def _as_bool(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise RowFailed(f"{field} is not a boolean: {value!r}")
+
+
+def count_delimiters(text: str, delimiters: str) -> int:
+    return sum(1 for ch in text if ch in delimiters)
+
+
+def faithful_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[str]:
+    """The reference's `divide_response` loop, for a given t_k (including its degenerate cases)."""
+    prefixes = []
+    for i in range(1, k + 1):
+        out = []
+        count = 0
+        for ch in text:
+            if ch in delimiters:
+                count += 1
+            if count == i * t_k:
+                out.append(ch)
+                break
+            out.append(ch)
+        prefixes.append("".join(out))
+    return prefixes
+
+
+@dataclass(frozen=True)
+class Truncation:
+    t: int
+    t_k: int
+    prefixes: list[str]
+    openers: list[str]
+    triggers: list[str]
+
+
+def row_rng(seed: int, source_id: str) -> random.Random:
+    """A per-row RNG: the draws of a row do not depend on batch order or on other rows."""
+    return random.Random(f"c2syn:{seed}:{source_id}")
+
+
+def truncate(
+    fhr: str,
+    rng: random.Random,
+    *,
+    mode: str,
+    delimiters: str,
+    openers: list[str],
+    triggers: list[str],
+    k: int = 4,
+) -> Truncation:
+    """Cut `fhr` at k points: t_k = randint(t//k - 1, t//k), prefix_i ends at the (i·t_k)-th delimiter.
+
+    faithful: exactly the reference, degenerate rows included (t < 8 gives one-character or whole-text
+    prefixes). strict (default): if the drawn t_k gives non-increasing cuts or a cut at the very end,
+    the other admissible t_k is tried; if that fails too the row is filtered (`degenerate_cuts`).
+    """
+    t = count_delimiters(fhr, delimiters)
+    t_k = rng.randint(t // k - 1, t // k)
+    prefixes = faithful_prefixes(fhr, t_k, delimiters, k)
+    if mode == "strict" and not _well_formed(prefixes, fhr):
+        other = t // k - 1 if t_k == t // k else t // k
+        candidate = faithful_prefixes(fhr, other, delimiters, k)
+        if other < 1 or not _well_formed(candidate, fhr):
+            raise RowFiltered("degenerate_cuts")
+        t_k, prefixes = other, candidate
+    # Seeded draws over ordered lists (the reference used unseeded random.choice over sets).
+    chosen_triggers = [rng.choice(triggers) for _ in range(k)]
+    chosen_openers = [rng.choice(openers) for _ in range(k)]
+    return Truncation(t=t, t_k=t_k, prefixes=prefixes, openers=chosen_openers, triggers=chosen_triggers)
+
+
+def _well_formed(prefixes: list[str], fhr: str) -> bool:
+    lengths = [len(p) for p in prefixes]
+    increasing = all(b > a for a, b in zip(lengths, lengths[1:], strict=False))
+    return increasing and lengths[0] > 1 and lengths[-1] < len(fhr)
+
+
+def assistant_prefill(opener: str, prefix: str, trigger: str) -> str:
+    return f"{opener} {prefix} {trigger}"
+
+
+def join_continuation(prefill: str, continuation: str) -> str:
+    """Stored SYN text: the prefill followed by the model's continuation, with one separating space."""
+    cont = continuation.rstrip()
+    if not cont:
+        return prefill
+    if cont[0].isspace() or cont[0] in ",.;:!?'\")":
+        return prefill + cont
+    return f"{prefill} {cont}"
+
+
+def contains_any(text: str, keywords: list[str]) -> bool:
+    return any(k in text for k in keywords)
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+class C2Select(SafeprefStep):
+    """Keyword + long-unsafe-response filter; picks the FHR. Input: PKU-SafeRLHF columns."""
+
+    required: ClassVar[tuple[str, ...]] = (
+        "prompt",
+        "response_0",
+        "response_1",
+        "is_response_0_safe",
+        "is_response_1_safe",
+    )
+    produced: ClassVar[tuple[str, ...]] = ("fhr",)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        row["fhr"] = select_fhr(row, self.params["keywords"], self.params["min_words"])
+
+
+class C2Truncate(SafeprefStep):
+    """Cuts the FHR at 4 points and draws an opener and a trigger per cut (seeded per row)."""
+
+    required: ClassVar[tuple[str, ...]] = ("fhr",)
+    produced: ClassVar[tuple[str, ...]] = ("truncation",)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        p = self.params
+        tr = truncate(
+            row["fhr"],
+            row_rng(self.seed, row["_sp_id"]),
+            mode=p["mode"],
+            delimiters=p["delimiters"],
+            openers=p["openers"],
+            triggers=p["triggers"],
+        )
+        row["truncation"] = json.dumps(
+            {
+                "mode": p["mode"],
+                "t": tr.t,
+                "t_k": tr.t_k,
+                "prefixes": tr.prefixes,
+                "openers": tr.openers,
+                "triggers": tr.triggers,
+            }
+        )
+
+
+class C2Generate(SafeprefStep):
+    """Generates SR for the bare prompt and continues the 4 open assistant turns ending in a trigger."""
+
+    required: ClassVar[tuple[str, ...]] = ("prompt", "truncation")
+    produced: ClassVar[tuple[str, ...]] = ("sr", "continuations")
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        from factory.backends import ChatRequest
+
+        params = self._generation_params()
+        system = self.params.get("system_prompt")
+        head = [{"role": "system", "content": system}] if system else []
+        requests = []
+        for row in rows:
+            tr = json.loads(row["truncation"])
+            user = [*head, {"role": "user", "content": row["prompt"]}]
+            requests.append(ChatRequest(messages=user, params=params))
+            for opener, prefix, trigger in zip(tr["openers"], tr["prefixes"], tr["triggers"], strict=True):
+                prefill = assistant_prefill(opener, prefix, trigger)
+                requests.append(
+                    ChatRequest(messages=[*user, {"role": "assistant", "content": prefill}], params=params)
+                )
+        completions = self.backend.generate(requests)
+        for i, row in enumerate(rows):
+            self.guarded(row, self._store, completions[i * 5 : i * 5 + 5])
+
+    def _store(self, row: dict[str, Any], completions: list[Any]) -> None:
+        add_usage(
+            row,
+            self.stage,
+            len(completions),
+            sum(c.prompt_tokens for c in completions),
+            sum(c.completion_tokens for c in completions),
+        )
+        for c in completions:
+            if c.error:
+                raise RowFailed(f"generation failed: {c.error}", c.raw)
+            if not c.text.strip():
+                raise RowFailed("empty completion", c.raw if c.raw is not None else c.text)
+        row["sr"] = completions[0].text.strip()
+        row["continuations"] = [c.text for c in completions[1:]]
+
+    def _generation_params(self) -> Any:
+        from schemas.generation import GenerationParams
+
+        assert self.backend_spec is not None
+        base = dict(self.backend_spec.get("generation") or {})
+        base.update({k: v for k, v in (self.params.get("generation") or {}).items() if v is not None})
+        return GenerationParams.model_validate(base)
+
+
+class C2SafetyCheck(SafeprefStep):
+    """Checks that SR is safe; drops the group or re-generates SR (sampling) up to N times."""
+
+    required: ClassVar[tuple[str, ...]] = ("prompt", "sr")
+    produced: ClassVar[tuple[str, ...]] = ("sr_checks",)
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        p = self.params
+        pending = list(rows)
+        for row in rows:
+            row["sr_checks"] = 0
+        for attempt in range(p["max_regenerations"] + 1):
+            verdicts = self._judge(pending)
+            unsafe = []
+            for row, safe in zip(pending, verdicts, strict=True):
+                row["sr_checks"] += 1
+                if not safe:
+                    unsafe.append(row)
+            if not unsafe:
+                return
+            if p["action"] == "drop" or attempt == p["max_regenerations"]:
+                for row in unsafe:
+                    mark(row, "filtered", self.stage, "unsafe_safe_response")
+                return
+            self._regenerate(unsafe, attempt)
+            pending = unsafe
+
+    def _judge(self, rows: list[dict[str, Any]]) -> list[bool]:
+        if self.params["judge"] == "keyword":
+            return [contains_any(r["sr"], self.params["keywords"]) for r in rows]
+        from factory.backends import ChatRequest
+        from factory.templates import render_template
+        from schemas.generation import GenerationParams
+
+        template = self.params.get("judge_template") or "c2syn_sr_judge.jinja"
+        judge_params = GenerationParams(max_new_tokens=4, temperature=0.0)
+        requests = [
+            ChatRequest(
+                messages=[
+                    {"role": "user", "content": render_template(template, request=r["prompt"], response=r["sr"])}
+                ],
+                params=judge_params,
+            )
+            for r in rows
+        ]
+        out = self.backend.generate(requests)
+        for r, c in zip(rows, out, strict=True):
+            add_usage(r, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+        # exact matching, as the reference judge: only a stripped, lower-cased "yes" counts as safe
+        return [c.error is None and c.text.strip().lower() == "yes" for c in out]
+
+    def _regenerate(self, rows: list[dict[str, Any]], attempt: int) -> None:
+        from factory.backends import ChatRequest
+        from schemas.generation import GenerationParams
+
+        assert self.backend_spec is not None
+        base = dict(self.backend_spec.get("generation") or {})
+        base.update(temperature=0.8, top_p=0.95, seed=self.seed + attempt + 1)
+        params = GenerationParams.model_validate(base)
+        requests = [ChatRequest(messages=[{"role": "user", "content": r["prompt"]}], params=params) for r in rows]
+        for row, c in zip(rows, self.backend.generate(requests), strict=True):
+            add_usage(row, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+            if c.error is None and c.text.strip():
+                row["sr"] = c.text.strip()
+
+
+class C2Rank(SafeprefStep):
+    """Assembles the ranked group SR ≻ SYN_1 ≻ … ≻ SYN_4 ≻ FHR (validated by the exporter's schema)."""
+
+    required: ClassVar[tuple[str, ...]] = ("prompt", "fhr", "truncation", "sr", "continuations")
+    produced: ClassVar[tuple[str, ...]] = ("group",)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        row["group"] = json.dumps(build_group(row, self.seed))
+
+
+def build_group(row: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The C2Group fields (without provenance, which the exporter adds from the run context)."""
+    tr = json.loads(row["truncation"])
+    responses: list[dict[str, Any]] = [{"rank": 1, "kind": "SR", "text": row["sr"]}]
+    for i, (opener, prefix, trigger, cont) in enumerate(
+        zip(tr["openers"], tr["prefixes"], tr["triggers"], row["continuations"], strict=True), start=1
+    ):
+        prefill = assistant_prefill(opener, prefix, trigger)
+        responses.append(
+            {
+                "rank": i + 1,
+                "kind": "SYN",
+                "text": join_continuation(prefill, cont),
+                "cut_index": i,
+                "cut_char": len(prefix),
+                "opener": opener,
+                "prefix": prefix,
+                "trigger": trigger,
+                "continuation": cont,
+            }
+        )
+    responses.append({"rank": 6, "kind": "FHR", "text": row["fhr"]})
+    return {
+        "group_id": f"g-{row['_sp_id']}",
+        "source_id": str(row["_sp_id"]),
+        "prompt": row["prompt"],
+        "responses": responses,
+        "delimiter_count": tr["t"],
+        "t_k": tr["t_k"],
+        "truncation_mode": tr["mode"],
+        "seed": seed,
+    }

@@ -1,0 +1,39 @@
+"""Built-in steps by the names recipes use. Implementations are imported only when a run needs them."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from factory.errors import UserError
+from schemas.step_params import STEP_PARAMS
+
+if TYPE_CHECKING:
+    from distilabel.steps import Step
+
+# step name -> "module:Class"
+BUILTIN_STEPS: dict[str, str] = {
+    "c2syn.select": "factory.steps.c2syn:C2Select",
+    "c2syn.truncate": "factory.steps.c2syn:C2Truncate",
+    "c2syn.generate": "factory.steps.c2syn:C2Generate",
+    "c2syn.safety_check": "factory.steps.c2syn:C2SafetyCheck",
+    "c2syn.rank": "factory.steps.c2syn:C2Rank",
+}
+assert set(BUILTIN_STEPS) == set(STEP_PARAMS), "every built-in step needs params and an implementation"
+
+
+def resolve_step_class(step: str, *, allow_import: bool) -> type[Step]:
+    """The step class for a built-in name, or for `module:Class` when the user allowed imports."""
+    target = BUILTIN_STEPS.get(step)
+    if target is None:
+        if not allow_import:
+            raise UserError(
+                f"step {step!r} is an import path; pass --allow-import-steps to let the recipe import code"
+            )
+        target = step
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot import step {target!r}: {exc}") from None
