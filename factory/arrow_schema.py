@@ -10,7 +10,9 @@ from pydantic import BaseModel
 
 
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    return pa.schema([pa.field(name, _arrow_type(f.annotation), nullable=True) for name, f in model.model_fields.items()])
+    return pa.schema(
+        [pa.field(name, _arrow_type(f.annotation), nullable=True) for name, f in model.model_fields.items()]
+    )
 
 
 def _arrow_type(annotation: Any) -> pa.DataType:

@@ -79,11 +79,19 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
             default = " (default)" if info.default else ""
             lines.append(f"| `{name}`{default} | `{info.schema_name}` | {split} | {s.num_rows:,} |")
     c = manifest.counts
-    lines += ["", "## Where every input row went", "", f"- input rows: {c.input:,}", f"- kept (exported): {c.output:,}"]
+    lines += [
+        "",
+        "## Where every input row went",
+        "",
+        f"- input rows: {c.input:,}",
+        f"- kept (exported): {c.output:,}",
+    ]
     for rule, n in sorted(c.filtered.items()):
         lines.append(f"- filtered by `{rule}`: {n:,}")
     for stage, n in sorted(c.quarantined.items()):
-        lines.append(f"- quarantined at stage `{stage}`: {n:,} (raw output and error in `quarantine/rows.parquet`)")
+        lines.append(
+            f"- quarantined at stage `{stage}`: {n:,} (raw output and error in `quarantine/rows.parquet`)"
+        )
     lines += ["", "## Generation", ""]
     if manifest.generators:
         lines += ["| backend | kind | model | revision | decoding |", "|---|---|---|---|---|"]

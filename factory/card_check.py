@@ -71,7 +71,7 @@ def split_card(text: str) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(header, dict):
         raise ValueError("the YAML header is not a mapping")
     body = text[end + 4 :]
-    return header, body.removeprefix("\n")
+    return header, body.lstrip("\n")
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -92,30 +92,49 @@ def check_card_text(text: str, manifest: dict[str, Any] | None, folder: Path | N
 
     license_id = meta.get("license")
     if not isinstance(license_id, str) or license_id not in HUB_LICENSES:
-        problems.append(f"README.md: license {license_id!r} is not a Hub licence id (e.g. cc-by-nc-4.0, apache-2.0)")
+        problems.append(
+            f"README.md: license {license_id!r} is not a Hub licence id (e.g. cc-by-nc-4.0, apache-2.0)"
+        )
     elif manifest is not None and manifest.get("license") != license_id:
-        problems.append(f"README.md: license {license_id!r} differs from manifest.json's {manifest.get('license')!r}")
+        problems.append(
+            f"README.md: license {license_id!r} differs from manifest.json's {manifest.get('license')!r}"
+        )
 
     if not isinstance(meta.get("pretty_name"), str) or not meta["pretty_name"].strip():
         problems.append("README.md: pretty_name is missing")
 
     languages = _as_list(meta.get("language"))
     known_languages = _resource_json("languages.json")
-    problems += [f"README.md: language {lang!r} is not a known language code" for lang in languages if lang not in known_languages]
+    problems += [
+        f"README.md: language {lang!r} is not a known language code"
+        for lang in languages
+        if lang not in known_languages
+    ]
 
     tasks = _as_list(meta.get("task_categories"))
     if not tasks:
         problems.append("README.md: task_categories is missing")
-    problems += [f"README.md: task category {t!r} is not a Hub task category" for t in tasks if t not in HUB_TASK_CATEGORIES]
+    problems += [
+        f"README.md: task category {t!r} is not a Hub task category"
+        for t in tasks
+        if t not in HUB_TASK_CATEGORIES
+    ]
 
     sizes = _as_list(meta.get("size_categories"))
     official = size_categories()
     if len(sizes) != 1 or sizes[0] not in official:
-        problems.append(f"README.md: size_categories must be one of the official buckets {official}, got {sizes}")
+        problems.append(
+            f"README.md: size_categories must be one of the official buckets {official}, got {sizes}"
+        )
     elif manifest is not None:
-        largest = max((sum(s["num_rows"] for s in c["splits"].values()) for c in manifest["configs"].values()), default=0)
-        if sizes[0] != size_category(largest):
-            problems.append(f"README.md: size_categories {sizes[0]!r} does not fit {largest} rows ({size_category(largest)!r})")
+        # The bucket describes the default config (the one `load_dataset(repo)` returns), as factory/card.py does.
+        default = [c for c in manifest["configs"].values() if c.get("default")]
+        rows = sum(s["num_rows"] for s in default[0]["splits"].values()) if default else 0
+        if default and sizes[0] != size_category(rows):
+            problems.append(
+                f"README.md: size_categories {sizes[0]!r} does not fit the default config's {rows} rows "
+                f"({size_category(rows)!r})"
+            )
 
     creators = _resource_json("creators.json")["annotations"]
     for creator in _as_list(meta.get("annotations_creators")):
@@ -142,7 +161,9 @@ def _check_configs(configs: Any, manifest: dict[str, Any] | None, folder: Path |
             continue
         seen.add(name)
         files = config.get("data_files")
-        if not isinstance(files, list) or not all(isinstance(f, dict) and "split" in f and "path" in f for f in files):
+        if not isinstance(files, list) or not all(
+            isinstance(f, dict) and "split" in f and "path" in f for f in files
+        ):
             problems.append(f"README.md: config {name!r}: data_files must be a list of {{split, path}}")
             continue
         if wanted is None:
@@ -162,10 +183,15 @@ def _check_configs(configs: Any, manifest: dict[str, Any] | None, folder: Path |
             listed = sorted(wanted[name]["splits"][split]["files"])
             matched = sorted({f for f in listed for p in patterns if fnmatch.fnmatchcase(f, p)})
             if matched != listed:
-                problems.append(f"README.md: config {name!r} split {split!r}: data_files {patterns} do not match {listed}")
+                problems.append(
+                    f"README.md: config {name!r} split {split!r}: data_files {patterns} do not match {listed}"
+                )
             if folder is not None:
                 on_disk = sorted(
-                    p.relative_to(folder).as_posix() for pat in patterns for p in folder.glob(pat) if p.is_file()
+                    p.relative_to(folder).as_posix()
+                    for pat in patterns
+                    for p in folder.glob(pat)
+                    if p.is_file()
                 )
                 if on_disk != listed:
                     problems.append(
@@ -173,7 +199,10 @@ def _check_configs(configs: Any, manifest: dict[str, Any] | None, folder: Path |
                         f"manifest.json lists {listed}"
                     )
     if wanted is not None:
-        problems += [f"README.md: config {n!r} from manifest.json has no entry in configs" for n in sorted(set(wanted) - seen)]
+        problems += [
+            f"README.md: config {n!r} from manifest.json has no entry in configs"
+            for n in sorted(set(wanted) - seen)
+        ]
     return problems
 
 
@@ -191,5 +220,7 @@ def check_card(folder: Path) -> list[str]:
             raise ValueError("not a manifest")
     except (OSError, ValueError) as exc:
         manifest = None
-        problems.append(f"{folder / 'manifest.json'}: unreadable ({exc.__class__.__name__}); configs not cross-checked")
+        problems.append(
+            f"{folder / 'manifest.json'}: unreadable ({exc.__class__.__name__}); configs not cross-checked"
+        )
     return problems + check_card_text(readme.read_text(encoding="utf-8"), manifest, folder)

@@ -13,14 +13,14 @@ from factory import __version__
 from factory.errors import UserError
 from factory.exporters import ExportContext
 from factory.recipe_loader import LoadedRecipe
+from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.sources import SOURCE_STAGE, read_source
-from factory.steps.base import RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.steps.registry import resolve_step_class
 from schemas.generation import GenerationParams
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 
 if TYPE_CHECKING:
-    from distilabel.pipeline import Pipeline
+    from factory.distilabel_compat import Pipeline
 
 WORK_DIR = ".work"
 
@@ -34,9 +34,8 @@ class RunResult:
 def build_pipeline(
     loaded: LoadedRecipe, rows: list[dict[str, Any]], work_dir: Path, *, allow_import_steps: bool
 ) -> tuple[Pipeline, list[Any]]:
-    import factory.distilabel_compat  # noqa: F401  (first: drops distilabel's traceback hook)
-    from distilabel.pipeline import Pipeline
-    from distilabel.steps import LoadDataFromDicts
+    from factory.distilabel_compat import LoadDataFromDicts, Pipeline
+    from factory.steps.base import SafeprefStep
 
     recipe = loaded.recipe
     classes = [resolve_step_class(s.step, allow_import=allow_import_steps) for s in recipe.stages]
@@ -45,12 +44,14 @@ def build_pipeline(
         steps = []
         for stage, cls in zip(recipe.stages, classes, strict=True):
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
-            if stage.step in _builtin_names():
+            if issubclass(cls, SafeprefStep):
                 kwargs.update(
                     stage=stage.name,
                     params=stage.params,
                     seed=recipe.seed,
-                    backend_spec=recipe.backends[stage.backend].model_dump(mode="json") if stage.backend else None,
+                    backend_spec=recipe.backends[stage.backend].model_dump(mode="json")
+                    if stage.backend
+                    else None,
                 )
             else:
                 kwargs.update(stage.params)
@@ -61,13 +62,9 @@ def build_pipeline(
     return pipeline, steps
 
 
-def _builtin_names() -> set[str]:
-    from factory.steps.registry import BUILTIN_STEPS
-
-    return set(BUILTIN_STEPS)
-
-
-def _check_source_columns(loaded: LoadedRecipe, rows: list[dict[str, Any]], label: str, first_step: Any) -> None:
+def _check_source_columns(
+    loaded: LoadedRecipe, rows: list[dict[str, Any]], label: str, first_step: Any
+) -> None:
     if not rows:
         raise UserError("the source has no rows", where=label)
     needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
@@ -80,19 +77,42 @@ def _check_source_columns(loaded: LoadedRecipe, rows: list[dict[str, Any]], labe
         )
 
 
-def _finalise_rows(raw_rows: list[dict[str, Any]], steps: list[Any], order: dict[str, int]) -> list[dict[str, Any]]:
-    """Quarantine rows that a crashed step emptied (distilabel imputes its outputs with None)."""
-    rows = sorted(raw_rows, key=lambda r: order.get(str(r.get(ROW_ID)), len(order)))
-    seen = {str(r.get(ROW_ID)) for r in rows}
-    missing = [rid for rid in order if rid not in seen]
+def _root_id(row_id: str, sources: dict[str, int]) -> str:
+    while row_id not in sources and EXPANSION_SEP in row_id:
+        row_id = row_id.rsplit(EXPANSION_SEP, 1)[0]
+    return row_id
+
+
+def _account_expansions(rows: list[dict[str, Any]], sources: dict[str, int]) -> tuple[int, int]:
+    """(created, expanded): rows made by expanding steps and the parents they replaced."""
+    final_ids = {str(r.get(ROW_ID)) for r in rows}
+    created: set[str] = set()
+    for rid in final_ids:
+        while rid not in sources and EXPANSION_SEP in rid:
+            created.add(rid)
+            rid = rid.rsplit(EXPANSION_SEP, 1)[0]
+        if rid not in sources:
+            raise RuntimeError(f"row {rid!r} has no source row")
+    parents = {c.rsplit(EXPANSION_SEP, 1)[0] for c in created}
+    missing = [rid for rid in sources if rid not in final_ids and rid not in parents]
     if missing:
         raise RuntimeError(f"{len(missing)} rows vanished inside the pipeline (first: {missing[0]})")
+    return len(created), len(parents)
+
+
+def _finalise_rows(
+    raw_rows: list[dict[str, Any]], steps: list[Any], sources: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Order rows by source row, and quarantine rows that a crashed step emptied (outputs imputed None)."""
+    rows = sorted(
+        raw_rows, key=lambda r: (sources.get(_root_id(str(r.get(ROW_ID)), sources), -1), str(r.get(ROW_ID)))
+    )
     for row in rows:
         if row.get(STATUS) in ("filtered", "quarantined"):
             continue
         for step in steps:
             produced = getattr(step, "produced", None)
-            columns = list(produced) + [STATUS] if produced is not None else list(step.outputs)
+            columns = [*produced, STATUS] if produced is not None else list(step.outputs)
             if any(row.get(c) is None for c in columns):
                 row[STATUS], row[STAGE] = "quarantined", step.name
                 row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
@@ -142,7 +162,10 @@ def export_context(loaded: LoadedRecipe) -> ExportContext:
         generator_model=_model_id(spec.model),
         generator_revision=_model_revision(spec.model, spec.revision),
         decoding=GenerationParams.model_validate(
-            {**spec.generation.model_dump(), **{k: v for k, v in (llm_stage.params.get("generation") or {}).items() if v is not None}}
+            {
+                **spec.generation.model_dump(),
+                **{k: v for k, v in (llm_stage.params.get("generation") or {}).items() if v is not None},
+            }
         ),
     )
 
@@ -177,9 +200,16 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
     _check_source_columns(loaded, rows, label, steps[0])
-    distiset = pipeline.run(use_cache=True)
+    from distilabel.errors import DistilabelUserError
+
+    try:
+        distiset = pipeline.run(use_cache=True)
+    except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
+        raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
     produced = list(distiset["default"]["train"])
-    final = _finalise_rows(produced, steps, {rid: i for i, rid in enumerate(ids)})
+    sources = {rid: i for i, rid in enumerate(ids)}
+    final = _finalise_rows(produced, steps, sources)
+    created, expanded = _account_expansions(final, sources)
     ctx = export_context(loaded)
     written = write_records(out_dir, final, recipe.outputs, ctx)
     stages = _stage_stats(loaded, final)
@@ -204,7 +234,12 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
         ],
         configs=written.configs,  # type: ignore[arg-type]
         counts=RowCounts(
-            input=len(rows), output=written.output_rows, filtered=written.filtered, quarantined=written.quarantined
+            input=len(rows),
+            created=created,
+            expanded=expanded,
+            output=written.output_rows,
+            filtered=written.filtered,
+            quarantined=written.quarantined,
         ),
         stages=stages,
         contains_harmful_text=True,

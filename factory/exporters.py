@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
 from schemas.provenance import Provenance
 from schemas.records import C2Group, ChatMessage, ConversationalPair
-from schemas.step_params import EXPORTERS
 
 
 @dataclass(frozen=True)
@@ -76,5 +76,5 @@ EXPORTER_FUNCTIONS: dict[str, Exporter] = {
     "c2syn.groups": c2syn_groups,
     "c2syn.pairs": c2syn_pairs,
     "c2syn.pairs_conversational": c2syn_pairs_conversational,
+    **PTALIGN_EXPORTER_FUNCTIONS,
 }
-assert set(EXPORTER_FUNCTIONS) == set(EXPORTERS), "every exporter needs a schema and a function"

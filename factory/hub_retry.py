@@ -54,6 +54,13 @@ def with_retry(call: Callable[[], T], *, what: str, policy: RetryPolicy) -> T:
             response = getattr(exc, "response", None)
             retry_after = response.headers.get("Retry-After") if response is not None else None
             wait = policy.delay(attempt, retry_after)
-            logger.info("%s: Hub answered %s; retry %d/%d in %.1fs", what, status, attempt + 1, policy.attempts - 1, wait)
+            logger.info(
+                "%s: Hub answered %s; retry %d/%d in %.1fs",
+                what,
+                status,
+                attempt + 1,
+                policy.attempts - 1,
+                wait,
+            )
             time.sleep(wait)
     raise AssertionError("unreachable")  # the loop returns or raises

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -106,6 +107,9 @@ def format_validation_error(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
+    nested = re.match(r"^(params\.[\w.]+): (.*)$", msg, re.S)
+    if nested:  # a step-params error raised inside the stage validator: keep the full path
+        loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{loc}: {msg}{more}"
 
@@ -117,7 +121,8 @@ def _with_stage_names(loc_msg: str, data: dict[str, Any]) -> str:
         stages = data.get("stages") or []
         idx = int(parts[1])
         if idx < len(stages) and isinstance(stages[idx], dict) and "name" in stages[idx]:
-            return f"stages[{stages[idx]['name']}]." + ".".join(parts[2:])
+            rest = ".".join(parts[2:])
+            return f"stages[{stages[idx]['name']}]" + (f".{rest}" if rest and not rest.startswith(":") else rest)
     return loc_msg
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
 from factory.errors import UserError
-from factory.steps.base import REASON, ROW_ID, STAGE, STATUS
+from factory.rows import REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import SourceSpec
 
 SOURCE_STAGE = "source"
@@ -39,7 +43,7 @@ def read_source(spec: SourceSpec, base_dir: Path) -> tuple[list[dict[str, Any]],
     else:
         path = source_path(spec, base_dir)
         label = str(path)
-        raw = _read_file(path)
+        raw = _read_records(path, spec) if spec.records_key or spec.file_schema else _read_file(path)
     rows = []
     for index, record in enumerate(raw):
         if spec.limit is not None and index >= spec.limit:
@@ -97,7 +101,55 @@ def _read_file(path: Path) -> Iterable[dict[str, Any]]:
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
-    raise UserError(f"unsupported source format {suffix!r} (use .jsonl, .json, .parquet or .csv)", where=str(path))
+    raise UserError(
+        f"unsupported source format {suffix!r} (use .jsonl, .json, .parquet or .csv)", where=str(path)
+    )
+
+
+def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
+    """A YAML/JSON mapping file, validated against `file_schema`; its `records_key` list becomes the rows.
+
+    The other top-level keys and `source_sha256` (the file's hash) are copied onto every row, so each
+    step sees the whole seed and every derived row records which file it came from.
+    """
+    if not path.is_file():
+        raise UserError("source file not found", where=str(path))
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise UserError("records_key/file_schema need a .yaml, .yml or .json file", where=str(path))
+    content = path.read_bytes()
+    try:
+        data = yaml.safe_load(content)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise UserError(
+            f"{line}invalid YAML: {getattr(exc, 'problem', None) or exc}", where=str(path)
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError("expected a mapping at the top level", where=str(path))
+    if spec.file_schema is not None:
+        from schemas.ptalign_seed import SEED_FILE_SCHEMAS
+
+        try:
+            data = SEED_FILE_SCHEMAS[spec.file_schema].model_validate(data).model_dump(mode="json")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = (
+                "unknown field"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
+            raise UserError(f"{loc}: {msg}", where=str(path)) from None
+    key = spec.records_key
+    if key is None:
+        return [data]
+    records = data.get(key)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UserError(f"records_key {key!r} must name a list of mappings", where=str(path))
+    shared = {k: v for k, v in data.items() if k != key}
+    shared["source_sha256"] = hashlib.sha256(content).hexdigest()
+    return [{**shared, **record} for record in records]
 
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
@@ -120,7 +172,9 @@ def _read_hub(spec: SourceSpec) -> Iterable[dict[str, Any]]:
     try:
         ds = datasets.load_dataset(spec.dataset, spec.name, split=spec.split, revision=spec.revision)
     except Exception as exc:  # network, missing repo, bad split: all user-fixable
-        raise UserError(f"cannot load {type(exc).__name__}: {str(exc).splitlines()[0]}", where=f"hub:{spec.dataset}") from None
+        raise UserError(
+            f"cannot load {type(exc).__name__}: {str(exc).splitlines()[0]}", where=f"hub:{spec.dataset}"
+        ) from None
     if spec.limit is not None:
         ds = ds.select(range(min(spec.limit, len(ds))))
     return ds  # type: ignore[no-any-return]

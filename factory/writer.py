@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from factory.arrow_schema import arrow_schema
 from factory.exporters import EXPORTER_FUNCTIONS, ExportContext
-from factory.steps.base import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
+from factory.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import OutputSpec
 from schemas.registry import RECORD_SCHEMAS
 from schemas.step_params import EXPORTERS
@@ -109,7 +109,10 @@ def write_records(
         shutil.rmtree(out_dir / spec.config, ignore_errors=True)
     writers = {
         spec.config: ShardWriter(
-            out_dir / spec.config, spec.split, arrow_schema(RECORD_SCHEMAS[EXPORTERS[spec.exporter]]), spec.rows_per_shard
+            out_dir / spec.config,
+            spec.split,
+            arrow_schema(RECORD_SCHEMAS[EXPORTERS[spec.exporter]]),
+            spec.rows_per_shard,
         )
         for spec in outputs
     }
@@ -155,7 +158,12 @@ def write_records(
             "schema": EXPORTERS[spec.exporter],
             "exporter": spec.exporter,
             "default": spec.default,
-            "splits": {spec.split: {"files": [f"{spec.config}/{f}" for f in files], "num_rows": writers[spec.config].num_rows}},
+            "splits": {
+                spec.split: {
+                    "files": [f"{spec.config}/{f}" for f in files],
+                    "num_rows": writers[spec.config].num_rows,
+                }
+            },
         }
     _write_accounting(out_dir / "filtered", filtered_rows, "rule")
     _write_accounting(out_dir / "quarantine", quarantined_rows, "reason")
@@ -181,4 +189,6 @@ def _short(exc: Exception) -> str:
 
 
 def write_resolved_recipe(out_dir: Path, recipe_dump: dict[str, Any]) -> None:
-    (out_dir / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_dump, sort_keys=False, allow_unicode=True))
+    (out_dir / "recipe.resolved.yaml").write_text(
+        yaml.safe_dump(recipe_dump, sort_keys=False, allow_unicode=True)
+    )

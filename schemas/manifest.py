@@ -8,11 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RowCounts(BaseModel):
-    """Every input row ends in exactly one place: output, filtered (by rule) or quarantined (by stage)."""
+    """Every row ends in exactly one place: output, filtered (by rule) or quarantined (by stage).
+
+    input + created - expanded = output + filtered + quarantined.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     input: int = Field(ge=0)
+    created: int = Field(0, ge=0, description="rows created by expanding steps (e.g. topics -> instructions)")
+    expanded: int = Field(0, ge=0, description="rows replaced by the rows they expanded into")
     output: int = Field(ge=0)
     filtered: dict[str, int] = Field(default_factory=dict, description="rule -> rows removed")
     quarantined: dict[str, int] = Field(default_factory=dict, description="stage -> rows quarantined")
@@ -20,9 +25,10 @@ class RowCounts(BaseModel):
     @model_validator(mode="after")
     def _adds_up(self) -> RowCounts:
         total = self.output + sum(self.filtered.values()) + sum(self.quarantined.values())
-        if total != self.input:
+        if total != self.input + self.created - self.expanded:
             raise ValueError(
-                f"row counts do not add up: input {self.input} != output {self.output} + "
+                f"row counts do not add up: input {self.input} + created {self.created} - expanded "
+                f"{self.expanded} != output {self.output} + "
                 f"filtered {sum(self.filtered.values())} + quarantined {sum(self.quarantined.values())}"
             )
         return self

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.generation import BackendSpec
+from schemas.ptalign_seed import SEED_FILE_SCHEMAS
 from schemas.step_params import EXPORTERS, STEP_PARAMS
 
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -20,15 +21,29 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["file", "bundled", "hub", "none"]
-    path: str | None = Field(None, description="file path (kind=file) or name under recipes/data (kind=bundled)")
+    path: str | None = Field(
+        None, description="file path (kind=file) or name under recipes/data (kind=bundled)"
+    )
     dataset: str | None = Field(None, description="Hub dataset id (kind=hub)")
     name: str | None = Field(None, description="Hub dataset config / data_dir (kind=hub)")
     split: str = "train"
     revision: str | None = Field(None, description="Hub revision; pin it for reproducible runs")
     field_map: dict[str, str] = Field(default_factory=dict, description="step column -> source column")
-    id_field: str | None = Field(None, description="source column holding a stable row id (default: row index)")
+    id_field: str | None = Field(
+        None, description="source column holding a stable row id (default: row index)"
+    )
     limit: int | None = Field(None, ge=1)
-    dedup_on: str | None = Field(None, description="column whose exact duplicates are filtered (rule duplicate)")
+    dedup_on: str | None = Field(
+        None, description="column whose exact duplicates are filtered (rule duplicate)"
+    )
+    records_key: str | None = Field(
+        None,
+        description="YAML/JSON mapping file: the key whose list becomes the rows; every other top-level "
+        "key, and `source_sha256` (the file's sha256), is copied onto each row",
+    )
+    file_schema: str | None = Field(
+        None, description="schema the whole file must satisfy first (e.g. ptalign_seed)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SourceSpec:
@@ -36,6 +51,12 @@ class SourceSpec(BaseModel):
             raise ValueError(f"a `{self.kind}` source needs `path`")
         if self.kind == "hub" and not self.dataset:
             raise ValueError("a `hub` source needs `dataset` (a Hub dataset id)")
+        if self.file_schema is not None and self.file_schema not in SEED_FILE_SCHEMAS:
+            raise ValueError(
+                f"unknown file_schema {self.file_schema!r}; known: {', '.join(SEED_FILE_SCHEMAS)}"
+            )
+        if (self.records_key or self.file_schema) and self.kind not in ("file", "bundled"):
+            raise ValueError("records_key and file_schema apply to `file` and `bundled` sources")
         return self
 
 

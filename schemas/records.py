@@ -44,7 +44,9 @@ class PreferencePair(BaseModel):
         if self.chosen == self.rejected:
             raise ValueError("chosen and rejected are identical")
         if self.chosen_rank >= self.rejected_rank:
-            raise ValueError(f"chosen_rank {self.chosen_rank} must be better (lower) than rejected_rank {self.rejected_rank}")
+            raise ValueError(
+                f"chosen_rank {self.chosen_rank} must be better (lower) than rejected_rank {self.rejected_rank}"
+            )
         return self
 
 
@@ -210,7 +212,9 @@ class SafetyTriple(BaseModel):
         last_end = 0
         for s in self.toxic_spans:
             if s.end > len(self.toxic):
-                raise ValueError(f"span [{s.start}, {s.end}) ends past the toxic text ({len(self.toxic)} chars)")
+                raise ValueError(
+                    f"span [{s.start}, {s.end}) ends past the toxic text ({len(self.toxic)} chars)"
+                )
             if s.start < last_end:
                 raise ValueError("toxic spans must be sorted and must not overlap")
             last_end = s.end

@@ -6,53 +6,43 @@ the base class quarantines that row with the error (and the raw LLM text when th
 of letting distilabel replace the whole batch by `None`s.
 """
 
-import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from factory.distilabel_compat import Step, StepInput
 from pydantic import Field, PrivateAttr
+
+from factory.distilabel_compat import Step, StepInput
+from factory.rows import (  # re-exported: steps import their helpers from here
+    EXPANSION_SEP,
+    RAW,
+    REASON,
+    ROW_ID,
+    STAGE,
+    STATUS,
+    USAGE,
+    RowFailed,
+    RowFiltered,
+    add_usage,
+    child_row,
+    is_ok,
+    mark,
+)
+
+__all__ = [
+    "EXPANSION_SEP",
+    "ROW_ID",
+    "STATUS",
+    "SafeprefStep",
+    "RowFailed",
+    "RowFiltered",
+    "add_usage",
+    "child_row",
+    "mark",
+]
 
 if TYPE_CHECKING:
     from distilabel.typing import StepColumns, StepOutput
 
     from factory.backends import Backend
-
-STATUS = "_sp_status"
-STAGE = "_sp_stage"
-REASON = "_sp_reason"
-RAW = "_sp_raw"
-USAGE = "_sp_usage"
-ROW_ID = "_sp_id"
-BOOKKEEPING = (ROW_ID, STATUS, STAGE, REASON, RAW, USAGE)
-
-
-class RowFiltered(Exception):
-    """Raised by a step for a row that a rule removes (not an error)."""
-
-    def __init__(self, rule: str) -> None:
-        super().__init__(rule)
-        self.rule = rule
-
-
-class RowFailed(Exception):
-    """Raised by a step for a row whose processing failed; `raw` keeps the LLM text that caused it."""
-
-    def __init__(self, reason: str, raw: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.raw = raw
-
-
-def is_ok(row: dict[str, Any]) -> bool:
-    return row.get(STATUS) == "ok"
-
-
-def add_usage(row: dict[str, Any], stage: str, calls: int, prompt_tokens: int, completion_tokens: int) -> None:
-    """Accumulate LLM usage on the row (a JSON string: stage -> [calls, prompt, completion])."""
-    usage = json.loads(row.get(USAGE) or "{}")
-    c, p, k = usage.get(stage, [0, 0, 0])
-    usage[stage] = [c + calls, p + prompt_tokens, k + completion_tokens]
-    row[USAGE] = json.dumps(usage, sort_keys=True)
 
 
 class SafeprefStep(Step):
@@ -98,10 +88,16 @@ class SafeprefStep(Step):
         return self._backend
 
     # -- row processing ---------------------------------------------------------------------------
-    def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Process the `ok` rows of a batch in place. Default: one row at a time."""
+    def process_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Process the `ok` rows of a batch in place (return None), or return rows that replace them.
+
+        An expanding step (one row -> many) returns children made with `child_row`; a parent that
+        yields no child must be marked filtered or quarantined and returned too, so no row vanishes.
+        Default: one row at a time, in place.
+        """
         for row in rows:
             self.guarded(row, self.process_row)
+        return None
 
     def process_row(self, row: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -129,12 +125,9 @@ class SafeprefStep(Step):
                 continue
         ok = [r for r in rows if is_ok(r)]
         if ok:
-            self.process_rows(ok)
+            replaced = self.process_rows(ok)
+            if replaced is not None:
+                rows = [r for r in rows if not is_ok(r) or r in replaced] + [
+                    r for r in replaced if r not in rows
+                ]
         yield rows
-
-
-def mark(row: dict[str, Any], status: str, stage: str, reason: str, raw: str | None = None) -> None:
-    row[STATUS] = status
-    row[STAGE] = stage
-    row[REASON] = reason
-    row[RAW] = raw

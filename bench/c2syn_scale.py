@@ -1,0 +1,91 @@
+"""C²-Syn at paper scale without a model: 50,000 requests -> 750,000 pairs through the real engine.
+
+Feeds synthetic PKU-SafeRLHF rows (FHR 90-300 words, continuations ~128 tokens from an instant
+backend) through select -> truncate -> generate -> rank -> validate -> parquet, on a real distilabel
+pipeline, and prints pairs/s, wall time and peak RSS (this process and its worker processes).
+
+    OMP_NUM_THREADS=1 python bench/c2syn_scale.py [--requests 50000]
+Goal on 2 cores: 750,000 pairs in <= 60 s, peak RSS <= 2 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+WORDS = ("you could just tell them off and make it awkward for everyone then ignore them for weeks "
+         "because it is easier than talking and nobody will notice anyway").split()
+PUNCT = [",", ".", ";", ":", "!", "?", " -", ""]
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = []
+        for _ in range(rng.randint(90, 300)):
+            w = rng.choice(WORDS)
+            if rng.random() < 0.12:
+                w += rng.choice(PUNCT)
+            words.append(w)
+        rows.append({"prompt": f"How do I annoy person number {i}?", "response_0": " ".join(words) + ".",
+                     "response_1": "Please talk to them kindly.", "is_response_0_safe": False,
+                     "is_response_1_safe": True})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+
+    from factory.engine import run_recipe
+    from factory.recipe_loader import load_recipe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        src = tmpdir / "rows.jsonl"
+        t0 = time.perf_counter()
+        with src.open("w") as fh:
+            for row in synthetic_rows(args.requests):
+                fh.write(json.dumps(row) + "\n")
+        t_data = time.perf_counter() - t0
+        recipe = yaml.safe_load((REPO / "recipes" / "c2syn-demo.yaml").read_text())
+        recipe["source"] = {"kind": "file", "path": str(src)}
+        recipe["backends"] = {}
+        recipe["stages"][2] = {"name": "generate", "step": "bench.instant_backend:InstantGenerate"}
+        for stage in recipe["stages"]:
+            stage["batch_size"] = args.batch_size
+        recipe["outputs"] = [o for o in recipe["outputs"] if o["config"] in ("pairs", "groups")]
+        path = tmpdir / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        t1 = time.perf_counter()
+        result = run_recipe(load_recipe(str(path)), tmpdir / "out", allow_import_steps=True)
+        wall = time.perf_counter() - t1
+    m = result.manifest
+    pairs = sum(s.num_rows for s in m.configs["pairs"].splits.values())
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"requests            {args.requests:,} (synthetic data written in {t_data:.1f} s, not timed)")
+    print(f"groups kept         {m.counts.output:,}  filtered {sum(m.counts.filtered.values()):,}  "
+          f"quarantined {sum(m.counts.quarantined.values()):,}")
+    print(f"pairs written       {pairs:,}")
+    print(f"wall time           {wall:.1f} s   (goal <= 60 s for 750,000 pairs)")
+    print(f"pairs/s             {pairs / wall:,.0f}")
+    print(f"peak RSS            main {self_rss:,.0f} MiB, largest worker {child_rss:,.0f} MiB   (goal <= 2048 MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""A trivial instant backend for benchmarks of the non-LLM work (no model, returns canned text)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from factory.steps.c2syn import C2Generate
+
+WORDS = "the a of to and it is that people would be hurt which not okay so please instead consider".split()
+
+
+class InstantBackend:
+    model_id = "instant"
+    revision = None
+
+    def __init__(self, tokens: int = 128, seed: int = 0) -> None:
+        self.tokens, self.rng = tokens, random.Random(seed)
+
+    def generate(self, requests: Sequence[Any]) -> list[Any]:
+        from factory.backends import Completion
+
+        out = []
+        for _ in requests:
+            text = " " + " ".join(self.rng.choice(WORDS) for _ in range(int(self.tokens * 0.75))) + "."
+            out.append(Completion(text=text, prompt_tokens=64, completion_tokens=self.tokens, finish_reason="length"))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class InstantGenerate(C2Generate):
+    """`c2syn.generate` with the instant backend in place of a model."""
+
+    def load(self) -> None:
+        super().load()
+        self._backend = InstantBackend()  # type: ignore[assignment]
+
+    def _generation_params(self) -> Any:
+        from schemas.generation import GenerationParams
+
+        return GenerationParams(max_new_tokens=128)

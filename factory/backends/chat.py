@@ -1,0 +1,75 @@
+"""Chat-template rendering shared by every backend (and by evaluation code).
+
+A final `assistant` message is a prefill: the rendered prompt leaves that turn OPEN (no end-of-turn
+token after it), so the model continues the text (`continue_final_message=True,
+add_generation_prompt=False`). Otherwise the prompt ends with the template's generation prompt.
+
+Whitespace: templates that `trim` message content (Llama-2, Mistral, ...) drop the prefill's trailing
+whitespace, and transformers then cuts the rendered prompt before it. We put that whitespace back, so a
+rendered prompt always ends with the prefill text exactly as given and `prefill + completion.text` is
+exactly the assistant text the model produced. (A trailing space usually hurts BPE models, which fold
+the space into the next word's token: end prefills without one.) Leading whitespace is the template's
+business (most insert their own separator after the role header).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from factory.backends.base import ends_with_prefill
+
+
+class TemplateMismatch(ValueError):
+    """The chat template cannot render this conversation (or cannot keep the prefill turn open)."""
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], *, continue_final: bool = True) -> str:
+    """The prompt text for `messages`; an assistant-final conversation stays open when `continue_final`.
+
+    `continue_final=False` closes a final assistant turn and opens a new one (the behaviour of an
+    OpenAI-compatible server without `continue_final_message`).
+    """
+    from jinja2 import TemplateError
+
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise TemplateMismatch("the tokenizer has no chat template")
+    prefill = ends_with_prefill(messages) and continue_final
+    try:
+        rendered = tokenizer.apply_chat_template(
+            list(messages),
+            tokenize=False,
+            continue_final_message=prefill,
+            add_generation_prompt=not prefill,
+        )
+    except TemplateError as exc:
+        raise TemplateMismatch(f"chat template failed: {str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:  # transformers: the template drops or rewrites the final message
+        what = "cannot keep the prefill open" if prefill else "failed"
+        raise TemplateMismatch(f"chat template {what}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(rendered, str):  # some tokenizers return a one-element list
+        rendered = rendered[0]
+    if prefill:
+        rendered = _restore_prefill_tail(rendered, messages[-1]["content"])
+    return rendered
+
+
+def _restore_prefill_tail(rendered: str, prefill: str) -> str:
+    if rendered.endswith(prefill):
+        return rendered
+    if rendered.endswith(prefill.strip()):  # the template trimmed the content: put the trailing part back
+        return rendered + prefill[len(prefill.rstrip()) :]
+    raise TemplateMismatch(
+        "the chat template rewrites the final assistant message, so the prefill cannot be continued verbatim"
+    )
+
+
+def strip_leading_bos(tokenizer: Any, prompt: str) -> str:
+    """Drop a textual BOS when the tokenizer adds its own: servers tokenize a /v1/completions prompt with
+    special tokens, so the template's BOS would be doubled (Llama). Templates whose BOS-named token is
+    ordinary text to the tokenizer (SmolLM's `<|im_start|>`) are left alone."""
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    if not bos or bos_id is None or not prompt.startswith(bos):
+        return prompt
+    adds_bos = tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos_id]
+    return prompt[len(bos) :] if adds_bos else prompt

@@ -1,0 +1,229 @@
+"""Any OpenAI-compatible server (`vllm serve`, llama.cpp, SGLang, hosted) over httpx.
+
+Concurrency is a thread pool bounded by `max_concurrency`; `base_url` may list replicas (round-robin;
+one that refuses connections is skipped for the rest of the call). Connect errors, timeouts, 429 and
+5xx are retried with exponential backoff and jitter (a `Retry-After` header wins). Anything else that
+goes wrong with one request becomes a `Completion` with `error` and `raw` set.
+
+The API key is read from the env var named by `api_key_env`, lives only in the client's headers
+(httpx masks them in its repr) and is scrubbed from every error and raw body we keep.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from factory.backends import bundled_model
+from factory.backends.base import (
+    ChatRequest,
+    Completion,
+    ends_with_prefill,
+    failed,
+    message_problem,
+    truncate_at_stop,
+)
+from factory.backends.chat import TemplateMismatch, render_prompt, strip_leading_bos
+from factory.errors import UserError
+from schemas.generation import BackendSpec, GenerationParams
+
+_RETRYABLE_EXCEPTIONS = (httpx.TransportError,)  # connect/read/write/pool errors and timeouts
+_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
+_MAX_BACKOFF_S = 30.0
+
+
+class OpenAIBackend:
+    """`kind: openai`. `backoff_base_s` is the first retry delay (doubled per attempt, jittered)."""
+
+    def __init__(self, spec: BackendSpec, *, backoff_base_s: float = 0.5) -> None:
+        urls = [spec.base_url] if isinstance(spec.base_url, str) else list(spec.base_url or [])
+        self.base_urls = [_check_url(u) for u in urls]
+        self.spec = spec
+        self.backoff_base_s = backoff_base_s
+        bundled = spec.model == "bundled"
+        self.model_id = bundled_model.MODEL_ID if bundled else spec.model
+        self.revision = bundled_model.REVISION if bundled and spec.revision is None else spec.revision
+        self.tokenizer: Any = None
+        if spec.prefill_mode == "completions":
+            self.tokenizer = _load_tokenizer(spec)
+        # The key goes straight into httpx.Headers (repr shows "[secure]"); no local holds it.
+        headers = httpx.Headers({"Content-Type": "application/json"})
+        if os.environ.get(spec.api_key_env):
+            headers["Authorization"] = "Bearer " + os.environ[spec.api_key_env]
+        timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0))
+        limits = httpx.Limits(
+            max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
+        )
+        self._client = httpx.Client(headers=headers, timeout=timeout, limits=limits)
+        self._next_replica = itertools.count()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model_id={self.model_id!r}, base_urls={self.base_urls!r})"
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        if not requests:
+            return []
+        dead: set[str] = set()  # replicas that refused connections during this call
+        workers = min(self.spec.max_concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend") as pool:
+            return list(pool.map(lambda r: self._complete(r, dead), requests))
+
+    def close(self) -> None:
+        self._client.close()
+
+    # one request -----------------------------------------------------------------------------------
+
+    def _complete(self, request: ChatRequest, dead: set[str]) -> Completion:
+        problem = message_problem(request.messages)
+        if problem is not None:
+            return failed(problem)
+        try:
+            path, body = self._payload(request)
+        except TemplateMismatch as exc:  # the local chat template cannot render this conversation
+            return failed(str(exc))
+        last_error = "no attempt made"
+        raw: str | None = None
+        retry_after: float | None = None
+        for attempt in range(self.spec.max_retries + 1):
+            if attempt:
+                time.sleep(self._delay(attempt, retry_after))
+            retry_after = None
+            url = self._pick_replica(dead)
+            try:
+                response = self._client.post(url + path, json=body)
+            except _RETRYABLE_EXCEPTIONS as exc:
+                if isinstance(exc, _CONNECT_FAILURES):
+                    with self._lock:
+                        dead.add(url)
+                last_error, raw = f"{type(exc).__name__} from {url}: {exc}", None
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                retry_after = _retry_after_s(response.headers.get("Retry-After"))
+                last_error, raw = f"HTTP {response.status_code} from {url}", response.text
+                continue
+            if response.status_code >= 400:
+                error = f"HTTP {response.status_code} from {url}: {_snippet(response.text)}"
+                return self._scrubbed(failed(error, response.text))
+            return self._scrubbed(_parse(response.text, path, request.params))
+        attempts = self.spec.max_retries + 1
+        return self._scrubbed(failed(f"gave up after {attempts} attempt(s): {last_error}", raw))
+
+    def _payload(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
+        params = request.params
+        body: dict[str, Any] = {"model": self.model_id, "max_tokens": params.max_new_tokens}
+        body["temperature"] = params.temperature
+        body["top_p"] = params.top_p
+        # non-standard fields are sent only when set: vLLM/SGLang/llama.cpp read them, others may reject them
+        if params.top_k is not None:
+            body["top_k"] = params.top_k
+        if params.repetition_penalty is not None:
+            body["repetition_penalty"] = params.repetition_penalty
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if self.tokenizer is not None:
+            body["prompt"] = strip_leading_bos(
+                self.tokenizer, render_prompt(self.tokenizer, request.messages)
+            )
+            return "/completions", body
+        body["messages"] = request.messages
+        if ends_with_prefill(request.messages):
+            body["continue_final_message"] = True  # vLLM/SGLang extension: keep the assistant turn open
+            body["add_generation_prompt"] = False
+        return "/chat/completions", body
+
+    def _pick_replica(self, dead: set[str]) -> str:
+        with self._lock:
+            alive = [u for u in self.base_urls if u not in dead] or self.base_urls
+            return alive[next(self._next_replica) % len(alive)]
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.spec.timeout_s)
+        ceiling = min(self.backoff_base_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
+        return random.uniform(ceiling / 2, ceiling)  # jitter spreads retries of a burst of failures
+
+    def _scrubbed(self, completion: Completion) -> Completion:
+        key = os.environ.get(self.spec.api_key_env)
+        if key:
+            if completion.error:
+                completion.error = completion.error.replace(key, "***")
+            if completion.raw:
+                completion.raw = completion.raw.replace(key, "***")
+        return completion
+
+
+def _parse(text: str, path: str, params: GenerationParams) -> Completion:
+    try:
+        data = json.loads(text)
+        choice = data["choices"][0]
+        content = choice["text"] if path == "/completions" else choice["message"]["content"]
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        return failed(f"malformed response ({type(exc).__name__}: {exc})", text)
+    if not isinstance(content, str):
+        return failed("response has no text content", text)
+    usage = data.get("usage") or {}
+    content, stopped = truncate_at_stop(content, params.stop)  # some servers return the stop string
+    finish = choice.get("finish_reason")
+    completion = Completion(
+        text=content,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason="stop" if stopped else finish,
+    )
+    if not content.strip():
+        completion.error, completion.raw = "empty completion", text[:4096]
+    return completion
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # the HTTP-date form
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _snippet(body: str) -> str:
+    line = body.strip().splitlines()[0] if body.strip() else "(empty body)"
+    return line[:200]
+
+
+def _check_url(url: str) -> str:
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UserError(f"base_url {url!r} is not an http(s) URL", where="backend")
+    if parsed.userinfo:
+        raise UserError("base_url must not embed credentials; use api_key_env", where="backend")
+    return url.rstrip("/")
+
+
+def _load_tokenizer(spec: BackendSpec) -> Any:
+    from transformers import AutoTokenizer
+
+    name = spec.tokenizer or spec.model
+    source = str(bundled_model.bundled_model_dir()) if name == "bundled" else name
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=None if name == "bundled" else spec.revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(
+            f"prefill_mode completions: cannot load tokenizer {name!r}: {first}", where="backend"
+        ) from exc

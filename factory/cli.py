@@ -1,0 +1,247 @@
+"""The `safepref` command line. It parses arguments and calls the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from factory.errors import UserError
+
+app = typer.Typer(
+    name="safepref",
+    help="Build, check, publish and train on synthetic safety-preference datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+RecipeArg = Annotated[
+    str, typer.Argument(help="Recipe file (.yaml) or built-in recipe name (see `safepref recipes`).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value: key.path=value (YAML value). Repeatable."),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Read at most N source rows.")]
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: ./out/<recipe name>).")
+    ] = None,
+    overrides: SetOpt = None,
+    limit: LimitOpt = None,
+    allow_import_steps: Annotated[
+        bool,
+        typer.Option("--allow-import-steps", help="Let the recipe import steps named by `module:Class`."),
+    ] = False,
+) -> None:
+    """Run a recipe and write a Hub-ready dataset folder (re-running the same recipe resumes)."""
+    from factory.recipe_loader import load_recipe
+
+    loaded = load_recipe(recipe, overrides, limit)
+    from factory.engine import run_recipe
+
+    out_dir = out or Path("out") / loaded.recipe.name
+    with console.status(f"running [bold]{loaded.recipe.name}[/] → {out_dir}"):
+        result = run_recipe(loaded, out_dir, allow_import_steps=allow_import_steps)
+    _print_summary(result.manifest, out_dir)
+
+
+def _print_summary(manifest: object, out_dir: Path) -> None:
+    from schemas.manifest import DatasetManifest
+
+    assert isinstance(manifest, DatasetManifest)
+    table = Table(title=f"{manifest.recipe_name} → {out_dir}")
+    for col in ("stage", "step", "in", "ok", "filtered", "quarantined", "LLM calls", "gen tokens"):
+        table.add_column(col, justify="right" if col not in ("stage", "step") else "left")
+    for name, st in manifest.stages.items():
+        table.add_row(
+            name,
+            st.step,
+            str(st.rows_in),
+            str(st.rows_ok),
+            str(st.filtered),
+            str(st.quarantined),
+            str(st.llm_calls),
+            str(st.completion_tokens),
+        )
+    console.print(table)
+    c = manifest.counts
+    console.print(
+        f"rows: input {c.input}"
+        + (f" + created {c.created} − expanded {c.expanded}" if c.created else "")
+        + f" = output {c.output} + filtered {sum(c.filtered.values())} + quarantined {sum(c.quarantined.values())}"
+    )
+    for name, info in manifest.configs.items():
+        rows = sum(s.num_rows for s in info.splits.values())
+        console.print(
+            f"config [bold]{name}[/] ({info.schema_name}): {rows} rows"
+            + (" (default)" if info.default else "")
+        )
+    if manifest.wall_time_s is not None:
+        console.print(
+            f"wall time {manifest.wall_time_s:.1f} s, {manifest.completion_tokens} generated tokens"
+        )
+
+
+@app.command()
+def validate(recipe: RecipeArg, overrides: SetOpt = None) -> None:
+    """Validate a recipe without running it."""
+    from factory.recipe_loader import load_recipe
+
+    loaded = load_recipe(recipe, overrides)
+    console.print(
+        f"[green]ok[/] {loaded.path} (recipe {loaded.recipe.name} v{loaded.recipe.version}, sha256 {loaded.hash[:12]})"
+    )
+
+
+@app.command()
+def plan(recipe: RecipeArg, overrides: SetOpt = None, limit: LimitOpt = None) -> None:
+    """Show the stages, and the LLM calls and tokens the recipe will need at most."""
+    from factory.planning import plan_recipe
+    from factory.recipe_loader import load_recipe
+
+    loaded = load_recipe(recipe, overrides, limit)
+    p = plan_recipe(loaded)
+    table = Table(title=f"plan: {loaded.recipe.name} ({p.source_rows} source rows from {p.source_label})")
+    for col in ("stage", "step", "backend", "LLM calls/row", "LLM calls (max)", "new tokens (max)"):
+        table.add_column(col)
+    for s in p.stages:
+        table.add_row(
+            s.name, s.step, s.backend or "-", f"{s.calls_per_row:g}", f"{s.calls:,}", f"{s.max_new_tokens:,}"
+        )
+    console.print(table)
+    console.print(f"total: {p.total_calls:,} LLM calls, at most {p.total_new_tokens:,} generated tokens")
+
+
+@app.command()
+def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by `safepref run`.")]) -> None:
+    """Re-validate every row of a dataset folder against its schemas; exit 1 on any problem."""
+    from factory.check import check_folder
+
+    report = check_folder(folder)
+    if report.ok:
+        console.print(f"[green]ok[/] {folder}: {report.rows_checked} rows valid")
+        return
+    for problem in report.problems:
+        sys.stderr.write(f"{folder}: {problem}\n")
+    raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    name: Annotated[str, typer.Argument(help="recipe, manifest, a record schema, or `list`.")],
+) -> None:
+    """Print the JSON Schema of a record, the recipe or the manifest."""
+    from schemas.manifest import DatasetManifest
+    from schemas.recipe import Recipe
+    from schemas.registry import RECORD_SCHEMAS
+
+    models = {"recipe": Recipe, "manifest": DatasetManifest, **RECORD_SCHEMAS}
+    if name == "list":
+        for n in models:
+            console.print(n)
+        return
+    if name not in models:
+        raise UserError(f"unknown schema {name!r}; one of: {', '.join(models)}")
+    sys.stdout.write(json.dumps(models[name].model_json_schema(by_alias=True), indent=2) + "\n")
+
+
+@app.command()
+def recipes() -> None:
+    """List the built-in recipes."""
+    from factory.recipe_loader import builtin_recipe_names, builtin_recipes_dir, read_yaml
+
+    table = Table(title="built-in recipes")
+    table.add_column("name")
+    table.add_column("description")
+    for name in builtin_recipe_names():
+        data = read_yaml(builtin_recipes_dir() / f"{name}.yaml")
+        table.add_row(name, str(data.get("description", "")) if isinstance(data, dict) else "")
+    console.print(table)
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="Dataset folder written by `safepref run`.")],
+    repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo id, OWNER/NAME.")],
+    public: Annotated[
+        bool, typer.Option("--public", help="Make the dataset public (asks unless --yes).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    gated: Annotated[
+        str | None, typer.Option("--gated", help="auto | manual | off (default: manual for harmful text).")
+    ] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Tag the published commit, e.g. v1.0.0.")] = None,
+) -> None:
+    """Publish a dataset folder to the Hugging Face Hub (private and gated by default). Token: HF_TOKEN."""
+    from factory.publisher import publish_folder
+
+    if gated not in (None, "auto", "manual", "off"):
+        raise UserError(f"--gated must be auto, manual or off, got {gated!r}")
+    gating: Literal["auto", "manual", "off"] | None = gated  # type: ignore[assignment]
+    result = publish_folder(
+        folder,
+        repo,
+        public=public,
+        yes=yes,
+        gated=gating,
+        tag=tag,
+        confirm=lambda q: typer.confirm(q, default=False),
+    )
+    if result.commit_oid is None:
+        console.print(f"{result.repo_id}: already up to date (no commit)")
+    else:
+        console.print(f"{result.repo_id}: committed {result.commit_oid[:12]} ({result.files_uploaded} files)")
+    console.print(
+        f"private={result.private} gated={result.gated}"
+        + (f" tag={result.tag}" if result.tag else "")
+        + f"\n{result.url}"
+    )
+
+
+@app.command()
+def train(
+    config: Annotated[
+        str, typer.Argument(help="Training config file or built-in name (dpo-demo, ptalign-demo, …).")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Dataset folder or Hub repo[@revision].")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model path or Hub id (`bundled` = SmolLM2).")
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder for the model/adapter.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Fine-tune a model on a safepref dataset (DPO, group-aware DPO, PT-ALIGN MLE + unlikelihood)."""
+    from trainers.run import train as run_training
+
+    out_dir = run_training(config, dataset=dataset, model=model, out=out, overrides=overrides)
+    console.print(f"model written to {out_dir}")
+
+
+def main() -> None:
+    """Entry point: user errors are one line on stderr and exit 2; bugs keep their traceback."""
+    try:
+        app()
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")  # one plain line: no wrapping, no markup
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

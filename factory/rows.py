@@ -1,0 +1,65 @@
+"""Row bookkeeping shared by steps, the engine and the writer (no heavy imports).
+
+Every row carries `_sp_id` (stable id), `_sp_status` (ok | filtered | quarantined), `_sp_stage`,
+`_sp_reason` (filter rule or error), `_sp_raw` (raw LLM output of a quarantined row) and `_sp_usage`.
+"""
+
+import json
+from typing import Any
+
+STATUS = "_sp_status"
+STAGE = "_sp_stage"
+REASON = "_sp_reason"
+RAW = "_sp_raw"
+USAGE = "_sp_usage"
+ROW_ID = "_sp_id"
+BOOKKEEPING = (ROW_ID, STATUS, STAGE, REASON, RAW, USAGE)
+
+
+class RowFiltered(Exception):
+    """Raised by a step for a row that a rule removes (not an error)."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(rule)
+        self.rule = rule
+
+
+class RowFailed(Exception):
+    """Raised by a step for a row whose processing failed; `raw` keeps the LLM text that caused it."""
+
+    def __init__(self, reason: str, raw: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+
+
+def is_ok(row: dict[str, Any]) -> bool:
+    return row.get(STATUS) == "ok"
+
+
+def add_usage(
+    row: dict[str, Any], stage: str, calls: int, prompt_tokens: int, completion_tokens: int
+) -> None:
+    """Accumulate LLM usage on the row (a JSON string: stage -> [calls, prompt, completion])."""
+    usage = json.loads(row.get(USAGE) or "{}")
+    c, p, k = usage.get(stage, [0, 0, 0])
+    usage[stage] = [c + calls, p + prompt_tokens, k + completion_tokens]
+    row[USAGE] = json.dumps(usage, sort_keys=True)
+
+
+EXPANSION_SEP = "/"
+
+
+def child_row(parent: dict[str, Any], index: int, **fields: Any) -> dict[str, Any]:
+    """A row created from `parent` (id `parent/index`), inheriting its columns and status `ok`."""
+    child = {**parent, **fields}
+    child[ROW_ID] = f"{parent[ROW_ID]}{EXPANSION_SEP}{index}"
+    child[STATUS], child[STAGE], child[REASON], child[RAW] = "ok", None, None, None
+    return child
+
+
+def mark(row: dict[str, Any], status: str, stage: str, reason: str, raw: str | None = None) -> None:
+    row[STATUS] = status
+    row[STAGE] = stage
+    row[REASON] = reason
+    row[RAW] = raw

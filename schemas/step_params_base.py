@@ -1,0 +1,22 @@
+"""Base class of every step's parameters."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StepParams(BaseModel):
+    """Parameters of one built-in step; `needs_llm` says whether the stage must name a backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    needs_llm: ClassVar[bool] = False
+
+    def llm_calls_per_row(self) -> float:
+        """Upper bound of LLM calls per input row of this stage (for `safepref plan`)."""
+        return 1.0 if self.needs_llm else 0.0
+
+    def rows_out_per_row(self) -> float:
+        """How many rows leave this stage per row that enters it (expanding steps return > 1)."""
+        return 1.0

@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests run offline: no Hub, no network beyond 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def c2syn_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `c2syn-demo` run with the bundled SmolLM2 model, shared by the tests that read it."""
+    from factory.engine import run_recipe
+    from factory.recipe_loader import load_recipe
+
+    out = tmp_path_factory.mktemp("c2syn-demo") / "out"
+    run_recipe(load_recipe("c2syn-demo"), out)
+    return out

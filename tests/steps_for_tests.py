@@ -1,0 +1,38 @@
+"""Steps used by engine tests through `--allow-import-steps` (import-path steps).
+
+`CannedGenerate` writes deterministic SR/continuations so the engine's accounting can be tested
+quickly; the real-LLM path is covered by the c2syn-demo end-to-end tests.
+"""
+
+
+from typing import Any, ClassVar
+
+from factory.distilabel_compat import Step, StepInput
+from factory.steps.base import SafeprefStep
+
+
+class CannedGenerate(SafeprefStep):
+    required: ClassVar[tuple[str, ...]] = ("prompt", "truncation")
+    produced: ClassVar[tuple[str, ...]] = ("sr", "continuations")
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        if row["_sp_id"] in self.params.get("fail_ids", []):
+            raise ValueError("injected failure")
+        row["sr"] = f"I can't help with that, request {row['_sp_id']}."
+        row["continuations"] = [f" it would hurt people (cut {i})." for i in range(1, 5)]
+
+
+class CrashingStep(Step):
+    """A plain distilabel step whose batch crashes: distilabel fills its outputs with None."""
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["crash_marker"]
+
+    def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
+        raise RuntimeError("injected batch crash")
+        yield inputs  # pragma: no cover

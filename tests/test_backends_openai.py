@@ -1,0 +1,200 @@
+"""The OpenAI-compatible backend against a real local server serving the bundled model."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from factory.backends import ChatRequest, Completion, create_backend
+from factory.backends.chat import render_prompt
+from factory.backends.openai_backend import OpenAIBackend, _retry_after_s
+from factory.backends.transformers_backend import TransformersBackend
+from factory.errors import UserError
+from schemas.generation import BackendSpec, GenerationParams
+from tests.openai_server import OpenAITestServer
+
+pytestmark = pytest.mark.slow
+
+SHORT = GenerationParams(max_new_tokens=4)
+PREFILL = "Sure, I can help you with that, but I must advise you that"
+KEY = "sk-test-0123456789abcdef"
+
+
+def ask(text: str, prefill: str | None = None) -> list[dict[str, str]]:
+    messages = [{"role": "user", "content": text}]
+    if prefill is not None:
+        messages.append({"role": "assistant", "content": prefill})
+    return messages
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[TransformersBackend]:
+    backend = TransformersBackend(BackendSpec(kind="transformers", model="bundled", batch_size=1))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def server(model: TransformersBackend) -> Iterator[OpenAITestServer]:
+    with OpenAITestServer(model) as running:
+        yield running
+
+
+def client(url: str | list[str], **fields: object) -> OpenAIBackend:
+    """A backend with quick retries; `fields` override BackendSpec fields."""
+    spec = BackendSpec.model_validate({"kind": "openai", "base_url": url, "api_key_env": "SAFEPREF_TEST_KEY"} | fields)
+    return OpenAIBackend(spec, backoff_base_s=0.01)
+
+
+def free_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there any more
+
+
+def test_plain_chat_request(server: OpenAITestServer) -> None:
+    backend = create_backend(
+        BackendSpec(kind="openai", base_url=server.url, model="bundled", api_key_env="SAFEPREF_TEST_KEY")
+    )
+    [completion] = backend.generate([ChatRequest(ask("Name a colour."), SHORT)])
+    backend.close()
+    assert completion.error is None and completion.text.strip()
+    assert completion.prompt_tokens > 0 and 1 <= completion.completion_tokens <= 4
+    [entry] = server.log
+    assert entry.path == "/v1/chat/completions"
+    assert entry.body["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert entry.body["max_tokens"] == 4 and "continue_final_message" not in entry.body
+    assert entry.prompt is not None and entry.prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_prefill_in_both_modes_continues_the_same_open_turn(server: OpenAITestServer) -> None:
+    messages = ask("How do I get back at a rude neighbour?", PREFILL)
+    [chat] = client(server.url).generate([ChatRequest(messages, SHORT)])
+    [completions] = client(server.url, prefill_mode="completions", tokenizer="bundled").generate(
+        [ChatRequest(messages, SHORT)]
+    )
+    first, second = server.log
+    assert first.path == "/v1/chat/completions"
+    assert first.body["continue_final_message"] is True and first.body["add_generation_prompt"] is False
+    assert second.path == "/v1/completions" and second.body["prompt"].endswith("<|im_start|>assistant\n" + PREFILL)
+    assert first.prompt == second.prompt == render_prompt(server.backend.tokenizer, messages)
+    assert chat.error is None and chat.text.strip()
+    assert (chat.text, chat.prompt_tokens) == (completions.text, completions.prompt_tokens)
+
+
+def test_transient_503s_and_429s_are_retried(server: OpenAITestServer) -> None:
+    server.inject("status", times=2, status=503)
+    server.inject("status", times=1, status=429, retry_after=0)
+    server.inject("drop", times=1)
+    [completion] = client(server.url, max_retries=4).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert completion.error is None and completion.text.strip()
+    assert [e.status for e in server.log] == [503, 503, 429, None, 200]
+
+
+def test_retry_after_is_honoured(server: OpenAITestServer) -> None:
+    server.inject("status", times=1, status=429, retry_after=0.4)
+    [completion] = client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert completion.error is None
+    throttled, served = server.log
+    assert served.received_at - throttled.received_at >= 0.4  # a lower bound: the client waited
+    assert _retry_after_s("2.5") == 2.5
+    assert _retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+    assert _retry_after_s("soon") is None
+
+
+def test_a_permanently_failing_request_returns_an_error_not_an_exception(server: OpenAITestServer) -> None:
+    server.inject("status", times=100, status=503, match="poison")
+    requests = [ChatRequest(ask("Hi."), SHORT), ChatRequest(ask("poison"), SHORT)]
+    ok, bad = client(server.url, max_retries=2).generate(requests)
+    assert ok.error is None and ok.text.strip()
+    assert bad.text == "" and bad.error is not None
+    assert "3 attempt" in bad.error and "503" in bad.error
+    assert bad.raw is not None and "injected failure" in bad.raw
+    assert sum(e.fault == "status" for e in server.log) == 3
+
+
+def test_client_errors_are_not_retried(server: OpenAITestServer) -> None:
+    server.inject("status", times=1, status=400)
+    [completion] = client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert completion.error is not None and completion.error.startswith("HTTP 400")
+    assert len(server.log) == 1
+
+
+@pytest.mark.parametrize(("fault", "error"), [("malformed", "malformed response"), ("empty", "empty completion")])
+def test_unusable_bodies_become_errors_with_the_raw_body(server: OpenAITestServer, fault: str, error: str) -> None:
+    server.inject(fault)
+    [completion] = client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert completion.error is not None and completion.error.startswith(error)
+    assert completion.raw is not None and '"choices"' in completion.raw
+    assert len(server.log) == 1  # a 200 is not retried
+
+
+def test_a_timeout_is_retried_then_reported(server: OpenAITestServer) -> None:
+    server.inject("hang", times=1, hang_s=3.0)
+    [recovered] = client(server.url, timeout_s=0.5).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert recovered.error is None and len(server.log) == 2
+    server.inject("hang", times=1, hang_s=3.0)
+    [timed_out] = client(server.url, timeout_s=0.5, max_retries=0).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert timed_out.error is not None and "ReadTimeout" in timed_out.error
+
+
+def test_concurrency_is_bounded(model: TransformersBackend) -> None:
+    with OpenAITestServer(model, latency_s=0.3) as slow:
+        requests = [ChatRequest(ask(f"Say the number {i}."), GenerationParams(max_new_tokens=1)) for i in range(6)]
+        completions = client(slow.url, max_concurrency=2).generate(requests)
+        assert all(c.error is None for c in completions)
+        assert len(slow.log) == 6
+        assert slow.max_in_flight == 2
+
+
+def test_replicas_round_robin_and_a_dead_one_is_skipped(model: TransformersBackend) -> None:
+    with OpenAITestServer(model) as a, OpenAITestServer(model) as b:
+        requests = [ChatRequest(ask("Hi."), SHORT) for _ in range(4)]
+        completions = client([a.url, b.url], max_concurrency=1).generate(requests)
+        assert all(c.error is None for c in completions)
+        assert (len(a.log), len(b.log)) == (2, 2)
+        completions = client([free_port_url(), a.url], max_concurrency=1).generate(requests)
+        assert all(c.error is None for c in completions)
+        assert len(a.log) == 2 + 4  # every request served once, the dead replica tried once in all
+
+
+def test_an_unreachable_server_gives_errors(model: TransformersBackend) -> None:
+    [completion] = client(free_port_url(), max_retries=1).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert completion.error is not None and "ConnectError" in completion.error
+
+
+def test_the_api_key_is_sent_but_never_shown(model: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEPREF_TEST_KEY", KEY)
+    with OpenAITestServer(model, api_key=KEY) as good:
+        [ok] = client(good.url).generate([ChatRequest(ask("Hi."), SHORT)])
+        assert ok.error is None and good.log[0].authorization == f"Bearer {KEY}"
+    with OpenAITestServer(model, api_key="another-key") as wrong:  # its 401 body echoes the key it got
+        backend = client(wrong.url)
+        [denied] = backend.generate([ChatRequest(ask("Hi."), SHORT)])
+        assert wrong.log[0].status == 401
+    assert denied.error is not None and denied.error.startswith("HTTP 401")
+    shown = " ".join([denied.error, denied.raw or "", repr(backend), repr(backend.__dict__), repr(denied)])
+    assert KEY not in shown and "***" in denied.error
+
+
+def test_no_key_no_authorization_header(server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFEPREF_TEST_KEY", raising=False)
+    client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert server.log[0].authorization is None
+
+
+def test_bad_messages_fail_alone_without_a_request(server: OpenAITestServer) -> None:
+    completions: list[Completion] = client(server.url).generate(
+        [ChatRequest([{"role": "robot", "content": "x"}], SHORT), ChatRequest(ask("Hi."), SHORT)]
+    )
+    assert completions[0].error is not None and "role" in completions[0].error
+    assert completions[1].error is None and len(server.log) == 1
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/v1", "http://user:pw@127.0.0.1:8000/v1", "not a url"])
+def test_a_bad_base_url_is_a_user_error(url: str) -> None:
+    with pytest.raises(UserError, match="base_url"):
+        create_backend(BackendSpec(kind="openai", base_url=url))

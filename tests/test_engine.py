@@ -1,0 +1,168 @@
+"""The engine on a real distilabel pipeline: accounting, quarantine, field mapping, resume, check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from factory.check import check_folder
+from factory.engine import run_recipe
+from factory.recipe_loader import load_recipe
+from tests.conftest import REPO
+
+DEMO = yaml.safe_load((REPO / "recipes" / "c2syn-demo.yaml").read_text())
+DEMO_ROWS = [json.loads(line) for line in (REPO / "recipes" / "data" / "c2syn_demo.jsonl").read_text().splitlines()]
+
+
+def canned_recipe(tmp_path: Path, *, fail_ids: list[str] | None = None, extra_stage: dict[str, Any] | None = None,
+                  source: dict[str, Any] | None = None) -> Path:
+    """c2syn-demo with the LLM stage replaced by a deterministic import-path step (fast)."""
+    data = yaml.safe_load(yaml.safe_dump(DEMO))
+    data["stages"][2] = {"name": "generate", "step": "tests.steps_for_tests:CannedGenerate",
+                         "params": {"fail_ids": fail_ids or []}}
+    data["backends"] = {}
+    if extra_stage:
+        data["stages"].insert(3, extra_stage)
+    if source:
+        data["source"] = source
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def manifest(out: Path) -> dict[str, Any]:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_a_failing_row_is_quarantined_with_its_error_and_counts_add_up(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_recipe(load_recipe(str(canned_recipe(tmp_path, fail_ids=["3"]))), out, allow_import_steps=True)
+    m = manifest(out)
+    assert m["counts"] == {"input": 12, "created": 0, "expanded": 0, "output": 8,
+                           "filtered": {"no_keyword": 1, "no_long_unsafe_response": 1, "degenerate_cuts": 1},
+                           "quarantined": {"generate": 1}}
+    q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
+    assert [(r["_sp_id"], r["stage"]) for r in q] == [("3", "generate")]
+    assert "injected failure" in q[0]["reason"]
+    assert json.loads(q[0]["input"])["prompt"] == DEMO_ROWS[3]["prompt"]
+    groups = pq.read_table(out / "groups").to_pylist()
+    assert "3" not in {g["source_id"] for g in groups}
+    assert len(groups) == 8 and pq.read_table(out / "pairs").num_rows == 8 * 15
+    f = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
+    assert sorted(r["rule"] for r in f) == ["degenerate_cuts", "no_keyword", "no_long_unsafe_response"]
+    assert check_folder(out).ok
+
+
+def test_a_crashed_batch_ends_in_quarantine_not_in_the_data(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    crash = {"name": "crash", "step": "tests.steps_for_tests:CrashingStep"}
+    run_recipe(load_recipe(str(canned_recipe(tmp_path, extra_stage=crash))), out, allow_import_steps=True)
+    m = manifest(out)
+    assert m["counts"]["output"] == 0
+    assert m["counts"]["quarantined"] == {"crash": 9}
+    assert sum(m["counts"]["filtered"].values()) == 3
+    q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
+    assert all("replaced its outputs with None" in r["reason"] for r in q)
+    assert pq.read_table(out / "pairs").num_rows == 0
+    assert check_folder(out).ok
+
+
+def test_pku_2024_schema_maps_through_field_map(tmp_path: Path) -> None:
+    """The 2024 re-release names (and extra fields) map onto the columns the steps read."""
+    rows = []
+    for i, r in enumerate(DEMO_ROWS):
+        rows.append({"uid": f"pku24-{i}", "prompt": r["prompt"], "response_0": r["response_0"], "response_1": r["response_1"],
+                     "is_response_0_safe": r["is_response_0_safe"], "is_response_1_safe": r["is_response_1_safe"],
+                     "response_0_harm_category": {"Insulting Behavior": True}, "response_0_severity_level": 1,
+                     "prompt_source": "demo", "better_response_id": 1, "safer_response_id": 1})
+    # a 2024-style file with renamed columns, mapped back by the recipe
+    renamed = [{("query" if k == "prompt" else k): v for k, v in r.items()} for r in rows]
+    src = tmp_path / "pku2024.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in renamed) + "\n")
+    path = canned_recipe(tmp_path, source={"kind": "file", "path": str(src), "id_field": "uid",
+                                           "field_map": {"prompt": "query"}})
+    out = tmp_path / "out"
+    run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
+    groups = pq.read_table(out / "groups").to_pylist()
+    assert len(groups) == 9
+    assert groups[0]["source_id"] == "pku24-0" and groups[0]["prompt"] == DEMO_ROWS[0]["prompt"]
+
+
+def test_same_seed_gives_identical_data_other_seed_other_draws(tmp_path: Path) -> None:
+    path = canned_recipe(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_recipe(load_recipe(str(path)), a, allow_import_steps=True)
+    run_recipe(load_recipe(str(path)), b, allow_import_steps=True)
+    for config in ("pairs", "groups", "pairs_conversational"):
+        files_a = sorted((a / config).glob("*.parquet"))
+        assert [f.read_bytes() for f in files_a] == [f.read_bytes() for f in sorted((b / config).glob("*.parquet"))]
+    c = tmp_path / "c"
+    run_recipe(load_recipe(str(path), ["seed=7"]), c, allow_import_steps=True)
+    ga, gc = pq.read_table(a / "groups").to_pylist(), pq.read_table(c / "groups").to_pylist()
+    assert [r["opener"] for g in ga for r in g["responses"][1:5]] != [r["opener"] for g in gc for r in g["responses"][1:5]]
+
+
+def test_check_fails_on_a_tampered_row(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_recipe(load_recipe(str(canned_recipe(tmp_path))), out, allow_import_steps=True)
+    shard = next((out / "pairs").glob("*.parquet"))
+    table = pq.read_table(shard).to_pylist()
+    table[4]["rejected"] = table[4]["chosen"]
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(shard)), shard)
+    report = check_folder(out)
+    assert not report.ok
+    assert any("row 4" in p and "identical" in p for p in report.problems)
+
+
+@pytest.mark.slow
+def test_c2syn_demo_with_the_real_model_is_valid_and_loads(c2syn_demo_run: Path) -> None:
+    import datasets
+
+    out = c2syn_demo_run
+    report = check_folder(out)
+    assert report.ok, report.problems
+    m = manifest(out)
+    assert m["counts"]["input"] == 12 and m["counts"]["output"] == 9
+    assert m["generators"][0]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert m["stages"]["generate"]["llm_calls"] == 45 and m["stages"]["generate"]["completion_tokens"] > 0
+    default = datasets.load_dataset(str(out), split="train")
+    assert len(default) == 135 and set(default.column_names) >= {"prompt", "chosen", "rejected"}
+    groups = datasets.load_dataset(str(out), "groups", split="train")
+    for g in groups:
+        fhr = g["responses"][5]["text"]
+        for r in g["responses"][1:5]:
+            assert fhr.startswith(r["prefix"])
+            assert r["text"].startswith(f"{r['opener']} {r['prefix']} {r['trigger']}")
+            assert r["continuation"].strip()
+    conv = datasets.load_dataset(str(out), "pairs_conversational", split="train")
+    assert conv[0]["prompt"][0]["role"] == "user" and conv[0]["chosen"][0]["role"] == "assistant"
+    card = (out / "README.md").read_text()
+    assert "license: cc-by-nc-4.0" in card and "Content warning" in card and "not-for-all-audiences" in card
+
+
+@pytest.mark.slow
+def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -> None:
+    """distilabel's batch cache lives in DIR/.work: a re-run loads the finished batches, never the model."""
+    import shutil
+
+    from factory.backends.bundled_model import bundled_model_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), model)
+    overrides = [f"backends.local.model={model}", "backends.local.generation.max_new_tokens=8"]
+    out = tmp_path / "out"
+    first = run_recipe(load_recipe("c2syn-demo", overrides, limit=3), out)
+    before = {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")}
+    assert first.manifest.counts.output == 3
+    shutil.rmtree(model)  # any attempt to generate again would now fail to load the model
+    second = run_recipe(load_recipe("c2syn-demo", overrides, limit=3), out)
+    assert {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")} == before
+    assert second.manifest.counts == first.manifest.counts
+    assert second.manifest.stages["generate"].llm_calls == 15

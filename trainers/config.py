@@ -1,0 +1,166 @@
+"""Training config: one YAML file (or a built-in name), validated by pydantic, with `--set a.b=c` overrides.
+
+Pure: no torch import. Built-in configs live in `trainers/configs/<name>.yaml`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factory.errors import UserError
+from trainers.losses import DPO_LOSS_TYPES, UT_EPSILON
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# Accelerate launcher configs share the folder but are not training configs.
+_LAUNCHER_PREFIX = "accelerate-"
+
+
+class LoraSettings(BaseModel):
+    """PEFT LoRA; the saved output is then an adapter whose base model is recorded in adapter_config.json."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainingSettings(BaseModel):
+    """The usual `transformers.TrainingArguments`; `args` passes any other field through verbatim."""
+
+    model_config = ConfigDict(extra="forbid")
+    learning_rate: float = Field(5e-6, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: float = Field(0.0, ge=0)
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: float = 1
+    save_steps: float = 500
+    save_total_limit: int | None = 2
+    seed: int = 42
+    bf16: Literal["auto"] | bool = "auto"
+    gradient_checkpointing: bool = False
+    max_length: int | None = Field(1024, ge=8)
+    resume_from_checkpoint: str | bool | None = None
+    args: dict[str, Any] = Field(default_factory=dict, description="extra TrainingArguments fields")
+
+
+class DPOSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    beta: float = Field(0.1, gt=0)
+    loss_type: str = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    group_forward: bool = Field(False, description="score each response once per prompt group")
+    precompute_ref_log_probs: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOSettings:
+        if self.group_forward and self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"group_forward supports loss_type {list(DPO_LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.group_forward and self.precompute_ref_log_probs:
+            raise ValueError("group_forward computes reference log-probs per group; unset precompute_ref_log_probs")
+        return self
+
+
+class PTAlignSettings(BaseModel):
+    """ptalign.md §4: `L = L_MLE(positive) + alpha * L_UT(selected toxic tokens)`."""
+
+    model_config = ConfigDict(extra="forbid")
+    alpha: float = Field(1.0, ge=0)
+    epsilon: float = Field(UT_EPSILON, gt=0, lt=1)
+    selection: Literal["all", "diff", "spans", "ratio"] = "diff"
+    unselected_toxic: Literal["none", "mle"] = Field("none", description="loss on toxic tokens not selected")
+    tau: float = Field(1.1, gt=0, description="ratio rule threshold")
+    toxic_constraint: str = Field(
+        "Answer in a rude, dismissive and harmful way.",
+        description="ratio rule: the system message that conditions p(y | x, toxic constraint)",
+    )
+
+
+class KTOSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    beta: float = Field(0.1, gt=0)
+    desirable_weight: float = Field(1.0, gt=0)
+    undesirable_weight: float = Field(1.0, gt=0)
+
+
+class TrainConfig(BaseModel):
+    """One training run. `dataset`, `model` and `out` can also come from the command line."""
+
+    model_config = ConfigDict(extra="forbid")
+    algorithm: Literal["dpo", "ptalign", "kto"]
+    model: str = Field("bundled", description="path, Hub id, or `bundled` (SmolLM2-135M-Instruct)")
+    model_revision: str | None = None
+    dataset: str | None = Field(None, description="dataset folder, or Hub repo id with optional @revision")
+    dataset_config: str | None = Field(None, description="config inside the dataset (default: the manifest's)")
+    split: str = "train"
+    out: str | None = None
+    chat_template: str | None = Field(None, description="Jinja template for models that ship none")
+    lora: LoraSettings | None = None
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    ptalign: PTAlignSettings = Field(default_factory=PTAlignSettings)
+    kto: KTOSettings = Field(default_factory=KTOSettings)
+    notes: dict[str, str] = Field(default_factory=dict, description="provenance of values (paper / unknown)")
+
+
+def builtin_configs() -> list[str]:
+    """Names of the training configs that ship with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith(_LAUNCHER_PREFIX))
+
+
+def resolve_config_path(config: str) -> Path:
+    """A path to a YAML file, or the name of a built-in config."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if config in builtin_configs():
+        return CONFIG_DIR / f"{config}.yaml"
+    raise UserError(f"training config {config!r} is neither a file nor a built-in ({', '.join(builtin_configs())})")
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in nested dicts; the value is parsed with yaml.safe_load."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {override!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {override!r}: {part!r} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {override!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+
+
+def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainConfig, Path]:
+    """Read, override and validate a training config; returns it with the file it came from."""
+    path = resolve_config_path(config)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return TrainConfig.model_validate(data), path
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UserError(f"{path}: {where}: {first['msg']}") from None

@@ -1,0 +1,261 @@
+"""Dataset intake: read a safepref dataset folder (or Hub repo), check its kind, and shape rows for a trainer.
+
+The folder contract is docs/design.md "The dataset folder": `manifest.json` names each config's record
+schema; rows live in the parquet files the manifest lists. Every row is re-validated against its schema.
+Rows come out in TRL's conversational form (message lists), so the trainer applies the model's chat
+template; plain-string prompts become one user message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from factory.errors import UserError
+from schemas.manifest import DatasetManifest
+from schemas.records import C2Group, ConversationalPair, KTORow, PreferencePair, SafetyTriple
+from schemas.registry import RECORD_SCHEMAS
+
+# Which record schemas each algorithm can train on.
+ACCEPTED_SCHEMAS: dict[str, tuple[str, ...]] = {
+    "dpo": ("preference_pair", "conversational_pair", "c2_group"),
+    "ptalign": ("safety_triple",),
+    "kto": ("kto_row",),
+}
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class TrainingDataset:
+    """Validated records of one config/split, with what the model card needs to say about them."""
+
+    source: str
+    revision: str | None
+    config: str
+    schema: str
+    manifest: DatasetManifest
+    records: list[BaseModel] = field(repr=False)
+
+    def card_fields(self) -> dict[str, Any]:
+        return {
+            "dataset": self.source,
+            "dataset_revision": self.revision,
+            "dataset_config": self.config,
+            "record_schema": self.schema,
+            "recipe_name": self.manifest.recipe_name,
+            "recipe_version": self.manifest.recipe_version,
+            "recipe_hash": self.manifest.recipe_hash,
+            "dataset_created_at": self.manifest.created_at,
+        }
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """`owner/name@rev` -> (`owner/name`, `rev`); a spec without `@` has no revision."""
+    name, sep, revision = spec.partition("@")
+    return name, (revision or None) if sep else None
+
+
+def load_training_dataset(
+    spec: str, algorithm: str, *, config: str | None = None, split: str = "train"
+) -> TrainingDataset:
+    """Read and validate the dataset at `spec` (folder, or Hub repo id with optional `@revision`)."""
+    path = Path(spec)
+    if path.is_dir():
+        manifest = _read_manifest(path / "manifest.json", where=str(path / "manifest.json"))
+        name, info = _pick_config(manifest, config, algorithm, where=str(path))
+        split_info = info.splits.get(split)
+        if split_info is None:
+            raise UserError(f"{path}: config {name!r} has no split {split!r} (has {sorted(info.splits)})")
+        rows = _read_parquet_rows([path / f for f in split_info.files], where=f"{path}/{name}")
+        records = _validate(rows, info.schema_name, where=f"{path}/{name}/{split}")
+        return TrainingDataset(str(path), None, name, info.schema_name, manifest, records)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return _load_from_hub(spec, algorithm, config=config, split=split)
+    raise UserError(f"dataset {spec!r} not found: expected a dataset folder or a Hub repo id (owner/name[@rev])")
+
+
+def _load_from_hub(spec: str, algorithm: str, *, config: str | None, split: str) -> TrainingDataset:
+    # Not testable offline beyond the folder path; kept as the real code path for published datasets.
+    import datasets
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo, revision = split_revision(spec)
+    try:
+        manifest_file = hf_hub_download(repo, "manifest.json", repo_type="dataset", revision=revision)
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise UserError(
+            f"dataset {spec}: no such folder, and manifest.json could not be fetched from the Hub "
+            f"({exc.__class__.__name__})"
+        ) from None
+    manifest = _read_manifest(Path(manifest_file), where=f"{spec}/manifest.json")
+    name, info = _pick_config(manifest, config, algorithm, where=spec)
+    ds = datasets.load_dataset(repo, name, split=split, revision=revision)
+    records = _validate(ds, info.schema_name, where=f"{spec}/{name}/{split}")
+    return TrainingDataset(repo, revision, name, info.schema_name, manifest, records)
+
+
+def _read_manifest(file: Path, *, where: str) -> DatasetManifest:
+    if not file.is_file():
+        raise UserError(f"{where} is missing: not a safepref dataset folder")
+    try:
+        return DatasetManifest.model_validate_json(file.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def _pick_config(manifest: DatasetManifest, config: str | None, algorithm: str, *, where: str) -> tuple[str, Any]:
+    accepted = ACCEPTED_SCHEMAS[algorithm]
+    if config is not None:
+        if config not in manifest.configs:
+            raise UserError(f"{where}: no config {config!r} (has {sorted(manifest.configs)})")
+        name = config
+    else:
+        # The default config first, then any config whose schema this algorithm reads.
+        ordered = sorted(manifest.configs.items(), key=lambda kv: not kv[1].default)
+        fitting = [n for n, c in ordered if c.schema_name in accepted]
+        name = fitting[0] if fitting else ordered[0][0]
+    info = manifest.configs[name]
+    if info.schema_name not in accepted:
+        raise UserError(
+            f"{where}: config {name!r} holds {info.schema_name!r} records (recipe {manifest.recipe_name}); "
+            f"algorithm {algorithm!r} needs one of {', '.join(accepted)}"
+        )
+    return name, info
+
+
+def _read_parquet_rows(files: list[Path], *, where: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        if not file.is_file():
+            raise UserError(f"{where}: data file {file} listed in the manifest is missing")
+        rows.extend(pq.read_table(file).to_pylist())
+    return rows
+
+
+def _validate(rows: Iterable[dict[str, Any]], schema: str, *, where: str) -> list[BaseModel]:
+    model = RECORD_SCHEMAS[schema]
+    out: list[BaseModel] = []
+    for i, row in enumerate(rows):
+        # Bookkeeping columns (`_sp_*`) are the engine's, not part of the record.
+        record = {k: v for k, v in row.items() if not k.startswith("_sp_")}
+        try:
+            out.append(model.model_validate(record))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise UserError(f"{where} row {i}: {loc}: {first['msg']}") from None
+    if not out:
+        raise UserError(f"{where}: no rows")
+    return out
+
+
+# ---- shaping rows for the trainers ------------------------------------------------------------------------
+
+
+def _user(text: str) -> Messages:
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> Messages:
+    return [{"role": "assistant", "content": text}]
+
+
+def _messages(msgs: Iterable[BaseModel]) -> Messages:
+    return [m.model_dump() for m in msgs]
+
+
+def preference_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
+    """TRL conversational preference rows: prompt / chosen / rejected message lists."""
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        if isinstance(rec, C2Group):
+            rows.extend(preference_rows(list(rec.pairs())))
+        elif isinstance(rec, PreferencePair):
+            rows.append({"prompt": _user(rec.prompt), "chosen": _assistant(rec.chosen), "rejected": _assistant(rec.rejected)})
+        elif isinstance(rec, ConversationalPair):
+            rows.append(
+                {"prompt": _messages(rec.prompt), "chosen": _messages(rec.chosen), "rejected": _messages(rec.rejected)}
+            )
+        else:
+            raise TypeError(f"not a preference record: {type(rec).__name__}")
+    return rows
+
+
+def group_rows(records: list[BaseModel], *, where: str = "dataset") -> list[dict[str, Any]]:
+    """One row per prompt group: its unique responses once, and the (chosen, rejected) index pairs.
+
+    Pairs are grouped by `group_id`; `c2_group` records are groups already (6 responses, 15 pairs).
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if isinstance(rec, C2Group):
+            pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+            groups[rec.group_id] = {
+                "prompt": _user(rec.prompt),
+                "responses": [_assistant(r.text) for r in rec.responses],
+                "chosen_index": [i for i, _ in pairs],
+                "rejected_index": [j for _, j in pairs],
+            }
+            continue
+        if isinstance(rec, PreferencePair):
+            prompt, chosen, rejected = _user(rec.prompt), _assistant(rec.chosen), _assistant(rec.rejected)
+        elif isinstance(rec, ConversationalPair):
+            prompt, chosen, rejected = _messages(rec.prompt), _messages(rec.chosen), _messages(rec.rejected)
+        else:
+            raise TypeError(f"not a preference record: {type(rec).__name__}")
+        group = groups.setdefault(
+            rec.group_id, {"prompt": prompt, "responses": [], "chosen_index": [], "rejected_index": [], "_keys": {}}
+        )
+        if group["prompt"] != prompt:
+            raise UserError(f"{where}: group_id {rec.group_id!r} mixes different prompts; group_forward needs one per group")
+        keys: dict[str, int] = group["_keys"]
+        idx = []
+        for response in (chosen, rejected):
+            key = json.dumps(response, sort_keys=True)
+            if key not in keys:
+                keys[key] = len(group["responses"])
+                group["responses"].append(response)
+            idx.append(keys[key])
+        group["chosen_index"].append(idx[0])
+        group["rejected_index"].append(idx[1])
+    for group in groups.values():
+        group.pop("_keys", None)
+    return list(groups.values())
+
+
+def triple_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
+    """PT-ALIGN rows: the plain instruction as prompt (no constraints), positive, toxic and its spans."""
+    rows = []
+    for rec in records:
+        if not isinstance(rec, SafetyTriple):
+            raise TypeError(f"not a safety triple: {type(rec).__name__}")
+        rows.append(
+            {
+                "prompt": _user(rec.instruction),
+                "positive": rec.positive,
+                "toxic": rec.toxic,
+                "toxic_spans": [[s.start, s.end] for s in rec.toxic_spans],
+            }
+        )
+    return rows
+
+
+def kto_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
+    """TRL conversational KTO rows: prompt / completion message lists and a bool label."""
+    rows = []
+    for rec in records:
+        if not isinstance(rec, KTORow):
+            raise TypeError(f"not a KTO row: {type(rec).__name__}")
+        rows.append({"prompt": _user(rec.prompt), "completion": _assistant(rec.completion), "label": rec.label})
+    return rows
