@@ -24,8 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-WORDS = ("you could just tell them off and make it awkward for everyone then ignore them for weeks "
-         "because it is easier than talking and nobody will notice anyway").split()
+WORDS = ["you", "could", "just", "tell", "them", "off", "and", "make", "it", "awkward", "for", "everyone", "then", "ignore", "them", "for", "weeks", "because", "it", "is", "easier", "than", "talking", "and", "nobody", "will", "notice", "anyway"]
 PUNCT = [",", ".", ";", ":", "!", "?", " -", ""]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from factory.steps.c2syn import C2Generate
 
-WORDS = "the a of to and it is that people would be hurt which not okay so please instead consider".split()
+WORDS = ["the", "a", "of", "to", "and", "it", "is", "that", "people", "would", "be", "hurt", "which", "not", "okay", "so", "please", "instead", "consider"]
 
 
 class InstantBackend:
@@ -16,14 +16,19 @@ class InstantBackend:
     revision = None
 
     def __init__(self, tokens: int = 128, seed: int = 0) -> None:
-        self.tokens, self.rng = tokens, random.Random(seed)
+        rng = random.Random(seed)
+        self.tokens = tokens
+        # a pool of ~128-token texts, cycled: generating text must cost nothing here
+        self.pool = [" " + " ".join(rng.choice(WORDS) for _ in range(int(tokens * 0.75))) + f". ({i})" for i in range(997)]
+        self.i = 0
 
     def generate(self, requests: Sequence[Any]) -> list[Any]:
         from factory.backends import Completion
 
         out = []
         for _ in requests:
-            text = " " + " ".join(self.rng.choice(WORDS) for _ in range(int(self.tokens * 0.75))) + "."
+            self.i += 1
+            text = self.pool[self.i % len(self.pool)]
             out.append(Completion(text=text, prompt_tokens=64, completion_tokens=self.tokens, finish_reason="length"))
         return out
 

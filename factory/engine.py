@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from factory import __version__
 from factory.errors import UserError
 from factory.exporters import ExportContext
 from factory.recipe_loader import LoadedRecipe
-from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
+from factory.rows import EXPANSION_SEP, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
 from schemas.generation import GenerationParams
@@ -83,70 +84,78 @@ def _root_id(row_id: str, sources: dict[str, int]) -> str:
     return row_id
 
 
-def _account_expansions(rows: list[dict[str, Any]], sources: dict[str, int]) -> tuple[int, int]:
+def _account_expansions(final_ids: list[str], sources: dict[str, int]) -> tuple[int, int]:
     """(created, expanded): rows made by expanding steps and the parents they replaced."""
-    final_ids = {str(r.get(ROW_ID)) for r in rows}
+    final = set(final_ids)
+    if len(final) != len(final_ids):
+        raise RuntimeError("a row id appears twice in the pipeline's output")
     created: set[str] = set()
-    for rid in final_ids:
+    for rid in final:
         while rid not in sources and EXPANSION_SEP in rid:
             created.add(rid)
             rid = rid.rsplit(EXPANSION_SEP, 1)[0]
         if rid not in sources:
             raise RuntimeError(f"row {rid!r} has no source row")
     parents = {c.rsplit(EXPANSION_SEP, 1)[0] for c in created}
-    missing = [rid for rid in sources if rid not in final_ids and rid not in parents]
+    missing = [rid for rid in sources if rid not in final and rid not in parents]
     if missing:
         raise RuntimeError(f"{len(missing)} rows vanished inside the pipeline (first: {missing[0]})")
     return len(created), len(parents)
 
 
-def _finalise_rows(
-    raw_rows: list[dict[str, Any]], steps: list[Any], sources: dict[str, int]
-) -> list[dict[str, Any]]:
-    """Order rows by source row, and quarantine rows that a crashed step emptied (outputs imputed None)."""
-    rows = sorted(
-        raw_rows, key=lambda r: (sources.get(_root_id(str(r.get(ROW_ID)), sources), -1), str(r.get(ROW_ID)))
-    )
-    for row in rows:
-        if row.get(STATUS) in ("filtered", "quarantined"):
-            continue
-        for step in steps:
-            produced = getattr(step, "produced", None)
-            columns = [*produced, STATUS] if produced is not None else list(step.outputs)
-            if any(row.get(c) is None for c in columns):
-                row[STATUS], row[STAGE] = "quarantined", step.name
-                row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
-                row[RAW] = row.get(RAW)
-                break
-    return rows
+def _ordered(dataset: Any, ids: list[str], sources: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """Stream the pipeline's rows in source order (distilabel keeps it; re-order lazily if not)."""
+    keys = [(sources.get(_root_id(rid, sources), -1), rid) for rid in ids]
+    if any(b < a for a, b in zip(keys, keys[1:], strict=False)):
+        dataset = dataset.select(sorted(range(len(keys)), key=keys.__getitem__))
+    for batch in dataset.iter(batch_size=1000):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
 
 
-def _stage_stats(loaded: LoadedRecipe, rows: list[dict[str, Any]]) -> dict[str, StageStats]:
-    """Per-stage counts, derived from where each row ended (a row reached every stage before its last)."""
-    names = [s.name for s in loaded.recipe.stages]
-    position = {n: i for i, n in enumerate(names)}
-    stats = {s.name: StageStats(step=s.step) for s in loaded.recipe.stages}
-    for row in rows:
+def _finalise(row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
+    """Quarantine a row that a crashed step emptied (distilabel imputes a failed batch's outputs with None)."""
+    if row.get(STATUS) in ("filtered", "quarantined"):
+        return row
+    for step in steps:
+        produced = getattr(step, "produced", None)
+        columns = [*produced, STATUS] if produced is not None else list(step.outputs)
+        if any(row.get(c) is None for c in columns):
+            row[STATUS], row[STAGE] = "quarantined", step.name
+            row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
+            break
+    return row
+
+
+class StageTally:
+    """Per-stage counts, derived from where each row ended (a row passed every stage before its last)."""
+
+    def __init__(self, loaded: LoadedRecipe) -> None:
+        self.names = [s.name for s in loaded.recipe.stages]
+        self.position = {n: i for i, n in enumerate(self.names)}
+        self.stats = {s.name: StageStats(step=s.step) for s in loaded.recipe.stages}
+
+    def add(self, row: dict[str, Any]) -> None:
         status, stage = row.get(STATUS), row.get(STAGE)
         if stage == SOURCE_STAGE:
-            continue
-        stop = position.get(stage) if status != "ok" else None
-        for name in names if stop is None else names[:stop]:
-            stats[name].rows_in += 1
-            stats[name].rows_ok += 1
+            return
+        stop = self.position.get(stage) if status != "ok" else None
+        for name in self.names if stop is None else self.names[:stop]:
+            self.stats[name].rows_in += 1
+            self.stats[name].rows_ok += 1
         if stop is not None:
-            st = stats[names[stop]]
+            st = self.stats[self.names[stop]]
             st.rows_in += 1
             if status == "filtered":
                 st.filtered += 1
             else:
                 st.quarantined += 1
         for name, (calls, ptok, ctok) in json.loads(row.get(USAGE) or "{}").items():
-            if name in stats:
-                stats[name].llm_calls += calls
-                stats[name].prompt_tokens += ptok
-                stats[name].completion_tokens += ctok
-    return stats
+            if name in self.stats:
+                self.stats[name].llm_calls += calls
+                self.stats[name].prompt_tokens += ptok
+                self.stats[name].completion_tokens += ctok
 
 
 def export_context(loaded: LoadedRecipe) -> ExportContext:
@@ -206,13 +215,21 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
         distiset = pipeline.run(use_cache=True)
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
         raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
-    produced = list(distiset["default"]["train"])
+    dataset = distiset["default"]["train"]
     sources = {rid: i for i, rid in enumerate(ids)}
-    final = _finalise_rows(produced, steps, sources)
-    created, expanded = _account_expansions(final, sources)
-    ctx = export_context(loaded)
-    written = write_records(out_dir, final, recipe.outputs, ctx)
-    stages = _stage_stats(loaded, final)
+    del rows, ids  # the pipeline has them; keep memory flat for large runs
+    final_ids = [str(x) for x in dataset[ROW_ID]]
+    created, expanded = _account_expansions(final_ids, sources)
+    tally = StageTally(loaded)
+
+    def finished() -> Iterator[dict[str, Any]]:
+        for row in _ordered(dataset, final_ids, sources):
+            row = _finalise(row, steps)
+            tally.add(row)
+            yield row
+
+    written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
+    stages = tally.stats
     manifest = DatasetManifest(
         safepref_version=__version__,
         recipe_name=recipe.name,
@@ -234,7 +251,7 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
         ],
         configs=written.configs,  # type: ignore[arg-type]
         counts=RowCounts(
-            input=len(rows),
+            input=len(sources),
             created=created,
             expanded=expanded,
             output=written.output_rows,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +11,7 @@ from pydantic import BaseModel
 from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
 from schemas.provenance import Provenance
-from schemas.records import C2Group, ChatMessage, ConversationalPair
+from schemas.records import C2Group
 
 
 @dataclass(frozen=True)
@@ -38,39 +37,44 @@ class ExportContext:
         )
 
 
-Exporter = Callable[[dict[str, Any], ExportContext], list[BaseModel]]
+Record = BaseModel | dict[str, Any]
+Exporter = Callable[[dict[str, Any], ExportContext], list[Record]]
+_last_group: tuple[dict[str, Any], C2Group] | None = None
 
 
 def _c2_group(row: dict[str, Any], ctx: ExportContext) -> C2Group:
-    data = json.loads(row["group"])
-    return C2Group.model_validate({**data, "provenance": ctx.provenance(data["source_id"])})
+    """The row's validated group; parsed once per row although several configs export it."""
+    from factory.steps.c2syn import build_group
+
+    global _last_group
+    if _last_group is not None and _last_group[0] is row:
+        return _last_group[1]
+    data = build_group(row, ctx.seed)
+    group = C2Group.model_validate({**data, "provenance": ctx.provenance(data["source_id"])})
+    _last_group = (row, group)
+    return group
 
 
-def c2syn_groups(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
+def c2syn_groups(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [_c2_group(row, ctx)]
 
 
-def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
-    return list(_c2_group(row, ctx).pairs())
+def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
+    return list(_c2_group(row, ctx).pair_records())
 
 
-def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
-    out: list[BaseModel] = []
-    for p in _c2_group(row, ctx).pairs():
+def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
+    out: list[Record] = []
+    for p in _c2_group(row, ctx).pair_records():
         out.append(
-            ConversationalPair(
-                prompt=[ChatMessage(role="user", content=p.prompt)],
-                chosen=[ChatMessage(role="assistant", content=p.chosen)],
-                rejected=[ChatMessage(role="assistant", content=p.rejected)],
-                chosen_rank=p.chosen_rank,
-                rejected_rank=p.rejected_rank,
-                principle=p.principle,
-                source_id=p.source_id,
-                group_id=p.group_id,
-            )
+            {
+                **p,
+                "prompt": [{"role": "user", "content": p["prompt"]}],
+                "chosen": [{"role": "assistant", "content": p["chosen"]}],
+                "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            }
         )
     return out
-
 
 EXPORTER_FUNCTIONS: dict[str, Exporter] = {
     "c2syn.groups": c2syn_groups,

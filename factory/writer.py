@@ -134,7 +134,7 @@ def write_records(
                 for config, recs in records.items():
                     w = writers[config]
                     for rec in recs:
-                        w.add(rec.model_dump(mode="json"))
+                        w.add(rec if isinstance(rec, dict) else rec.model_dump(mode="json"))
                 result.output_rows += 1
                 continue
         entry = {

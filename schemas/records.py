@@ -146,6 +146,27 @@ class C2Group(BaseModel):
             raise ValueError("the six responses must be distinct")
         return self
 
+    def pair_records(self) -> list[dict[str, object]]:
+        """The 15 preferences as plain dicts in PreferencePair's shape.
+
+        Valid by construction: this group's validator already guarantees six distinct texts in rank
+        order, so no pair can have chosen == rejected or chosen_rank >= rejected_rank. Used by the
+        writer at scale; `safepref check` re-validates every stored pair anyway.
+        """
+        return [
+            {
+                "prompt": self.prompt,
+                "chosen": a.text,
+                "rejected": b.text,
+                "chosen_rank": a.rank,
+                "rejected_rank": b.rank,
+                "principle": c2_principle(a.rank, b.rank),
+                "source_id": self.source_id,
+                "group_id": self.group_id,
+            }
+            for a, b in combinations(self.responses, 2)
+        ]
+
     def pairs(self) -> list[PreferencePair]:
         """The 15 preferences: every (i, j), i < j, of the ranked list; chosen = rank i."""
         return [

@@ -11,6 +11,7 @@ from factory.steps.c2syn import (
     assistant_prefill,
     count_delimiters,
     faithful_prefixes,
+    reference_prefixes,
     join_continuation,
     row_rng,
     select_fhr,
@@ -63,6 +64,16 @@ def test_faithful_degenerate_cases_match_the_reference_loop() -> None:
     assert faithful_prefixes("ab,c", -1, C2_DELIMITERS) == ["ab,c"] * 4
     # a cut beyond the last delimiter -> whole text
     assert faithful_prefixes("a,b,c", 2, C2_DELIMITERS)[1:] == ["a,b,c"] * 3
+
+
+@pytest.mark.parametrize("t_k", [-1, 0, 1, 2, 3, 7, 50])
+@pytest.mark.parametrize(
+    "text",
+    ["a,b,c,d,e,f,g,h,i", ",starts with a delimiter, then more; text", "no delimiters at all", "",
+     'Quotes "and" (brackets) [x] {y} - dash! Really? Yes: done.', "x" * 30 + "." * 12],
+)
+def test_fast_prefixes_equal_the_reference_character_loop(text: str, t_k: int) -> None:
+    assert faithful_prefixes(text, t_k, C2_DELIMITERS) == reference_prefixes(text, t_k, C2_DELIMITERS)
 
 
 def _rng_drawing(t_k_first: int) -> random.Random:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, mark
@@ -44,11 +46,41 @@ def _as_bool(value: Any, field: str) -> bool:
 
 
 def count_delimiters(text: str, delimiters: str) -> int:
-    return sum(1 for ch in text if ch in delimiters)
+    return len(delimiter_positions(text, delimiters))
+
+
+@lru_cache(maxsize=16)
+def _delimiter_pattern(delimiters: str) -> re.Pattern[str]:
+    return re.compile("[" + re.escape(delimiters) + "]")
+
+
+def delimiter_positions(text: str, delimiters: str) -> list[int]:
+    return [m.start() for m in _delimiter_pattern(delimiters).finditer(text)]
 
 
 def faithful_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[str]:
-    """The reference's `divide_response` loop, for a given t_k (including its degenerate cases)."""
+    """The reference's `divide_response` for a given t_k, degenerate cases included.
+
+    The reference walks the text per cut, counting delimiters, and stops right after the character
+    at which the count equals i·t_k. For i·t_k >= 1 that is the (i·t_k)-th delimiter; for i·t_k == 0
+    it is the first character unless that character is itself a delimiter (then the count never
+    returns to 0 and the whole text is kept); for i·t_k < 0 or beyond the last delimiter, the whole text.
+    """
+    positions = delimiter_positions(text, delimiters)
+    prefixes = []
+    for i in range(1, k + 1):
+        target = i * t_k
+        if target == 0:
+            prefixes.append(text[:1] if text and text[0] not in delimiters else text)
+        elif 0 < target <= len(positions):
+            prefixes.append(text[: positions[target - 1] + 1])
+        else:
+            prefixes.append(text)
+    return prefixes
+
+
+def reference_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[str]:
+    """The reference loop, character by character (slow; kept to test `faithful_prefixes` against)."""
     prefixes = []
     for i in range(1, k + 1):
         out = []
@@ -173,7 +205,7 @@ class C2Truncate(SafeprefStep):
                 "mode": p["mode"],
                 "t": tr.t,
                 "t_k": tr.t_k,
-                "prefixes": tr.prefixes,
+                "cuts": [len(prefix) for prefix in tr.prefixes],  # prefix_i = fhr[:cut_i]
                 "openers": tr.openers,
                 "triggers": tr.triggers,
             }
@@ -183,7 +215,7 @@ class C2Truncate(SafeprefStep):
 class C2Generate(SafeprefStep):
     """Generates SR for the bare prompt and continues the 4 open assistant turns ending in a trigger."""
 
-    required: ClassVar[tuple[str, ...]] = ("prompt", "truncation")
+    required: ClassVar[tuple[str, ...]] = ("prompt", "fhr", "truncation")
     produced: ClassVar[tuple[str, ...]] = ("sr", "continuations")
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
@@ -197,7 +229,8 @@ class C2Generate(SafeprefStep):
             tr = json.loads(row["truncation"])
             user = [*head, {"role": "user", "content": row["prompt"]}]
             requests.append(ChatRequest(messages=user, params=params))
-            for opener, prefix, trigger in zip(tr["openers"], tr["prefixes"], tr["triggers"], strict=True):
+            prefixes = [row["fhr"][:cut] for cut in tr["cuts"]]
+            for opener, prefix, trigger in zip(tr["openers"], prefixes, tr["triggers"], strict=True):
                 prefill = assistant_prefill(opener, prefix, trigger)
                 requests.append(
                     ChatRequest(messages=[*user, {"role": "assistant", "content": prefill}], params=params)
@@ -303,22 +336,44 @@ class C2SafetyCheck(SafeprefStep):
 
 
 class C2Rank(SafeprefStep):
-    """Assembles the ranked group SR ≻ SYN_1 ≻ … ≻ SYN_4 ≻ FHR (validated by the exporter's schema)."""
+    """Assembles the ranked group SR ≻ SYN_1 ≻ … ≻ SYN_4 ≻ FHR and validates it (C2Group).
+
+    The group itself is not passed on (it would copy every text again through the pipeline): the
+    exporters rebuild it from the same columns with `build_group`, which is deterministic.
+    """
 
     required: ClassVar[tuple[str, ...]] = ("prompt", "fhr", "truncation", "sr", "continuations")
-    produced: ClassVar[tuple[str, ...]] = ("group",)
+    produced: ClassVar[tuple[str, ...]] = ("group_id",)
 
     def process_row(self, row: dict[str, Any]) -> None:
-        row["group"] = json.dumps(build_group(row, self.seed))
+        from pydantic import ValidationError
+
+        from schemas.records import C2Group
+
+        group = build_group(row, self.seed)
+        try:
+            C2Group.model_validate({**group, "provenance": _PLACEHOLDER_PROVENANCE})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise RowFailed(f"invalid group: {loc}: {err['msg']}", json.dumps(group)) from None
+        row["group_id"] = group["group_id"]
+
+
+# Provenance is run-level (the exporter adds the real one); validating the rest needs a stand-in.
+_PLACEHOLDER_PROVENANCE = {"recipe_name": "check", "recipe_hash": "0" * 64, "generator_model": "check", "seed": 0,
+                           "source_id": "check"}
 
 
 def build_group(row: dict[str, Any], seed: int) -> dict[str, Any]:
     """The C2Group fields (without provenance, which the exporter adds from the run context)."""
     tr = json.loads(row["truncation"])
+    fhr = row["fhr"]
     responses: list[dict[str, Any]] = [{"rank": 1, "kind": "SR", "text": row["sr"]}]
-    for i, (opener, prefix, trigger, cont) in enumerate(
-        zip(tr["openers"], tr["prefixes"], tr["triggers"], row["continuations"], strict=True), start=1
+    for i, (opener, cut, trigger, cont) in enumerate(
+        zip(tr["openers"], tr["cuts"], tr["triggers"], row["continuations"], strict=True), start=1
     ):
+        prefix = fhr[:cut]
         prefill = assistant_prefill(opener, prefix, trigger)
         responses.append(
             {
@@ -326,14 +381,14 @@ def build_group(row: dict[str, Any], seed: int) -> dict[str, Any]:
                 "kind": "SYN",
                 "text": join_continuation(prefill, cont),
                 "cut_index": i,
-                "cut_char": len(prefix),
+                "cut_char": cut,
                 "opener": opener,
                 "prefix": prefix,
                 "trigger": trigger,
                 "continuation": cont,
             }
         )
-    responses.append({"rank": 6, "kind": "FHR", "text": row["fhr"]})
+    responses.append({"rank": 6, "kind": "FHR", "text": fhr})
     return {
         "group_id": f"g-{row['_sp_id']}",
         "source_id": str(row["_sp_id"]),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PrivateAttr
 
+from factory.rows import USAGE
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, child_row, mark
 from factory.steps.ptalign_hashes import constraints_version
 from factory.steps.ptalign_judge import JudgeAnswerError, parse_judge_score
@@ -206,6 +207,8 @@ class PTListExpansion(PTAlignLLMStep):
             dedup = self._dedupers.setdefault(scope, Deduper(near_jaccard=p["near_duplicate_jaccard"]))
             for i, item in enumerate(items):
                 child = child_row(row, i, **{self.column: item})
+                if i > 0:  # the parent's LLM usage is counted once, on its first child
+                    child[USAGE] = None
                 if dedup.is_duplicate(item):
                     mark(child, "filtered", self.stage, self.duplicate_rule)
                 out.append(child)
@@ -403,6 +406,7 @@ class PTRefine(PTAlignLLMStep):
                 {
                     "instruction": row["instruction"],
                     "response": row[c["response"]],
+                    "side": c["response"],
                     "criterion": c["name"],
                     "description": c["description"],
                     "scale_min": p["scale_min"],
