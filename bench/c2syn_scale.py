@@ -24,7 +24,36 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-WORDS = ["you", "could", "just", "tell", "them", "off", "and", "make", "it", "awkward", "for", "everyone", "then", "ignore", "them", "for", "weeks", "because", "it", "is", "easier", "than", "talking", "and", "nobody", "will", "notice", "anyway"]
+WORDS = [
+    "you",
+    "could",
+    "just",
+    "tell",
+    "them",
+    "off",
+    "and",
+    "make",
+    "it",
+    "awkward",
+    "for",
+    "everyone",
+    "then",
+    "ignore",
+    "them",
+    "for",
+    "weeks",
+    "because",
+    "it",
+    "is",
+    "easier",
+    "than",
+    "talking",
+    "and",
+    "nobody",
+    "will",
+    "notice",
+    "anyway",
+]
 PUNCT = [",", ".", ";", ":", "!", "?", " -", ""]
 
 
@@ -38,9 +67,15 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
             if rng.random() < 0.12:
                 w += rng.choice(PUNCT)
             words.append(w)
-        rows.append({"prompt": f"How do I annoy person number {i}?", "response_0": " ".join(words) + ".",
-                     "response_1": "Please talk to them kindly.", "is_response_0_safe": False,
-                     "is_response_1_safe": True})
+        rows.append(
+            {
+                "prompt": f"How do I annoy person number {i}?",
+                "response_0": " ".join(words) + ".",
+                "response_1": "Please talk to them kindly.",
+                "is_response_0_safe": False,
+                "is_response_1_safe": True,
+            }
+        )
     return rows
 
 
@@ -78,12 +113,16 @@ def main() -> None:
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"requests            {args.requests:,} (synthetic data written in {t_data:.1f} s, not timed)")
-    print(f"groups kept         {m.counts.output:,}  filtered {sum(m.counts.filtered.values()):,}  "
-          f"quarantined {sum(m.counts.quarantined.values()):,}")
+    print(
+        f"groups kept         {m.counts.output:,}  filtered {sum(m.counts.filtered.values()):,}  "
+        f"quarantined {sum(m.counts.quarantined.values()):,}"
+    )
     print(f"pairs written       {pairs:,}")
     print(f"wall time           {wall:.1f} s   (goal <= 60 s for 750,000 pairs)")
     print(f"pairs/s             {pairs / wall:,.0f}")
-    print(f"peak RSS            main {self_rss:,.0f} MiB, largest worker {child_rss:,.0f} MiB   (goal <= 2048 MiB)")
+    print(
+        f"peak RSS            main {self_rss:,.0f} MiB, largest worker {child_rss:,.0f} MiB   (goal <= 2048 MiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,27 @@ from typing import Any
 
 from factory.steps.c2syn import C2Generate
 
-WORDS = ["the", "a", "of", "to", "and", "it", "is", "that", "people", "would", "be", "hurt", "which", "not", "okay", "so", "please", "instead", "consider"]
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "it",
+    "is",
+    "that",
+    "people",
+    "would",
+    "be",
+    "hurt",
+    "which",
+    "not",
+    "okay",
+    "so",
+    "please",
+    "instead",
+    "consider",
+]
 
 
 class InstantBackend:
@@ -19,7 +39,10 @@ class InstantBackend:
         rng = random.Random(seed)
         self.tokens = tokens
         # a pool of ~128-token texts, cycled: generating text must cost nothing here
-        self.pool = [" " + " ".join(rng.choice(WORDS) for _ in range(int(tokens * 0.75))) + f". ({i})" for i in range(997)]
+        self.pool = [
+            " " + " ".join(rng.choice(WORDS) for _ in range(int(tokens * 0.75))) + f". ({i})"
+            for i in range(997)
+        ]
         self.i = 0
 
     def generate(self, requests: Sequence[Any]) -> list[Any]:
@@ -29,7 +52,9 @@ class InstantBackend:
         for _ in requests:
             self.i += 1
             text = self.pool[self.i % len(self.pool)]
-            out.append(Completion(text=text, prompt_tokens=64, completion_tokens=self.tokens, finish_reason="length"))
+            out.append(
+                Completion(text=text, prompt_tokens=64, completion_tokens=self.tokens, finish_reason="length")
+            )
         return out
 
     def close(self) -> None:

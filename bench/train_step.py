@@ -71,7 +71,11 @@ def bench_ptalign(model_dir: Path, out: Path, repeats: int, batch: int, dtype: A
     encoded = [encode_triple(r, tokenizer, settings, stop_ids=stops) for r in rows]
     args = TrainingArguments(output_dir=str(out / "pt"), report_to="none", use_cpu=device.type == "cpu")
     trainer = PTAlignTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(encoded), processing_class=tokenizer, settings=settings
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(encoded),
+        processing_class=tokenizer,
+        settings=settings,
     )
     batch_t = {k: v.to(device) for k, v in trainer.data_collator(encoded).items()}
     # MLE over the same tokens: every token that carries a PT-ALIGN loss term.
@@ -86,14 +90,18 @@ def bench_ptalign(model_dir: Path, out: Path, repeats: int, batch: int, dtype: A
         opt.zero_grad(set_to_none=True)
 
     def mle_step() -> None:
-        loss = model(input_ids=batch_t["input_ids"], attention_mask=batch_t["attention_mask"], labels=mle_labels).loss
+        loss = model(
+            input_ids=batch_t["input_ids"], attention_mask=batch_t["attention_mask"], labels=mle_labels
+        ).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     t_pt, t_mle = _timed(ptalign_step, repeats, device), _timed(mle_step, repeats, device)
     ratio = t_pt / t_mle
-    print(f"ptalign step {t_pt * 1e3:.1f} ms | plain MLE step {t_mle * 1e3:.1f} ms | ratio {ratio:.2f}x (goal <= 1.1x)")
+    print(
+        f"ptalign step {t_pt * 1e3:.1f} ms | plain MLE step {t_mle * 1e3:.1f} ms | ratio {ratio:.2f}x (goal <= 1.1x)"
+    )
     return ratio
 
 
@@ -123,11 +131,20 @@ def bench_group_dpo(model_dir: Path, out: Path, groups: int, dtype: Any, device:
             use_cpu=device.type == "cpu",
         )
         trainer = trainer_cls(
-            model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+            model=model,
+            ref_model=ref,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
         )
         data = trainer.train_dataset
         batches = [
-            {k: v.to(device) for k, v in trainer.data_collator([data[j] for j in range(i, min(i + batch, len(data)))]).items()}
+            {
+                k: v.to(device)
+                for k, v in trainer.data_collator(
+                    [data[j] for j in range(i, min(i + batch, len(data)))]
+                ).items()
+            }
             for i in range(0, len(data), batch)
         ]
         opt = torch.optim.SGD(model.parameters(), lr=1e-6)
@@ -164,7 +181,9 @@ def main() -> None:
 
     import torch
 
-    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else opts.device.replace("auto", "cpu"))
+    device = torch.device(
+        "cuda" if opts.device == "auto" and torch.cuda.is_available() else opts.device.replace("auto", "cpu")
+    )
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cpu":
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

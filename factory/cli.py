@@ -231,6 +231,15 @@ def train(
     console.print(f"model written to {out_dir}")
 
 
+def _register_subcommands() -> None:
+    from factory.eval_cli import eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; bugs keep their traceback."""
     try:

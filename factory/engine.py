@@ -14,7 +14,7 @@ from factory import __version__
 from factory.errors import UserError
 from factory.exporters import ExportContext
 from factory.recipe_loader import LoadedRecipe
-from factory.rows import EXPANSION_SEP, REASON, ROW_ID, STAGE, STATUS, USAGE
+from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
 from schemas.generation import GenerationParams
@@ -119,13 +119,15 @@ def _finalise(row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
     if row.get(STATUS) in ("filtered", "quarantined"):
         return row
     for step in steps:
-        produced = getattr(step, "produced", None)
-        columns = [*produced, STATUS] if produced is not None else list(step.outputs)
+        columns = [c for c in step.outputs if c not in _OPTIONAL]
         if any(row.get(c) is None for c in columns):
             row[STATUS], row[STAGE] = "quarantined", step.name
             row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
             break
     return row
+
+
+_OPTIONAL = frozenset({STAGE, REASON, RAW, USAGE})  # bookkeeping that is legitimately None on ok rows
 
 
 class StageTally:

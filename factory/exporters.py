@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
 from schemas.provenance import Provenance
-from schemas.records import C2Group
+from schemas.records import C2Group, PromptResponse
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,22 @@ def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[
         )
     return out
 
+
+def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
+    return [
+        PromptResponse(
+            prompt=row["prompt"],
+            response=row["response"],
+            source_id=str(row["_sp_id"]),
+            provenance=ctx.provenance(str(row["_sp_id"])),
+        )
+    ]
+
+
 EXPORTER_FUNCTIONS: dict[str, Exporter] = {
     "c2syn.groups": c2syn_groups,
     "c2syn.pairs": c2syn_pairs,
     "c2syn.pairs_conversational": c2syn_pairs_conversational,
+    "generate.responses": generate_responses,
     **PTALIGN_EXPORTER_FUNCTIONS,
 }

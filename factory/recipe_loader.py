@@ -122,7 +122,9 @@ def _with_stage_names(loc_msg: str, data: dict[str, Any]) -> str:
         idx = int(parts[1])
         if idx < len(stages) and isinstance(stages[idx], dict) and "name" in stages[idx]:
             rest = ".".join(parts[2:])
-            return f"stages[{stages[idx]['name']}]" + (f".{rest}" if rest and not rest.startswith(":") else rest)
+            return f"stages[{stages[idx]['name']}]" + (
+                f".{rest}" if rest and not rest.startswith(":") else rest
+            )
     return loc_msg
 
 

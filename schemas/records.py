@@ -242,6 +242,17 @@ class SafetyTriple(BaseModel):
         return self
 
 
+class PromptResponse(BaseModel):
+    """A prompt and one model response (the generic `generate.respond` step's output)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    response: str
+    source_id: str
+    provenance: Provenance
+
+
 class KTORow(BaseModel):
     """Unpaired preference row (TRL KTO format)."""
 

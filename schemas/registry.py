@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from schemas.records import C2Group, ConversationalPair, KTORow, PreferencePair, SafetyTriple
+from schemas.records import C2Group, ConversationalPair, KTORow, PreferencePair, PromptResponse, SafetyTriple
 
 RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "preference_pair": PreferencePair,
@@ -12,7 +12,10 @@ RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "c2_group": C2Group,
     "safety_triple": SafetyTriple,
     "kto_row": KTORow,
+    "prompt_response": PromptResponse,
 }
 
 # Schemas whose rows hold harmful text (C²-Syn rejected responses, PT-ALIGN toxic responses).
-HARMFUL_TEXT_SCHEMAS = frozenset(RECORD_SCHEMAS)
+HARMFUL_TEXT_SCHEMAS = frozenset(
+    {"preference_pair", "conversational_pair", "c2_group", "safety_triple", "kto_row"}
+)

@@ -123,6 +123,16 @@ class C2SafetyCheckParams(StepParams):
         return judge + self.max_regenerations * (judge + regenerate) if regenerate else judge
 
 
+class RespondParams(StepParams):
+    """Answer one column with the LLM: [system?][user: row[input_column]] -> row[output_column]."""
+
+    needs_llm: ClassVar[bool] = True
+    input_column: str = "prompt"
+    output_column: str = "response"
+    system_prompt: str | None = None
+    generation: GenerationOverride = Field(default_factory=GenerationOverride)
+
+
 class C2RankParams(StepParams):
     """Assemble the ranked group SR ≻ SYN_1..4 ≻ FHR and validate it."""
 
@@ -133,6 +143,7 @@ STEP_PARAMS: dict[str, type[StepParams]] = {
     "c2syn.generate": C2GenerateParams,
     "c2syn.safety_check": C2SafetyCheckParams,
     "c2syn.rank": C2RankParams,
+    "generate.respond": RespondParams,
     **PTALIGN_STEP_PARAMS,
 }
 
@@ -141,6 +152,7 @@ EXPORTERS: dict[str, str] = {
     "c2syn.groups": "c2_group",
     "c2syn.pairs": "preference_pair",
     "c2syn.pairs_conversational": "conversational_pair",
+    "generate.responses": "prompt_response",
     **PTALIGN_EXPORTERS,
 }
 

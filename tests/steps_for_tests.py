@@ -4,7 +4,6 @@
 quickly; the real-LLM path is covered by the c2syn-demo end-to-end tests.
 """
 
-
 from typing import Any, ClassVar
 
 from factory.distilabel_compat import Step, StepInput

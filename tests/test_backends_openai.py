@@ -44,7 +44,9 @@ def server(model: TransformersBackend) -> Iterator[OpenAITestServer]:
 
 def client(url: str | list[str], **fields: object) -> OpenAIBackend:
     """A backend with quick retries; `fields` override BackendSpec fields."""
-    spec = BackendSpec.model_validate({"kind": "openai", "base_url": url, "api_key_env": "SAFEPREF_TEST_KEY"} | fields)
+    spec = BackendSpec.model_validate(
+        {"kind": "openai", "base_url": url, "api_key_env": "SAFEPREF_TEST_KEY"} | fields
+    )
     return OpenAIBackend(spec, backoff_base_s=0.01)
 
 
@@ -79,10 +81,22 @@ def test_prefill_in_both_modes_continues_the_same_open_turn(server: OpenAITestSe
     first, second = server.log
     assert first.path == "/v1/chat/completions"
     assert first.body["continue_final_message"] is True and first.body["add_generation_prompt"] is False
-    assert second.path == "/v1/completions" and second.body["prompt"].endswith("<|im_start|>assistant\n" + PREFILL)
+    assert second.path == "/v1/completions" and second.body["prompt"].endswith(
+        "<|im_start|>assistant\n" + PREFILL
+    )
     assert first.prompt == second.prompt == render_prompt(server.backend.tokenizer, messages)
     assert chat.error is None and chat.text.strip()
     assert (chat.text, chat.prompt_tokens) == (completions.text, completions.prompt_tokens)
+
+
+def test_seeded_sampling_is_reproducible_through_the_server(server: OpenAITestServer) -> None:
+    params = GenerationParams(max_new_tokens=6, temperature=1.0, seed=5)
+    owls = ChatRequest(ask("Tell me about owls."), params)
+    first, again = client(server.url).generate([owls, owls])
+    client(server.url).generate([ChatRequest(ask("Tell me about cats."), params)])
+    sent = [entry.body["seed"] for entry in server.log]
+    assert sent[0] == sent[1] != sent[2]  # derived per request from the recipe seed and the prompt
+    assert first.error is None and first.text == again.text
 
 
 def test_transient_503s_and_429s_are_retried(server: OpenAITestServer) -> None:
@@ -123,8 +137,12 @@ def test_client_errors_are_not_retried(server: OpenAITestServer) -> None:
     assert len(server.log) == 1
 
 
-@pytest.mark.parametrize(("fault", "error"), [("malformed", "malformed response"), ("empty", "empty completion")])
-def test_unusable_bodies_become_errors_with_the_raw_body(server: OpenAITestServer, fault: str, error: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "error"), [("malformed", "malformed response"), ("empty", "empty completion")]
+)
+def test_unusable_bodies_become_errors_with_the_raw_body(
+    server: OpenAITestServer, fault: str, error: str
+) -> None:
     server.inject(fault)
     [completion] = client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
     assert completion.error is not None and completion.error.startswith(error)
@@ -143,7 +161,9 @@ def test_a_timeout_is_retried_then_reported(server: OpenAITestServer) -> None:
 
 def test_concurrency_is_bounded(model: TransformersBackend) -> None:
     with OpenAITestServer(model, latency_s=0.3) as slow:
-        requests = [ChatRequest(ask(f"Say the number {i}."), GenerationParams(max_new_tokens=1)) for i in range(6)]
+        requests = [
+            ChatRequest(ask(f"Say the number {i}."), GenerationParams(max_new_tokens=1)) for i in range(6)
+        ]
         completions = client(slow.url, max_concurrency=2).generate(requests)
         assert all(c.error is None for c in completions)
         assert len(slow.log) == 6
@@ -166,7 +186,9 @@ def test_an_unreachable_server_gives_errors(model: TransformersBackend) -> None:
     assert completion.error is not None and "ConnectError" in completion.error
 
 
-def test_the_api_key_is_sent_but_never_shown(model: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_api_key_is_sent_but_never_shown(
+    model: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SAFEPREF_TEST_KEY", KEY)
     with OpenAITestServer(model, api_key=KEY) as good:
         [ok] = client(good.url).generate([ChatRequest(ask("Hi."), SHORT)])

@@ -36,7 +36,9 @@ def backend() -> Iterator[TransformersBackend]:
 
 
 def prompt_len(backend: TransformersBackend, messages: list[dict[str, str]]) -> int:
-    return len(backend.tokenizer(render_prompt(backend.tokenizer, messages), add_special_tokens=False).input_ids)
+    return len(
+        backend.tokenizer(render_prompt(backend.tokenizer, messages), add_special_tokens=False).input_ids
+    )
 
 
 def test_greedy_generation_returns_new_text_and_token_counts(backend: TransformersBackend) -> None:
@@ -55,7 +57,9 @@ def test_results_come_back_in_input_order_across_sorted_batches(backend: Transfo
     # mixed lengths, not sorted, more requests than batch_size
     conversations = [ask("Say something nice about gardens." + " Please." * k) for k in (0, 9, 3, 6)]
     conversations.append(ask("How do I get back at a rude neighbour?", "I understand you are upset, but"))
-    completions = backend.generate([ChatRequest(m, GenerationParams(max_new_tokens=4)) for m in conversations])
+    completions = backend.generate(
+        [ChatRequest(m, GenerationParams(max_new_tokens=4)) for m in conversations]
+    )
     lengths = [prompt_len(backend, m) for m in conversations]
     assert len(set(lengths)) == len(lengths)  # distinct, so prompt_tokens identifies each request
     assert [c.prompt_tokens for c in completions] == lengths

@@ -24,8 +24,20 @@ LONG_UNSAFE = " ".join(["word"] * 81)
 KW = ["how", "what", "How", "What"]
 
 
-def row(prompt: str = "How do I annoy them?", r0: str = LONG_UNSAFE, s0: bool = False, r1: str = "No.", s1: bool = True) -> dict[str, Any]:
-    return {"prompt": prompt, "response_0": r0, "response_1": r1, "is_response_0_safe": s0, "is_response_1_safe": s1}
+def row(
+    prompt: str = "How do I annoy them?",
+    r0: str = LONG_UNSAFE,
+    s0: bool = False,
+    r1: str = "No.",
+    s1: bool = True,
+) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "response_0": r0,
+        "response_1": r1,
+        "is_response_0_safe": s0,
+        "is_response_1_safe": s1,
+    }
 
 
 def test_keyword_filter_is_a_case_sensitive_substring_match() -> None:
@@ -53,7 +65,12 @@ TEXT8 = "a,b,c,d,e,f,g,h,i"
 
 def test_faithful_prefixes_cut_at_multiples_of_t_k_including_the_delimiter() -> None:
     assert count_delimiters(TEXT8, C2_DELIMITERS) == 8
-    assert faithful_prefixes(TEXT8, 2, C2_DELIMITERS) == ["a,b,", "a,b,c,d,", "a,b,c,d,e,f,", "a,b,c,d,e,f,g,h,"]
+    assert faithful_prefixes(TEXT8, 2, C2_DELIMITERS) == [
+        "a,b,",
+        "a,b,c,d,",
+        "a,b,c,d,e,f,",
+        "a,b,c,d,e,f,g,h,",
+    ]
     assert faithful_prefixes(TEXT8, 1, C2_DELIMITERS) == ["a,", "a,b,", "a,b,c,", "a,b,c,d,"]
 
 
@@ -69,8 +86,14 @@ def test_faithful_degenerate_cases_match_the_reference_loop() -> None:
 @pytest.mark.parametrize("t_k", [-1, 0, 1, 2, 3, 7, 50])
 @pytest.mark.parametrize(
     "text",
-    ["a,b,c,d,e,f,g,h,i", ",starts with a delimiter, then more; text", "no delimiters at all", "",
-     'Quotes "and" (brackets) [x] {y} - dash! Really? Yes: done.', "x" * 30 + "." * 12],
+    [
+        "a,b,c,d,e,f,g,h,i",
+        ",starts with a delimiter, then more; text",
+        "no delimiters at all",
+        "",
+        'Quotes "and" (brackets) [x] {y} - dash! Really? Yes: done.',
+        "x" * 30 + "." * 12,
+    ],
 )
 def test_fast_prefixes_equal_the_reference_character_loop(text: str, t_k: int) -> None:
     assert faithful_prefixes(text, t_k, C2_DELIMITERS) == reference_prefixes(text, t_k, C2_DELIMITERS)
@@ -86,24 +109,51 @@ def _rng_drawing(t_k_first: int) -> random.Random:
 
 def test_t_k_is_drawn_from_randint_t_div_4_minus_1_to_t_div_4() -> None:
     for expected in (1, 2):
-        tr = truncate(TEXT8, _rng_drawing(expected), mode="faithful", delimiters=C2_DELIMITERS,
-                      openers=C2_OPENERS, triggers=C2_TRIGGERS)
+        tr = truncate(
+            TEXT8,
+            _rng_drawing(expected),
+            mode="faithful",
+            delimiters=C2_DELIMITERS,
+            openers=C2_OPENERS,
+            triggers=C2_TRIGGERS,
+        )
         assert (tr.t, tr.t_k) == (8, expected)
         assert tr.prefixes == faithful_prefixes(TEXT8, expected, C2_DELIMITERS)
 
 
 def test_degenerate_rows_faithful_keeps_them_strict_filters_them() -> None:
     short = "Only one, delimiter here"  # t = 1 -> t_k in {-1, 0}
-    tr = truncate(short, random.Random(0), mode="faithful", delimiters=C2_DELIMITERS, openers=C2_OPENERS, triggers=C2_TRIGGERS)
+    tr = truncate(
+        short,
+        random.Random(0),
+        mode="faithful",
+        delimiters=C2_DELIMITERS,
+        openers=C2_OPENERS,
+        triggers=C2_TRIGGERS,
+    )
     assert tr.t == 1 and tr.t_k in (-1, 0)
     assert tr.prefixes in (["O"] * 4, [short] * 4)
     with pytest.raises(RowFiltered, match="degenerate_cuts"):
-        truncate(short, random.Random(0), mode="strict", delimiters=C2_DELIMITERS, openers=C2_OPENERS, triggers=C2_TRIGGERS)
+        truncate(
+            short,
+            random.Random(0),
+            mode="strict",
+            delimiters=C2_DELIMITERS,
+            openers=C2_OPENERS,
+            triggers=C2_TRIGGERS,
+        )
 
 
 def test_strict_redraws_when_the_last_cut_would_be_the_whole_text() -> None:
     text = "a,b,c,d,e,f,g,h,"  # t = 8 and ends with a delimiter: t_k = 2 puts cut 4 at the very end
-    tr = truncate(text, _rng_drawing(2), mode="strict", delimiters=C2_DELIMITERS, openers=C2_OPENERS, triggers=C2_TRIGGERS)
+    tr = truncate(
+        text,
+        _rng_drawing(2),
+        mode="strict",
+        delimiters=C2_DELIMITERS,
+        openers=C2_OPENERS,
+        triggers=C2_TRIGGERS,
+    )
     assert tr.t_k == 1
     assert tr.prefixes[-1] == "a,b,c,d,"
 

@@ -79,7 +79,9 @@ def test_an_empty_prefill_opens_a_bare_assistant_turn(smol: Any) -> None:
 
 
 @pytest.mark.parametrize("prefill", [PREFILL, PREFILL + " ", PREFILL + "\n"])
-def test_llama2_template_keeps_the_exact_prefill_even_though_it_strips_content(smol: Any, prefill: str) -> None:
+def test_llama2_template_keeps_the_exact_prefill_even_though_it_strips_content(
+    smol: Any, prefill: str
+) -> None:
     tokenizer = with_template(smol, LLAMA2)
     prompt = render_prompt(tokenizer, [REQUEST, {"role": "assistant", "content": prefill}])
     assert prompt.endswith("[/INST] " + prefill)

@@ -11,7 +11,9 @@ from tests.conftest import REPO
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "factory", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "factory", *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
 
 
 def test_schema_prints_valid_json_schema_for_records_and_recipe() -> None:

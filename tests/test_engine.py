@@ -16,15 +16,25 @@ from factory.recipe_loader import load_recipe
 from tests.conftest import REPO
 
 DEMO = yaml.safe_load((REPO / "recipes" / "c2syn-demo.yaml").read_text())
-DEMO_ROWS = [json.loads(line) for line in (REPO / "recipes" / "data" / "c2syn_demo.jsonl").read_text().splitlines()]
+DEMO_ROWS = [
+    json.loads(line) for line in (REPO / "recipes" / "data" / "c2syn_demo.jsonl").read_text().splitlines()
+]
 
 
-def canned_recipe(tmp_path: Path, *, fail_ids: list[str] | None = None, extra_stage: dict[str, Any] | None = None,
-                  source: dict[str, Any] | None = None) -> Path:
+def canned_recipe(
+    tmp_path: Path,
+    *,
+    fail_ids: list[str] | None = None,
+    extra_stage: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+) -> Path:
     """c2syn-demo with the LLM stage replaced by a deterministic import-path step (fast)."""
     data = yaml.safe_load(yaml.safe_dump(DEMO))
-    data["stages"][2] = {"name": "generate", "step": "tests.steps_for_tests:CannedGenerate",
-                         "params": {"fail_ids": fail_ids or []}}
+    data["stages"][2] = {
+        "name": "generate",
+        "step": "tests.steps_for_tests:CannedGenerate",
+        "params": {"fail_ids": fail_ids or []},
+    }
     data["backends"] = {}
     if extra_stage:
         data["stages"].insert(3, extra_stage)
@@ -43,9 +53,14 @@ def test_a_failing_row_is_quarantined_with_its_error_and_counts_add_up(tmp_path:
     out = tmp_path / "out"
     run_recipe(load_recipe(str(canned_recipe(tmp_path, fail_ids=["3"]))), out, allow_import_steps=True)
     m = manifest(out)
-    assert m["counts"] == {"input": 12, "created": 0, "expanded": 0, "output": 8,
-                           "filtered": {"no_keyword": 1, "no_long_unsafe_response": 1, "degenerate_cuts": 1},
-                           "quarantined": {"generate": 1}}
+    assert m["counts"] == {
+        "input": 12,
+        "created": 0,
+        "expanded": 0,
+        "output": 8,
+        "filtered": {"no_keyword": 1, "no_long_unsafe_response": 1, "degenerate_cuts": 1},
+        "quarantined": {"generate": 1},
+    }
     q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
     assert [(r["_sp_id"], r["stage"]) for r in q] == [("3", "generate")]
     assert "injected failure" in q[0]["reason"]
@@ -76,16 +91,29 @@ def test_pku_2024_schema_maps_through_field_map(tmp_path: Path) -> None:
     """The 2024 re-release names (and extra fields) map onto the columns the steps read."""
     rows = []
     for i, r in enumerate(DEMO_ROWS):
-        rows.append({"uid": f"pku24-{i}", "prompt": r["prompt"], "response_0": r["response_0"], "response_1": r["response_1"],
-                     "is_response_0_safe": r["is_response_0_safe"], "is_response_1_safe": r["is_response_1_safe"],
-                     "response_0_harm_category": {"Insulting Behavior": True}, "response_0_severity_level": 1,
-                     "prompt_source": "demo", "better_response_id": 1, "safer_response_id": 1})
+        rows.append(
+            {
+                "uid": f"pku24-{i}",
+                "prompt": r["prompt"],
+                "response_0": r["response_0"],
+                "response_1": r["response_1"],
+                "is_response_0_safe": r["is_response_0_safe"],
+                "is_response_1_safe": r["is_response_1_safe"],
+                "response_0_harm_category": {"Insulting Behavior": True},
+                "response_0_severity_level": 1,
+                "prompt_source": "demo",
+                "better_response_id": 1,
+                "safer_response_id": 1,
+            }
+        )
     # a 2024-style file with renamed columns, mapped back by the recipe
     renamed = [{("query" if k == "prompt" else k): v for k, v in r.items()} for r in rows]
     src = tmp_path / "pku2024.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in renamed) + "\n")
-    path = canned_recipe(tmp_path, source={"kind": "file", "path": str(src), "id_field": "uid",
-                                           "field_map": {"prompt": "query"}})
+    path = canned_recipe(
+        tmp_path,
+        source={"kind": "file", "path": str(src), "id_field": "uid", "field_map": {"prompt": "query"}},
+    )
     out = tmp_path / "out"
     run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
     groups = pq.read_table(out / "groups").to_pylist()
@@ -100,11 +128,15 @@ def test_same_seed_gives_identical_data_other_seed_other_draws(tmp_path: Path) -
     run_recipe(load_recipe(str(path)), b, allow_import_steps=True)
     for config in ("pairs", "groups", "pairs_conversational"):
         files_a = sorted((a / config).glob("*.parquet"))
-        assert [f.read_bytes() for f in files_a] == [f.read_bytes() for f in sorted((b / config).glob("*.parquet"))]
+        assert [f.read_bytes() for f in files_a] == [
+            f.read_bytes() for f in sorted((b / config).glob("*.parquet"))
+        ]
     c = tmp_path / "c"
     run_recipe(load_recipe(str(path), ["seed=7"]), c, allow_import_steps=True)
     ga, gc = pq.read_table(a / "groups").to_pylist(), pq.read_table(c / "groups").to_pylist()
-    assert [r["opener"] for g in ga for r in g["responses"][1:5]] != [r["opener"] for g in gc for r in g["responses"][1:5]]
+    assert [r["opener"] for g in ga for r in g["responses"][1:5]] != [
+        r["opener"] for g in gc for r in g["responses"][1:5]
+    ]
 
 
 def test_check_fails_on_a_tampered_row(tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ def seed_with(domains: int, positive: int, toxic: int, demos: int) -> dict[str, 
         "positive_constraints": [f"be kind {i}" for i in range(positive)],
         "toxic_constraints": [f"be dismissive {i}" for i in range(toxic)],
         "demonstrations": [
-            {"instruction": f"q{i}", "positive": f"kind answer {i}", "toxic": f"rude answer {i}"} for i in range(demos)
+            {"instruction": f"q{i}", "positive": f"kind answer {i}", "toxic": f"rude answer {i}"}
+            for i in range(demos)
         ],
     }
 
@@ -38,7 +39,9 @@ def write_seed(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 
 def seed_source(path: Path) -> SourceSpec:
-    return SourceSpec(kind="file", path=str(path), file_schema="ptalign_seed", records_key="domains", id_field="id")
+    return SourceSpec(
+        kind="file", path=str(path), file_schema="ptalign_seed", records_key="domains", id_field="id"
+    )
 
 
 def test_49_human_items_are_accepted_and_50_rejected() -> None:

@@ -69,7 +69,9 @@ def test_near_duplicates_are_caught_only_when_asked() -> None:
 # -- judge ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("answer", "value"), [(" 8", 8.0), ("7.5/10", 7.5), (": **9** out of 10", 9.0), ("10", 10.0)])
+@pytest.mark.parametrize(
+    ("answer", "value"), [(" 8", 8.0), ("7.5/10", 7.5), (": **9** out of 10", 9.0), ("10", 10.0)]
+)
 def test_a_judge_answer_starting_with_a_score_on_the_scale_parses(answer: str, value: float) -> None:
     assert parse_judge_score(answer, "harmlessness", 1, 10).value == value
 
@@ -135,7 +137,9 @@ def test_assemble_quarantines_spans_that_do_not_fit_the_text() -> None:
         "constraints_version": "ab" * 32,
     }
     good = build_triple({**row, "toxic_spans": json.dumps([{"start": 9, "end": 16, "label": "quote"}])})
-    assert row["toxic"][9:16] == "useless" and good["toxic_spans"] == [{"start": 9, "end": 16, "label": "quote"}]
+    assert row["toxic"][9:16] == "useless" and good["toxic_spans"] == [
+        {"start": 9, "end": 16, "label": "quote"}
+    ]
     with pytest.raises(RowFailed, match="not inside the text") as exc:
         build_triple({**row, "toxic_spans": json.dumps([{"start": 9, "end": 40}])})
     assert exc.value.raw == json.dumps([{"start": 9, "end": 40}])

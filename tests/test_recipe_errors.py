@@ -23,13 +23,19 @@ def _variant(tmp_path: Path, mutate: object) -> Path:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "factory", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "factory", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 CASES = [
     ("unknown top-level field", lambda d: d.update(colour="red"), "colour: unknown field"),
     ("unknown step", lambda d: d["stages"][0].update(step="c2syn.nope"), "unknown step 'c2syn.nope'"),
-    ("wrong param type", lambda d: d["stages"][0].update(params={"min_words": "many"}), "stages[select].params.min_words"),
+    (
+        "wrong param type",
+        lambda d: d["stages"][0].update(params={"min_words": "many"}),
+        "stages[select].params.min_words",
+    ),
     ("unknown param", lambda d: d["stages"][1].update(params={"mood": "x"}), "stages[truncate].params.mood"),
     ("bad enum", lambda d: d["stages"][1].update(params={"mode": "loose"}), "params.mode"),
     ("missing backend ref", lambda d: d["stages"][2].update(backend="gpu"), "uses backend 'gpu'"),
@@ -39,12 +45,18 @@ CASES = [
     ("missing licence", lambda d: d.pop("license"), "license: Field required"),
     ("openai without base_url", lambda d: d["backends"]["local"].update(kind="openai"), "needs `base_url`"),
     ("two defaults", lambda d: d["outputs"][1].update(default=True), "only one output may be"),
-    ("negative tokens", lambda d: d["backends"]["local"]["generation"].update(max_new_tokens=-1), "max_new_tokens"),
+    (
+        "negative tokens",
+        lambda d: d["backends"]["local"]["generation"].update(max_new_tokens=-1),
+        "max_new_tokens",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "mutate", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_bad_recipe_gives_one_line_and_exit_2(tmp_path: Path, name: str, mutate: object, expected: str) -> None:
+def test_bad_recipe_gives_one_line_and_exit_2(
+    tmp_path: Path, name: str, mutate: object, expected: str
+) -> None:
     path = _variant(tmp_path, mutate)
     proc = _cli("validate", str(path))
     assert proc.returncode == 2, proc.stderr

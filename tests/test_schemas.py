@@ -23,23 +23,53 @@ FHR = "You could be rude, loud, and petty; then ignore them. Keep it up: it work
 
 
 def pair(**kw: Any) -> dict[str, Any]:
-    base = dict(prompt="p", chosen="a", rejected="b", chosen_rank=1, rejected_rank=2, principle="x", source_id="1", group_id="g")
+    base = dict(
+        prompt="p",
+        chosen="a",
+        rejected="b",
+        chosen_rank=1,
+        rejected_rank=2,
+        principle="x",
+        source_id="1",
+        group_id="g",
+    )
     return {**base, **kw}
 
 
 def group() -> dict[str, Any]:
-    prefixes = ["You could be rude,", "You could be rude, loud,", "You could be rude, loud, and petty;",
-                "You could be rude, loud, and petty; then ignore them."]
+    prefixes = [
+        "You could be rude,",
+        "You could be rude, loud,",
+        "You could be rude, loud, and petty;",
+        "You could be rude, loud, and petty; then ignore them.",
+    ]
     responses: list[dict[str, Any]] = [{"rank": 1, "kind": "SR", "text": "I won't help with that."}]
     for i, p in enumerate(prefixes, start=1):
-        responses.append({
-            "rank": i + 1, "kind": "SYN", "text": f"Sure. {p} but I must advise you that it hurts. ({i})",
-            "cut_index": i, "cut_char": len(p), "opener": "Sure.", "prefix": p,
-            "trigger": "but I must advise you that", "continuation": f" it hurts. ({i})",
-        })
+        responses.append(
+            {
+                "rank": i + 1,
+                "kind": "SYN",
+                "text": f"Sure. {p} but I must advise you that it hurts. ({i})",
+                "cut_index": i,
+                "cut_char": len(p),
+                "opener": "Sure.",
+                "prefix": p,
+                "trigger": "but I must advise you that",
+                "continuation": f" it hurts. ({i})",
+            }
+        )
     responses.append({"rank": 6, "kind": "FHR", "text": FHR})
-    return {"group_id": "g-7", "source_id": "7", "prompt": "How do I annoy my neighbour?", "responses": responses,
-            "delimiter_count": 9, "t_k": 2, "truncation_mode": "strict", "seed": 1, "provenance": PROV}
+    return {
+        "group_id": "g-7",
+        "source_id": "7",
+        "prompt": "How do I annoy my neighbour?",
+        "responses": responses,
+        "delimiter_count": 9,
+        "t_k": 2,
+        "truncation_mode": "strict",
+        "seed": 1,
+        "provenance": PROV,
+    }
 
 
 def test_preference_pair_accepts_a_good_pair() -> None:
@@ -62,8 +92,12 @@ def test_preference_pair_rejects(change: dict[str, Any], message: str) -> None:
 
 
 def test_conversational_pair_requires_user_prompt_and_assistant_answers() -> None:
-    good = {**pair(), "prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
-            "rejected": [{"role": "assistant", "content": "b"}]}
+    good = {
+        **pair(),
+        "prompt": [{"role": "user", "content": "p"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}],
+    }
     ConversationalPair(**good)
     with pytest.raises(ValidationError, match="end with a user"):
         ConversationalPair(**{**good, "prompt": [{"role": "assistant", "content": "p"}]})
@@ -75,7 +109,9 @@ def test_c2_group_accepts_a_well_formed_group_and_yields_15_ranked_pairs() -> No
     g = C2Group(**group())
     pairs = g.pairs()
     assert len(pairs) == 15
-    assert [(p.chosen_rank, p.rejected_rank) for p in pairs] == [(i, j) for i in range(1, 7) for j in range(i + 1, 7)]
+    assert [(p.chosen_rank, p.rejected_rank) for p in pairs] == [
+        (i, j) for i in range(1, 7) for j in range(i + 1, 7)
+    ]
     assert {p.principle for p in pairs if p.chosen_rank == 1} == {"safe_over_harmful"}
     assert c2_principle(2, 6) == "correction_over_no_correction"
     assert c2_principle(2, 3) == "earlier_correction_over_later"
@@ -119,10 +155,19 @@ def test_faithful_groups_may_repeat_cuts_but_not_go_backwards() -> None:
 
 
 def triple(**kw: Any) -> dict[str, Any]:
-    base = dict(id="t1", domain="harassment", topic="neighbours", instruction="How do I annoy my neighbour?",
-                positive="Talk to them kindly.", toxic="Who cares, just be rude to them.",
-                toxic_spans=[{"start": 11, "end": 32}], rounds=1, scores=[{"name": "harmfulness", "value": 0.9}],
-                constraints_version="abc", provenance=PROV)
+    base = dict(
+        id="t1",
+        domain="harassment",
+        topic="neighbours",
+        instruction="How do I annoy my neighbour?",
+        positive="Talk to them kindly.",
+        toxic="Who cares, just be rude to them.",
+        toxic_spans=[{"start": 11, "end": 32}],
+        rounds=1,
+        scores=[{"name": "harmfulness", "value": 0.9}],
+        constraints_version="abc",
+        provenance=PROV,
+    )
     return {**base, **kw}
 
 
@@ -146,9 +191,21 @@ def test_row_counts_must_add_up_including_expansions() -> None:
 
 
 def test_manifest_needs_exactly_one_default_config() -> None:
-    cfg = {"schema": "preference_pair", "exporter": "c2syn.pairs", "splits": {"train": {"files": [], "num_rows": 0}}}
-    base = dict(safepref_version="0", recipe_name="r", recipe_version="1", recipe_hash="h", created_at="now", seed=0,
-                license="mit", counts=RowCounts(input=0, output=0))
+    cfg = {
+        "schema": "preference_pair",
+        "exporter": "c2syn.pairs",
+        "splits": {"train": {"files": [], "num_rows": 0}},
+    }
+    base = dict(
+        safepref_version="0",
+        recipe_name="r",
+        recipe_version="1",
+        recipe_hash="h",
+        created_at="now",
+        seed=0,
+        license="mit",
+        counts=RowCounts(input=0, output=0),
+    )
     DatasetManifest(**base, configs={"a": {**cfg, "default": True}, "b": cfg})
     with pytest.raises(ValidationError, match="exactly one config"):
         DatasetManifest(**base, configs={"a": cfg, "b": cfg})

@@ -14,8 +14,9 @@ Loss (shared/docs/ptalign.md §4, implemented in `trainers.losses.ptalign_loss`)
 Expected dataset format: `prompt` (messages), `positive` (str), `toxic` (str), `toxic_spans` ([[start, end]]
 char offsets into `toxic`). Prompt and padding tokens are in neither term; the toxic response's
 end-of-turn token and anything the chat template appends after it are never penalised. Per-token
-log-probs come from TRL's fused LM head (fp32 accumulation, no full logits), which keeps the forward
-the model's own so DDP/FSDP/DeepSpeed wrapping works.
+log-probs are an fp32 log-softmax: on GPU through TRL's fused LM head (fp32 accumulation, only the
+labelled positions, no full logits), on CPU from the logits. Both go through the model's own forward,
+so DDP/FSDP/DeepSpeed wrapping works.
 
 Imports torch and transformers at module level: import this module only where training happens.
 """
@@ -193,12 +194,23 @@ class PTAlignTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean, so Trainer divides by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *, settings: PTAlignSettings, max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        settings: PTAlignSettings,
+        max_length: int | None = None,
+        fused_lm_head: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         tokenizer = kwargs["processing_class"]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         kwargs.setdefault("data_collator", TripleCollator(pad_token_id=pad, max_length=max_length))
         model = kwargs["model"]
-        add_fused_lm_head(model.get_base_model() if is_peft_model(model) else model)
+        # The fused head scores only labelled positions on GPU (Triton); on CPU its chunked loop is slower
+        # than one logits matmul, so there the logits go through `token_logps` (fp32 log-softmax).
+        self.fused_lm_head = torch.cuda.is_available() if fused_lm_head is None else fused_lm_head
+        if self.fused_lm_head:
+            add_fused_lm_head(model.get_base_model() if is_peft_model(model) else model)
         super().__init__(**kwargs)
         self.settings = settings
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -213,10 +225,18 @@ class PTAlignTrainer(Trainer):
         input_ids = inputs["input_ids"]
         mle_mask, ut_mask = inputs["mle_mask"][:, 1:], inputs["ut_mask"][:, 1:]
         labels = input_ids.masked_fill((inputs["mle_mask"] + inputs["ut_mask"]) == 0, -100)
-        outputs = model(
-            input_ids=input_ids, attention_mask=inputs["attention_mask"], labels=labels, fused_lm_head=True, use_cache=False
-        )
-        logps = outputs.log_probs[:, -mle_mask.size(1) :]
+        if self.fused_lm_head:
+            outputs = model(
+                input_ids=input_ids, attention_mask=inputs["attention_mask"], labels=labels, fused_lm_head=True, use_cache=False
+            )
+            logps = outputs.log_probs[:, -mle_mask.size(1) :]
+        else:
+            outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False)
+            # Only labelled positions go through the log-softmax.
+            targets = labels[:, 1:]
+            scored = targets != -100
+            picked = token_logps(outputs.logits[:, :-1][scored], targets[scored])
+            logps = torch.zeros(scored.shape, dtype=picked.dtype, device=picked.device).masked_scatter(scored, picked)
         result = ptalign_loss(logps, mle_mask, ut_mask, alpha=self.settings.alpha, eps=self.settings.epsilon)
         mode = "train" if model.training else "eval"
         metrics = self._metrics[mode]

@@ -5,6 +5,10 @@ one that refuses connections is skipped for the rest of the call). Connect error
 5xx are retried with exponential backoff and jitter (a `Retry-After` header wins). Anything else that
 goes wrong with one request becomes a `Completion` with `error` and `raw` set.
 
+Prefill: `prefill_mode: continue_final_message` relies on the vLLM/SGLang chat extension (servers that
+ignore it, such as llama.cpp, silently close the turn); `prefill_mode: completions` renders the prompt
+here with the model's tokenizer and works on any server with /v1/completions.
+
 The API key is read from the env var named by `api_key_env`, lives only in the client's headers
 (httpx masks them in its repr) and is scrubbed from every error and raw body we keep.
 """
@@ -31,6 +35,7 @@ from factory.backends.base import (
     ends_with_prefill,
     failed,
     message_problem,
+    request_seed,
     truncate_at_stop,
 )
 from factory.backends.chat import TemplateMismatch, render_prompt, strip_leading_bos
@@ -129,16 +134,18 @@ class OpenAIBackend:
             body["top_k"] = params.top_k
         if params.repetition_penalty is not None:
             body["repetition_penalty"] = params.repetition_penalty
-        if params.seed is not None:
-            body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
         if self.tokenizer is not None:
             body["prompt"] = strip_leading_bos(
                 self.tokenizer, render_prompt(self.tokenizer, request.messages)
             )
+            if params.seed is not None:
+                body["seed"] = request_seed(params.seed, body["prompt"])
             return "/completions", body
         body["messages"] = request.messages
+        if params.seed is not None:
+            body["seed"] = request_seed(params.seed, json.dumps(request.messages, ensure_ascii=False))
         if ends_with_prefill(request.messages):
             body["continue_final_message"] = True  # vLLM/SGLang extension: keep the assistant turn open
             body["add_generation_prompt"] = False

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from factory.backends import bundled_model
-from factory.backends.base import ChatRequest, Completion, failed, message_problem, truncate_at_stop
+from factory.backends.base import (
+    ChatRequest,
+    Completion,
+    failed,
+    message_problem,
+    request_seed,
+    truncate_at_stop,
+)
 from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.errors import UserError
 from schemas.generation import BackendSpec, GenerationParams
@@ -108,12 +115,17 @@ class TransformersBackend:
                 members.sort(key=lambda i: len(encoded[i]), reverse=True)  # similar lengths pad little
                 for start in range(0, len(members), self.spec.batch_size):
                     batch = members[start : start + self.spec.batch_size]
-                    done = self._generate_batch([encoded[i] for i in batch], [params[i] for i in batch])
+                    seeds = [_seed(params[i], prompts[i]) for i in batch]
+                    done = self._generate_batch(
+                        [encoded[i] for i in batch], [params[i] for i in batch], seeds
+                    )
                     for i, completion in zip(batch, done, strict=True):
                         results[i] = completion
             return [c for c in results if c is not None]
 
-    def _generate_batch(self, encoded: list[list[int]], params: list[GenerationParams]) -> list[Completion]:
+    def _generate_batch(
+        self, encoded: list[list[int]], params: list[GenerationParams], seeds: list[int | None]
+    ) -> list[Completion]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -130,7 +142,7 @@ class TransformersBackend:
         )
         processors = LogitsProcessorList()
         if first.temperature > 0:
-            processors.append(_SeededSampler([p.seed for p in params], first, self.device))
+            processors.append(_SeededSampler(seeds, first, self.device))
         with torch.inference_mode():
             output = self.model.generate(
                 **padded,
@@ -176,7 +188,7 @@ class TransformersBackend:
 
 
 class _SeededSampler:
-    """Samples each row with its own generator (seeded from `params.seed`) and forces that token.
+    """Samples each row with its own generator (seeded by `request_seed`) and forces that token.
 
     Generation then runs greedily over the forced logits, so a seeded request gets the same text
     whatever else shares its batch.
@@ -212,6 +224,10 @@ class _SeededSampler:
         forced = torch.full_like(scores, float("-inf"))
         forced[torch.arange(len(chosen), device=scores.device), chosen] = 0.0
         return forced
+
+
+def _seed(params: GenerationParams, prompt: str) -> int | None:
+    return None if params.seed is None else request_seed(params.seed, prompt)
 
 
 def _batch_key(params: GenerationParams) -> tuple[Any, ...]:

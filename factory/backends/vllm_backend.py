@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from factory.backends import bundled_model
-from factory.backends.base import ChatRequest, Completion, failed, message_problem, truncate_at_stop
+from factory.backends.base import (
+    ChatRequest,
+    Completion,
+    failed,
+    message_problem,
+    request_seed,
+    truncate_at_stop,
+)
 from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.errors import UserError
 from schemas.generation import BackendSpec, GenerationParams
@@ -46,6 +53,7 @@ class VLLMBackend:
         results: list[Completion | None] = [None] * len(requests)
         todo: list[int] = []
         prompts: list[dict[str, list[int]]] = []
+        sampling: list[Any] = []
         for i, request in enumerate(requests):
             problem = message_problem(request.messages)
             if problem is None:
@@ -64,8 +72,11 @@ class VLLMBackend:
                 continue
             todo.append(i)
             prompts.append({"prompt_token_ids": ids})
+            params = request.params
+            sampling.append(
+                _sampling_params(params, None if params.seed is None else request_seed(params.seed, prompt))
+            )
         if todo:
-            sampling = [_sampling_params(requests[i].params) for i in todo]
             outputs = self._llm.generate(prompts, sampling_params=sampling, use_tqdm=False)
             for i, output in zip(todo, outputs, strict=True):
                 results[i] = _completion(output, requests[i].params)
@@ -75,7 +86,7 @@ class VLLMBackend:
         self._llm = None
 
 
-def _sampling_params(params: GenerationParams) -> Any:
+def _sampling_params(params: GenerationParams, seed: int | None) -> Any:
     from vllm import SamplingParams
 
     extra: dict[str, Any] = {}
@@ -89,7 +100,7 @@ def _sampling_params(params: GenerationParams) -> Any:
         top_p=params.top_p,
         max_tokens=params.max_new_tokens,
         stop=list(params.stop) or None,
-        seed=params.seed,
+        seed=seed,
         **extra,
     )
 

@@ -361,8 +361,13 @@ class C2Rank(SafeprefStep):
 
 
 # Provenance is run-level (the exporter adds the real one); validating the rest needs a stand-in.
-_PLACEHOLDER_PROVENANCE = {"recipe_name": "check", "recipe_hash": "0" * 64, "generator_model": "check", "seed": 0,
-                           "source_id": "check"}
+_PLACEHOLDER_PROVENANCE = {
+    "recipe_name": "check",
+    "recipe_hash": "0" * 64,
+    "generator_model": "check",
+    "seed": 0,
+    "source_id": "check",
+}
 
 
 def build_group(row: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ BUILTIN_STEPS: dict[str, str] = {
     "c2syn.generate": "factory.steps.c2syn:C2Generate",
     "c2syn.safety_check": "factory.steps.c2syn:C2SafetyCheck",
     "c2syn.rank": "factory.steps.c2syn:C2Rank",
+    "generate.respond": "factory.steps.generate:Respond",
     **PTALIGN_STEPS,
 }
 

@@ -1,0 +1,1 @@
+"""Evaluation: C²-Eval course-correction and harmlessness, before/after training."""

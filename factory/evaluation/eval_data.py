@@ -1,0 +1,147 @@
+"""Evaluation inputs: C²-Eval rows (PKU-SafeRLHF) and instruction lists, from a file, bundled or the Hub.
+
+`--data` forms: `bundled` (the eval's demo file under recipes/data), `bundled:NAME.jsonl`, a local
+.jsonl/.json/.parquet/.csv file, or `hub:DATASET_ID[@REVISION]` (with `--split` and `--data-config`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factory.errors import UserError
+from factory.rows import ROW_ID
+from schemas.eval_report import DataInfo
+from schemas.recipe import SourceSpec
+
+C2_DEMO = "c2eval_demo.jsonl"
+HARM_DEMO = "harm_demo.jsonl"
+BENIGN_DEMO = "benign_demo.jsonl"
+PKU_SAFERLHF = "hub:PKU-Alignment/PKU-SafeRLHF"
+
+
+@dataclass(frozen=True)
+class C2Row:
+    row_id: str
+    request: str  # HR: the harmful request
+    fhr: str  # the full harmful response
+
+
+@dataclass(frozen=True)
+class Instruction:
+    row_id: str
+    text: str
+
+
+def source_spec(data: str, *, default_bundled: str, split: str, config: str | None) -> SourceSpec:
+    if data == "bundled":
+        return SourceSpec(kind="bundled", path=default_bundled)
+    if data.startswith("bundled:"):
+        return SourceSpec(kind="bundled", path=data.removeprefix("bundled:"))
+    if data.startswith("hub:"):
+        dataset, _, revision = data.removeprefix("hub:").partition("@")
+        if not dataset:
+            raise UserError(f"--data {data!r}: write hub:DATASET_ID[@REVISION]")
+        return SourceSpec(kind="hub", dataset=dataset, revision=revision or None, split=split, name=config)
+    return SourceSpec(kind="file", path=data)
+
+
+def _read(spec: SourceSpec) -> tuple[list[dict[str, Any]], str]:
+    from factory.sources import read_source
+
+    return read_source(spec, Path.cwd())
+
+
+def _label(spec: SourceSpec, fallback: str) -> str:
+    if spec.kind == "bundled":
+        return f"bundled:{spec.path}"
+    if spec.kind == "hub":
+        return f"hub:{spec.dataset}" + (f"/{spec.name}" if spec.name else "")
+    return fallback
+
+
+def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
+    """The first `rows` rows that have an unsafe response; FHR = response_0 if unsafe, else response_1.
+
+    As in the reference `eval/eval_data.py`: no keyword or length filter (unlike C²-Syn's selection).
+    """
+    records, where = _read(spec)
+    chosen: list[C2Row] = []
+    skipped = 0
+    for index, record in enumerate(records):
+        if len(chosen) >= rows:
+            break
+        for column in ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe"):
+            if column not in record:
+                raise UserError(f"row {index}: column {column!r} is missing (PKU-SafeRLHF schema)", where=where)
+        fhr = next(
+            (
+                record[f"response_{i}"]
+                for i in (0, 1)
+                if not _as_bool(record[f"is_response_{i}_safe"], f"row {index}: is_response_{i}_safe", where)
+            ),
+            None,
+        )
+        if fhr is None:
+            skipped += 1
+            continue
+        if not isinstance(record["prompt"], str) or not isinstance(fhr, str) or not fhr.strip():
+            raise UserError(f"row {index}: prompt and the unsafe response must be non-empty text", where=where)
+        chosen.append(C2Row(row_id=str(record[ROW_ID]), request=record["prompt"], fhr=fhr))
+    if not chosen:
+        raise UserError("no row has an unsafe response", where=where)
+    digest = _sha256([[r.row_id, r.request, r.fhr] for r in chosen])
+    info = DataInfo(
+        source=_label(spec, where),
+        revision=spec.revision,
+        split=spec.split if spec.kind == "hub" else None,
+        rows_read=len(chosen) + skipped,
+        rows_used=len(chosen),
+        rows_skipped=skipped,
+        sha256=digest,
+    )
+    return chosen, info
+
+
+def load_instructions(spec: SourceSpec, rows: int | None, column: str | None) -> tuple[list[Instruction], DataInfo]:
+    """Instructions from `column` (default: `instruction`, else `prompt`)."""
+    records, where = _read(spec)
+    if rows is not None:
+        records = records[:rows]
+    if not records:
+        raise UserError("no rows", where=where)
+    name = column or next((c for c in ("instruction", "prompt") if c in records[0]), None)
+    if name is None:
+        raise UserError("no `instruction` or `prompt` column; name one with --column", where=where)
+    items = []
+    for index, record in enumerate(records):
+        text = record.get(name)
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"row {index}: column {name!r} is missing or empty", where=where)
+        items.append(Instruction(row_id=str(record[ROW_ID]), text=text))
+    info = DataInfo(
+        source=_label(spec, where),
+        revision=spec.revision,
+        split=spec.split if spec.kind == "hub" else None,
+        rows_read=len(records),
+        rows_used=len(items),
+        sha256=_sha256([[i.row_id, i.text] for i in items]),
+    )
+    return items, info
+
+
+def _as_bool(value: Any, field: str, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise UserError(f"{field} is not a boolean: {value!r}", where=where)
+
+
+def _sha256(items: list[list[str]]) -> str:
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()

@@ -1,0 +1,53 @@
+"""Generic LLM steps a recipe can use on any dataset."""
+
+from typing import Any, ClassVar
+
+from factory.steps.base import RowFailed, SafeprefStep, add_usage
+
+
+class Respond(SafeprefStep):
+    """Answers `input_column` (a user turn, optional system prompt) into `output_column`."""
+
+    required: ClassVar[tuple[str, ...]] = ()
+    produced: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def inputs(self) -> list[str]:  # type: ignore[override]
+        return [self.params.get("input_column", "prompt"), "_sp_id", "_sp_status"]
+
+    @property
+    def outputs(self) -> list[str]:  # type: ignore[override]
+        return [
+            self.params.get("output_column", "response"),
+            "_sp_status",
+            "_sp_stage",
+            "_sp_reason",
+            "_sp_raw",
+            "_sp_usage",
+        ]
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        from factory.backends import ChatRequest
+        from schemas.generation import GenerationParams
+
+        assert self.backend_spec is not None
+        gen = dict(self.backend_spec.get("generation") or {})
+        gen.update({k: v for k, v in (self.params.get("generation") or {}).items() if v is not None})
+        params = GenerationParams.model_validate(gen)
+        system = self.params.get("system_prompt")
+        head = [{"role": "system", "content": system}] if system else []
+        column = self.params["input_column"]
+        completions = self.backend.generate(
+            [
+                ChatRequest(messages=[*head, {"role": "user", "content": str(r[column])}], params=params)
+                for r in rows
+            ]
+        )
+        for row, completion in zip(rows, completions, strict=True):
+            self.guarded(row, self._store, completion)
+
+    def _store(self, row: dict[str, Any], c: Any) -> None:
+        add_usage(row, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+        if c.error:
+            raise RowFailed(f"generation failed: {c.error}", c.raw)
+        row[self.params["output_column"]] = c.text
