@@ -113,6 +113,8 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
         f"- built with safepref {manifest.safepref_version} on {manifest.created_at}",
         f"- licence: `{recipe.license}`",
     ]
+    for name, sha in manifest.inputs_sha256.items():
+        lines.append(f"- {name.replace(':', ' ', 1)}: sha256 `{sha}`")
     if manifest.source:
         src = ", ".join(f"{k}={v}" for k, v in manifest.source.items() if v not in (None, {}, []))
         lines.append(f"- source: {src}")

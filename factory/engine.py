@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +17,14 @@ from factory import __version__
 from factory.errors import UserError
 from factory.exporters import ExportContext
 from factory.recipe_loader import LoadedRecipe
+from factory.reproducibility import input_hashes
+from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
 from schemas.generation import GenerationParams
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
+from schemas.registry import HARMFUL_TEXT_SCHEMAS
 
 if TYPE_CHECKING:
     from factory.distilabel_compat import Pipeline
@@ -43,13 +49,20 @@ def build_pipeline(
     with Pipeline(name=f"safepref-{recipe.name}", cache_dir=work_dir / "distilabel") as pipeline:
         previous: Any = LoadDataFromDicts(name="source", data=rows, batch_size=recipe.stages[0].batch_size)
         steps = []
+        chain = hashlib.sha256(
+            json.dumps(
+                {"source": recipe.source.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True
+            ).encode()
+        )
         for stage, cls in zip(recipe.stages, classes, strict=True):
+            chain.update(json.dumps(stage.model_dump(mode="json"), sort_keys=True).encode())
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
             if issubclass(cls, SafeprefStep):
                 kwargs.update(
                     stage=stage.name,
                     params=stage.params,
                     seed=recipe.seed,
+                    upstream_hash=chain.hexdigest(),
                     backend_spec=recipe.backends[stage.backend].model_dump(mode="json")
                     if stage.backend
                     else None,
@@ -131,24 +144,43 @@ _OPTIONAL = frozenset({STAGE, REASON, RAW, USAGE})  # bookkeeping that is legiti
 
 
 class StageTally:
-    """Per-stage counts, derived from where each row ended (a row passed every stage before its last)."""
+    """Per-stage counts, derived from where each row ended (a row passed every stage before its last).
 
-    def __init__(self, loaded: LoadedRecipe) -> None:
+    Rows made by an expanding stage carry their parent's id as a prefix: before that stage they are
+    counted as their parent, once.
+    """
+
+    def __init__(self, loaded: LoadedRecipe, steps: list[Any]) -> None:
         self.names = [s.name for s in loaded.recipe.stages]
         self.position = {n: i for i, n in enumerate(self.names)}
         self.stats = {s.name: StageStats(step=s.step) for s in loaded.recipe.stages}
+        expanding = [i for i, step in enumerate(steps) if getattr(step, "expands", False)]
+        # how many expansions a row id has gone through when it enters stage i
+        self.depth = [sum(1 for e in expanding if e < i) for i in range(len(self.names))]
+        self.seen_in: list[set[str]] = [set() for _ in self.names]
+        self.seen_ok: list[set[str]] = [set() for _ in self.names]
 
     def add(self, row: dict[str, Any]) -> None:
         status, stage = row.get(STATUS), row.get(STAGE)
         if stage == SOURCE_STAGE:
             return
+        row_id = str(row.get(ROW_ID))
+        own_depth = row_id.count(EXPANSION_SEP)
         stop = self.position.get(stage) if status != "ok" else None
-        for name in self.names if stop is None else self.names[:stop]:
-            self.stats[name].rows_in += 1
-            self.stats[name].rows_ok += 1
+        last = len(self.names) - 1 if stop is None else stop
+        for i in range(last + 1):
+            # the id this row (or its ancestor) had while stage i ran
+            cut = own_depth - self.depth[i]
+            at = row_id.rsplit(EXPANSION_SEP, cut)[0] if cut > 0 else row_id
+            if at not in self.seen_in[i]:
+                self.seen_in[i].add(at)
+                self.stats[self.names[i]].rows_in += 1
+            passed = stop is None or i < stop
+            if passed and at not in self.seen_ok[i]:
+                self.seen_ok[i].add(at)
+                self.stats[self.names[i]].rows_ok += 1
         if stop is not None:
             st = self.stats[self.names[stop]]
-            st.rows_in += 1
             if status == "filtered":
                 st.filtered += 1
             else:
@@ -197,8 +229,21 @@ def _model_revision(model: str, revision: str | None) -> str | None:
     return revision
 
 
+def _finished_before(out_dir: Path, recipe_hash: str) -> bool:
+    """Whether this folder holds a finished run of exactly this recipe (then distilabel's cache is reused)."""
+    try:
+        previous = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return previous.get("recipe_hash") == recipe_hash and (out_dir / WORK_DIR / "distilabel").is_dir()
+
+
 def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool = False) -> RunResult:
-    """Run the recipe into `out_dir`. A re-run with the same recipe reuses distilabel's cached batches."""
+    """Run the recipe into `out_dir`.
+
+    Re-running the same recipe into the same folder reuses the finished run (distilabel's cache);
+    after an interruption or an edit, unchanged LLM requests come from the request cache.
+    """
     from factory.card import render_card
     from factory.writer import write_records, write_resolved_recipe
 
@@ -209,20 +254,36 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     out_dir.mkdir(parents=True, exist_ok=True)
+    complete = _finished_before(out_dir, loaded.hash)
+    if not complete:
+        # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
+        # unfinished or different earlier run is restarted from scratch: every LLM request it
+        # finished is answered by the request cache, so only the batches in flight are generated again.
+        (out_dir / "manifest.json").unlink(missing_ok=True)
+        shutil.rmtree(out_dir / WORK_DIR / "distilabel", ignore_errors=True)
     pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
     _check_source_columns(loaded, rows, label, steps[0])
     from distilabel.errors import DistilabelUserError
 
+    # The request cache path reaches the workers through the environment, not a step field, so
+    # moving the folder does not change distilabel's step signatures.
+    previous = os.environ.get(REQUEST_CACHE_ENV)
+    os.environ[REQUEST_CACHE_ENV] = str((out_dir / WORK_DIR / "requests.sqlite").resolve())
     try:
-        distiset = pipeline.run(use_cache=True)
+        distiset = pipeline.run(use_cache=complete)
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
         raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
+    finally:
+        if previous is None:
+            os.environ.pop(REQUEST_CACHE_ENV, None)
+        else:
+            os.environ[REQUEST_CACHE_ENV] = previous
     dataset = distiset["default"]["train"]
     sources = {rid: i for i, rid in enumerate(ids)}
     del rows, ids  # the pipeline has them; keep memory flat for large runs
     final_ids = [str(x) for x in dataset[ROW_ID]]
     created, expanded = _account_expansions(final_ids, sources)
-    tally = StageTally(loaded)
+    tally = StageTally(loaded, steps)
 
     def finished() -> Iterator[dict[str, Any]]:
         for row in _ordered(dataset, final_ids, sources):
@@ -261,7 +322,8 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
             quarantined=written.quarantined,
         ),
         stages=stages,
-        contains_harmful_text=True,
+        inputs_sha256=input_hashes(recipe, loaded.base_dir),
+        contains_harmful_text=any(info["schema"] in HARMFUL_TEXT_SCHEMAS for info in written.configs.values()),
         wall_time_s=round(time.perf_counter() - started, 3),
         prompt_tokens=sum(s.prompt_tokens for s in stages.values()),
         completion_tokens=sum(s.completion_tokens for s in stages.values()),

@@ -10,12 +10,10 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from schemas.records import PRINCIPLE_SAFE_OVER_HARMFUL, KTORow, PreferencePair, SafetyTriple
 
 if TYPE_CHECKING:
-    from factory.exporters import ExportContext
+    from factory.exporters import ExportContext, Record
 
 
 def safety_triple(row: dict[str, Any], ctx: ExportContext) -> SafetyTriple:
@@ -23,11 +21,11 @@ def safety_triple(row: dict[str, Any], ctx: ExportContext) -> SafetyTriple:
     return SafetyTriple.model_validate({**data, "provenance": ctx.provenance(data["id"])})
 
 
-def ptalign_triples(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
+def ptalign_triples(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [safety_triple(row, ctx)]
 
 
-def ptalign_pairs(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
+def ptalign_pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     """chosen = positive (rank 1), rejected = toxic (rank 2): the C²-Syn `PreferencePair` schema."""
     t = safety_triple(row, ctx)
     return [
@@ -44,7 +42,7 @@ def ptalign_pairs(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
     ]
 
 
-def ptalign_kto(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
+def ptalign_kto(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     """Two unpaired rows per triple: the positive response desirable, the toxic one undesirable."""
     t = safety_triple(row, ctx)
     return [
@@ -53,7 +51,7 @@ def ptalign_kto(row: dict[str, Any], ctx: ExportContext) -> list[BaseModel]:
     ]
 
 
-PTALIGN_EXPORTER_FUNCTIONS: dict[str, Callable[[dict[str, Any], ExportContext], list[BaseModel]]] = {
+PTALIGN_EXPORTER_FUNCTIONS: dict[str, Callable[[dict[str, Any], ExportContext], list[Record]]] = {
     "ptalign.triples": ptalign_triples,
     "ptalign.pairs": ptalign_pairs,
     "ptalign.kto": ptalign_kto,

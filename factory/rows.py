@@ -51,10 +51,15 @@ EXPANSION_SEP = "/"
 
 
 def child_row(parent: dict[str, Any], index: int, **fields: Any) -> dict[str, Any]:
-    """A row created from `parent` (id `parent/index`), inheriting its columns and status `ok`."""
+    """A row created from `parent` (id `parent/index`), inheriting its columns and status `ok`.
+
+    The parent's LLM usage stays on its first child only, so usage is not multiplied by the fan-out.
+    """
     child = {**parent, **fields}
     child[ROW_ID] = f"{parent[ROW_ID]}{EXPANSION_SEP}{index}"
     child[STATUS], child[STAGE], child[REASON], child[RAW] = "ok", None, None, None
+    if index > 0:
+        child[USAGE] = None
     return child
 
 

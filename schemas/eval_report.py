@@ -30,18 +30,24 @@ class ModelInfo(_Strict):
     slug: str = Field(description="folder name under the report directory")
     kind: Literal["bundled", "folder", "adapter", "hub", "openai"]
     model_id: str
-    revision: str | None = Field(None, description="Hub revision, bundled build, or None when unknown")
-    base_model: str | None = Field(None, description="adapters: the base model the adapter was applied to")
+    revision: str | None = Field(
+        default=None, description="Hub revision, bundled build, or None when unknown"
+    )
+    base_model: str | None = Field(
+        default=None, description="adapters: the base model the adapter was applied to"
+    )
     fingerprint: str | None = Field(
-        None, description="local folders: sha256 over config/adapter files and weight file sizes"
+        default=None, description="local folders: sha256 over config/adapter files and weight file sizes"
     )
     endpoint: str | None = None
 
 
 class JudgeInfo(_Strict):
-    kind: Literal["keyword", "llm", "guard"]
+    kind: Literal["keyword", "llm"]
     model: ModelInfo | None = None
-    template: str | None = Field(None, description="prompt template (recipes/templates) of an LLM judge")
+    template: str | None = Field(
+        default=None, description="prompt template (recipes/templates) of an LLM judge"
+    )
     template_sha256: str | None = None
     keywords: list[str] | None = None
     rule: str = Field(description="how a verdict is read off the judge's output")
@@ -53,7 +59,7 @@ class DataInfo(_Strict):
     split: str | None = None
     rows_read: int = Field(ge=0)
     rows_used: int = Field(ge=0)
-    rows_skipped: int = Field(0, ge=0, description="C²-Eval: rows without an unsafe response")
+    rows_skipped: int = Field(default=0, ge=0, description="C²-Eval: rows without an unsafe response")
     sha256: str = Field(description="sha256 of the rows used (ids and texts), to compare runs")
 
 
@@ -64,7 +70,7 @@ class RateResult(_Strict):
     ci: Interval | None
     positives: int = Field(ge=0)
     judged: int = Field(ge=0)
-    failed: int = Field(0, ge=0, description="generations or verdicts that failed (not in `judged`)")
+    failed: int = Field(default=0, ge=0, description="generations or verdicts that failed (not in `judged`)")
 
     @model_validator(mode="after")
     def _check(self) -> RateResult:
@@ -114,7 +120,7 @@ class HarmConfig(_Strict):
 class HarmModelResult(_Strict):
     model: ModelInfo
     harmful: RateResult
-    helpful: RateResult | None = Field(None, description="helpfulness probe on benign instructions")
+    helpful: RateResult | None = Field(default=None, description="helpfulness probe on benign instructions")
 
 
 class HarmEvalReport(_Strict):

@@ -85,6 +85,9 @@ class DatasetManifest(BaseModel):
     configs: dict[str, ConfigInfo]
     counts: RowCounts
     stages: dict[str, StageStats] = Field(default_factory=dict)
+    inputs_sha256: dict[str, str] = Field(
+        default_factory=dict, description="source file and prompt templates the run read, by sha256"
+    )
     contains_harmful_text: bool = True
     wall_time_s: float | None = None
     prompt_tokens: int = 0

@@ -144,7 +144,7 @@ class RefineParams(StepParams):
     judge_template: str = "ptalign_judge.jinja"
     judge_prefill: str | None = Field(None, description="text the judge's answer starts with, e.g. 'Score:'")
     judge_generation: DecodingOverride = Field(
-        default_factory=lambda: DecodingOverride(max_new_tokens=6, temperature=0.0)
+        default_factory=lambda: DecodingOverride.model_validate({"max_new_tokens": 6, "temperature": 0.0})
     )
     critique_template: str = "ptalign_critique.jinja"
     revise_template: str = "ptalign_revise.jinja"

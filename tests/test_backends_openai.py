@@ -172,7 +172,7 @@ def test_concurrency_is_bounded(model: TransformersBackend) -> None:
 
 def test_replicas_round_robin_and_a_dead_one_is_skipped(model: TransformersBackend) -> None:
     with OpenAITestServer(model) as a, OpenAITestServer(model) as b:
-        requests = [ChatRequest(ask("Hi."), SHORT) for _ in range(4)]
+        requests = [ChatRequest(ask("Hi."), GenerationParams(max_new_tokens=1)) for _ in range(4)]
         completions = client([a.url, b.url], max_concurrency=1).generate(requests)
         assert all(c.error is None for c in completions)
         assert (len(a.log), len(b.log)) == (2, 2)

@@ -17,7 +17,7 @@ from schemas.generation import BackendSpec, GenerationParams
 pytestmark = pytest.mark.slow
 
 GREEDY = GenerationParams(max_new_tokens=12)
-SAMPLED = GenerationParams(max_new_tokens=12, temperature=1.0, seed=7)
+SAMPLED = GenerationParams(max_new_tokens=8, temperature=1.0, seed=7)
 
 
 def ask(text: str, prefill: str | None = None) -> list[dict[str, str]]:

@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
+from factory.rows import RowFiltered
 from factory.steps.c2syn import (
     assistant_prefill,
     count_delimiters,
     faithful_prefixes,
-    reference_prefixes,
     join_continuation,
+    reference_prefixes,
     row_rng,
     select_fhr,
     truncate,
 )
-from factory.rows import RowFiltered
 from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
 LONG_UNSAFE = " ".join(["word"] * 81)

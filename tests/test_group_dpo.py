@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from tests.trainer_fixtures import c2_group, tiny_llama  # noqa: E402
-
 from trainers.data import group_rows, preference_rows  # noqa: E402
 
 
@@ -78,14 +77,22 @@ def test_group_dpo_equals_per_pair_dpo(tiny_dir: Path, tmp_path: Path, loss_type
     pairs = Dataset.from_list(preference_rows([group]))
     assert len(pairs) == 15
     per_pair = DPOTrainer(
-        model=policy, ref_model=ref, args=_config(tmp_path / "a", loss_type, 15), train_dataset=pairs, processing_class=tokenizer
+        model=policy,
+        ref_model=ref,
+        args=_config(tmp_path / "a", loss_type, 15),
+        train_dataset=pairs,
+        processing_class=tokenizer,
     )
     pair_loss, pair_grads, pair_tokens = _loss_and_grads(per_pair)
 
     policy, ref = _models(tiny_dir)
     groups = Dataset.from_list(group_rows([group]))
     grouped = GroupDPOTrainer(
-        model=policy, ref_model=ref, args=_config(tmp_path / "b", loss_type, 1), train_dataset=groups, processing_class=tokenizer
+        model=policy,
+        ref_model=ref,
+        args=_config(tmp_path / "b", loss_type, 1),
+        train_dataset=groups,
+        processing_class=tokenizer,
     )
     group_loss, group_grads, group_tokens = _loss_and_grads(grouped)
 
@@ -118,7 +125,12 @@ def test_collator_offsets_pair_indices_per_group() -> None:
     batch = collate(
         [
             {"prompt_ids": [5, 6], "response_ids": [[7], [8, 9]], "chosen_index": [0], "rejected_index": [1]},
-            {"prompt_ids": [4], "response_ids": [[1], [2], [3]], "chosen_index": [0, 1], "rejected_index": [2, 2]},
+            {
+                "prompt_ids": [4],
+                "response_ids": [[1], [2], [3]],
+                "chosen_index": [0, 1],
+                "rejected_index": [2, 2],
+            },
         ]
     )
     assert batch["chosen_index"].tolist() == [0, 2, 3]

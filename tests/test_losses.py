@@ -71,7 +71,9 @@ def test_clamp_holds_as_p_goes_to_one() -> None:
 def test_ptalign_loss_masks_and_normalises_each_term_by_its_own_count() -> None:
     logps = torch.log(torch.tensor([[0.5, 0.25, 0.9, 0.99], [0.2, 0.4, 0.6, 0.999]], dtype=torch.float64))
     mle_mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])  # row 0 positive response: tokens 0, 1
-    ut_mask = torch.tensor([[0, 0, 0, 0], [1, 1, 0, 0]])  # row 1 toxic: tokens 0, 1 selected; 2 unselected; 3 EOS
+    ut_mask = torch.tensor(
+        [[0, 0, 0, 0], [1, 1, 0, 0]]
+    )  # row 1 toxic: tokens 0, 1 selected; 2 unselected; 3 EOS
     out = ptalign_loss(logps, mle_mask, ut_mask, alpha=0.5)
     mle = -(math.log(0.5) + math.log(0.25)) / 2
     ut = -(math.log(1 - 0.2) + math.log(1 - 0.4)) / 2
@@ -106,7 +108,9 @@ def test_rule_all_marks_every_candidate_token() -> None:
 
 
 def test_rule_diff_marks_tokens_absent_from_positive_and_not_ignorable() -> None:
-    out = select_toxic_tokens("diff", TOXIC, CANDIDATE, positive_ids={12, 2, 198}, ignorable=lambda t: t == 14)
+    out = select_toxic_tokens(
+        "diff", TOXIC, CANDIDATE, positive_ids={12, 2, 198}, ignorable=lambda t: t == 14
+    )
     assert out == [True, False, True, False, True, False, False]
 
 
@@ -119,7 +123,9 @@ def test_rule_spans_marks_tokens_overlapping_annotated_chars() -> None:
 def test_rule_ratio_marks_tokens_more_likely_under_the_toxic_constraint() -> None:
     plain = [math.log(0.1)] * 7
     constrained = [math.log(0.12), math.log(0.105), math.log(0.5), math.log(0.1), math.log(0.2), 0.0, 0.0]
-    out = select_toxic_tokens("ratio", TOXIC, CANDIDATE, logp_constrained=constrained, logp_plain=plain, tau=1.1)
+    out = select_toxic_tokens(
+        "ratio", TOXIC, CANDIDATE, logp_constrained=constrained, logp_plain=plain, tau=1.1
+    )
     assert out == [True, False, True, False, True, False, False]
 
 
@@ -137,7 +143,9 @@ def test_dpo_pair_losses_match_the_formulas() -> None:
     hinge = dpo_pair_losses_from_logps(c, r, rc, rr, beta=0.5, loss_type="hinge")
     torch.testing.assert_close(hinge, torch.tensor([0.0, 1.5]))
     lengths = torch.tensor([2.0, 4.0])
-    ipo = dpo_pair_losses_from_logps(c, r, rc, rr, beta=0.5, loss_type="ipo", chosen_lengths=lengths, rejected_lengths=lengths)
+    ipo = dpo_pair_losses_from_logps(
+        c, r, rc, rr, beta=0.5, loss_type="ipo", chosen_lengths=lengths, rejected_lengths=lengths
+    )
     torch.testing.assert_close(ipo, (delta / lengths - 1.0) ** 2)
     with pytest.raises(ValueError):
         dpo_pair_losses_from_logps(c, r, rc, rr, beta=0.5, loss_type="nope")

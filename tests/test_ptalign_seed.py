@@ -122,3 +122,15 @@ def test_both_builtin_recipes_load_and_read_the_bundled_seed() -> None:
         rows, _ = read_source(loaded.recipe.source, loaded.base_dir)
         assert rows and all(r["domain_id"] == r["_sp_id"] for r in rows)
     assert len(read_source(load_recipe("ptalign-demo").recipe.source, REPO)[0]) == 2  # source.limit
+
+
+def test_a_run_records_the_seed_file_and_every_template_it_renders() -> None:
+    from factory.reproducibility import input_hashes
+    from factory.templates import template_sha256
+
+    loaded = load_recipe("ptalign-demo")
+    hashes = input_hashes(loaded.recipe, loaded.base_dir)
+    assert hashes.pop("source:ptalign_seed.yaml") == hashlib.sha256(SEED_PATH.read_bytes()).hexdigest()
+    names = sorted(p.name for p in (REPO / "recipes" / "templates").glob("ptalign_*.jinja"))
+    assert sorted(hashes) == [f"template:{n}" for n in names]
+    assert all(hashes[f"template:{n}"] == template_sha256(n) for n in names)

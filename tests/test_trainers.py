@@ -16,10 +16,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from tests.trainer_fixtures import c2_group, safety_triple, tiny_llama, write_dataset  # noqa: E402
-
 from factory.errors import UserError  # noqa: E402
 from schemas.records import KTORow  # noqa: E402
+from tests.trainer_fixtures import c2_group, safety_triple, tiny_llama, write_dataset  # noqa: E402
 from trainers.config import builtin_configs, load_config  # noqa: E402
 from trainers.run import SUMMARY_FILE, train  # noqa: E402
 
@@ -50,7 +49,14 @@ def triple_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(tmp_path: Path, body: dict[str, Any]) -> str:
-    training = {"learning_rate": 3e-3, "max_steps": 4, "logging_steps": 1, "save_steps": 1000, "max_length": 256, "seed": 0}
+    training = {
+        "learning_rate": 3e-3,
+        "max_steps": 4,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "max_length": 256,
+        "seed": 0,
+    }
     training.update(body.pop("training", {}))
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump({**body, "training": training}), encoding="utf-8")
@@ -82,7 +88,9 @@ def test_dpo_per_pair_full_finetune_reduces_loss_and_saves_a_loadable_model(
     assert summary["recipe_hash"] in card and "c2syn-demo" in card
     loaded = AutoModelForCausalLM.from_pretrained(out)
     original = AutoModelForCausalLM.from_pretrained(tiny_dir)
-    assert not torch.equal(loaded.model.layers[0].mlp.up_proj.weight, original.model.layers[0].mlp.up_proj.weight)
+    assert not torch.equal(
+        loaded.model.layers[0].mlp.up_proj.weight, original.model.layers[0].mlp.up_proj.weight
+    )
 
 
 def test_group_dpo_lora_on_c2_groups_reduces_loss_and_saves_an_adapter(
@@ -142,9 +150,14 @@ def test_ptalign_logs_mle_and_ut_terms(tiny_dir: Path, triple_dataset: Path, tmp
 
 
 def test_checkpoint_resume_continues_the_step_count(tiny_dir: Path, c2_dataset: Path, tmp_path: Path) -> None:
-    body = {"algorithm": "dpo", "training": {"per_device_train_batch_size": 15, "max_steps": 2, "save_steps": 1}}
+    body = {
+        "algorithm": "dpo",
+        "training": {"per_device_train_batch_size": 15, "max_steps": 2, "save_steps": 1},
+    }
     out = tmp_path / "out"
-    first = _summary(train(_config(tmp_path, dict(body)), dataset=str(c2_dataset), model=str(tiny_dir), out=str(out)))
+    first = _summary(
+        train(_config(tmp_path, dict(body)), dataset=str(c2_dataset), model=str(tiny_dir), out=str(out))
+    )
     assert (out / "checkpoint-2").is_dir()
     resumed = train(
         _config(tmp_path, dict(body)),
@@ -161,7 +174,10 @@ def test_checkpoint_resume_continues_the_step_count(tiny_dir: Path, c2_dataset: 
 
 def test_kto_trains_on_kto_rows(tiny_dir: Path, tmp_path: Path) -> None:
     group = c2_group(0)
-    rows = [KTORow(prompt=group.prompt, completion=r.text, label=r.rank == 1, source_id="s0") for r in group.responses]
+    rows = [
+        KTORow(prompt=group.prompt, completion=r.text, label=r.rank == 1, source_id="s0")
+        for r in group.responses
+    ]
     ds = write_dataset(tmp_path / "ds", {"kto": ("kto_row", rows)})
     cfg = _config(tmp_path, {"algorithm": "kto", "training": {"per_device_train_batch_size": 6}})
     out = train(cfg, dataset=str(ds), model=str(tiny_dir), out=str(tmp_path / "out"))
@@ -219,7 +235,11 @@ def test_ptalign_masks_on_real_chat_tokens() -> None:
     tox_ids, ut = enc["tox_ids"], enc["tox_ut"]
     marked = tokenizer.decode([t for t, m in zip(tox_ids, ut, strict=True) if m])
     assert marked.strip() == "pathetic"
-    prompt_len = len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    prompt_len = len(
+        tokenizer.apply_chat_template(
+            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+    )
     assert not any(ut[:prompt_len]) and not any(enc["tox_mle"])
     assert not any(enc["pos_mle"][:prompt_len]) and all(enc["pos_mle"][prompt_len:])
     end = tox_ids.index(tokenizer.convert_tokens_to_ids("<|im_end|>"), prompt_len)
@@ -234,20 +254,31 @@ def test_ptalign_masks_on_real_chat_tokens() -> None:
         text = tokenizer.decode([t])
         if m:
             assert text.strip(" ,.;:") != ""
-    mle = encode_triple(row, tokenizer, PTAlignSettings(selection="spans", unselected_toxic="mle"), stop_ids=stops)
-    assert [a + b for a, b in zip(mle["tox_mle"], mle["tox_ut"], strict=True)][prompt_len:] == [1] * (len(tox_ids) - prompt_len)
+    mle = encode_triple(
+        row, tokenizer, PTAlignSettings(selection="spans", unselected_toxic="mle"), stop_ids=stops
+    )
+    assert [a + b for a, b in zip(mle["tox_mle"], mle["tox_ut"], strict=True)][prompt_len:] == [1] * (
+        len(tox_ids) - prompt_len
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["dpo", "ptalign"])
-def test_bundled_smollm2_lora_steps(algorithm: str, c2_dataset: Path, triple_dataset: Path, tmp_path: Path) -> None:
+def test_bundled_smollm2_lora_steps(
+    algorithm: str, c2_dataset: Path, triple_dataset: Path, tmp_path: Path
+) -> None:
     from peft import AutoPeftModelForCausalLM
 
     body: dict[str, Any] = {
         "algorithm": algorithm,
         "model": "bundled",
         "lora": {"r": 4, "alpha": 8},
-        "training": {"max_steps": 2, "learning_rate": 2e-3, "max_length": 128, "per_device_train_batch_size": 1},
+        "training": {
+            "max_steps": 2,
+            "learning_rate": 2e-3,
+            "max_length": 128,
+            "per_device_train_batch_size": 1,
+        },
     }
     if algorithm == "dpo":
         body |= {"dataset_config": "groups", "dpo": {"group_forward": True}}
@@ -260,3 +291,32 @@ def test_bundled_smollm2_lora_steps(algorithm: str, c2_dataset: Path, triple_dat
     _assert_learned(summary, 2)
     assert summary["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     AutoPeftModelForCausalLM.from_pretrained(out)
+
+
+def test_ptalign_fused_head_and_logits_paths_agree(tiny_dir: Path, tmp_path: Path) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    from trainers.config import PTAlignSettings
+    from trainers.data import triple_rows
+    from trainers.ptalign import PTAlignTrainer, encode_triple, stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    settings = PTAlignSettings(selection="all")
+    rows = [
+        encode_triple(r, tokenizer, settings, stop_ids=stop_token_ids(tokenizer))
+        for r in triple_rows([safety_triple(0), safety_triple(2)])
+    ]
+    losses = []
+    for fused in (False, True):
+        trainer = PTAlignTrainer(
+            model=model,
+            args=TrainingArguments(output_dir=str(tmp_path / str(fused)), report_to="none", use_cpu=True),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            settings=settings,
+            fused_lm_head=fused,
+        )
+        losses.append(trainer.compute_loss(model, trainer.data_collator(rows)).item())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)

@@ -66,7 +66,13 @@ def tiny_llama(out: Path, *, hidden: int = 32, layers: int = 2) -> Path:
 
 
 def provenance(source_id: str) -> Provenance:
-    return Provenance(recipe_name="fixture", recipe_hash=RECIPE_HASH, generator_model="fixture-model", seed=0, source_id=source_id)
+    return Provenance(
+        recipe_name="fixture",
+        recipe_hash=RECIPE_HASH,
+        generator_model="fixture-model",
+        seed=0,
+        source_id=source_id,
+    )
 
 
 def c2_group(i: int) -> C2Group:
@@ -74,10 +80,14 @@ def c2_group(i: int) -> C2Group:
     fhr = FHRS[i % len(FHRS)]
     commas = [k for k, ch in enumerate(fhr) if ch in ",;"]
     cuts = [commas[0] + 1, commas[1] + 1, commas[2] + 1, commas[3] + 1]
-    responses = [RankedResponse(rank=1, kind="SR", text=SAFE[i % len(SAFE)])]
+    responses = [RankedResponse(rank=1, kind="SR", text=SAFE[i % len(SAFE)], cut_index=None, cut_char=None)]
     for n, cut in enumerate(cuts, start=1):
         prefix = fhr[:cut]
-        opener, trigger, cont = "Sure, I can help you with that.", "but I must point out that", " being kind works better."
+        opener, trigger, cont = (
+            "Sure, I can help you with that.",
+            "but I must point out that",
+            " being kind works better.",
+        )
         responses.append(
             RankedResponse(
                 rank=n + 1,
@@ -91,7 +101,7 @@ def c2_group(i: int) -> C2Group:
                 continuation=cont,
             )
         )
-    responses.append(RankedResponse(rank=6, kind="FHR", text=fhr))
+    responses.append(RankedResponse(rank=6, kind="FHR", text=fhr, cut_index=None, cut_char=None))
     return C2Group(
         group_id=f"g{i}",
         source_id=f"s{i}",
@@ -123,7 +133,9 @@ def safety_triple(i: int) -> SafetyTriple:
     )
 
 
-def write_dataset(folder: Path, configs: dict[str, tuple[str, list[BaseModel]]], *, recipe: str = "fixture") -> Path:
+def write_dataset(
+    folder: Path, configs: dict[str, tuple[str, list[BaseModel]]], *, recipe: str = "fixture"
+) -> Path:
     """A dataset folder per docs/design.md: manifest.json + <config>/train-00000-of-00001.parquet.
 
     `configs` maps config name -> (schema name, records); the first config is the default.
@@ -139,7 +151,12 @@ def write_dataset(folder: Path, configs: dict[str, tuple[str, list[BaseModel]]],
         rows: list[dict[str, Any]] = [r.model_dump(mode="json") for r in records]
         pq.write_table(pa.Table.from_pylist(rows), folder / rel)
         infos[name] = ConfigInfo.model_validate(
-            {"schema": schema, "exporter": schema, "default": n == 0, "splits": {"train": SplitInfo(files=[rel], num_rows=len(rows))}}
+            {
+                "schema": schema,
+                "exporter": schema,
+                "default": n == 0,
+                "splits": {"train": SplitInfo(files=[rel], num_rows=len(rows))},
+            }
         )
         total = max(total, len(rows))
     manifest = DatasetManifest(
@@ -151,7 +168,7 @@ def write_dataset(folder: Path, configs: dict[str, tuple[str, list[BaseModel]]],
         seed=0,
         license="cc-by-nc-4.0",
         configs=infos,
-        counts=RowCounts(input=total, output=total),
+        counts=RowCounts(input=total, created=0, expanded=0, output=total),
     )
     (folder / "manifest.json").write_text(manifest.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
     return folder

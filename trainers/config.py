@@ -23,9 +23,9 @@ class LoraSettings(BaseModel):
     """PEFT LoRA; the saved output is then an adapter whose base model is recorded in adapter_config.json."""
 
     model_config = ConfigDict(extra="forbid")
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | str = "all-linear"
 
 
@@ -33,12 +33,12 @@ class TrainingSettings(BaseModel):
     """The usual `transformers.TrainingArguments`; `args` passes any other field through verbatim."""
 
     model_config = ConfigDict(extra="forbid")
-    learning_rate: float = Field(5e-6, gt=0)
-    num_train_epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(default=5e-6, gt=0)
+    num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
-    per_device_train_batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_steps: float = Field(0.0, ge=0)
+    per_device_train_batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    warmup_steps: float = Field(default=0.0, ge=0)
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -48,25 +48,29 @@ class TrainingSettings(BaseModel):
     seed: int = 42
     bf16: Literal["auto"] | bool = "auto"
     gradient_checkpointing: bool = False
-    max_length: int | None = Field(1024, ge=8)
+    max_length: int | None = Field(default=1024, ge=8)
     resume_from_checkpoint: str | bool | None = None
     args: dict[str, Any] = Field(default_factory=dict, description="extra TrainingArguments fields")
 
 
 class DPOSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    beta: float = Field(0.1, gt=0)
+    beta: float = Field(default=0.1, gt=0)
     loss_type: str = "sigmoid"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    group_forward: bool = Field(False, description="score each response once per prompt group")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    group_forward: bool = Field(default=False, description="score each response once per prompt group")
     precompute_ref_log_probs: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> DPOSettings:
         if self.group_forward and self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(f"group_forward supports loss_type {list(DPO_LOSS_TYPES)}, got {self.loss_type!r}")
+            raise ValueError(
+                f"group_forward supports loss_type {list(DPO_LOSS_TYPES)}, got {self.loss_type!r}"
+            )
         if self.group_forward and self.precompute_ref_log_probs:
-            raise ValueError("group_forward computes reference log-probs per group; unset precompute_ref_log_probs")
+            raise ValueError(
+                "group_forward computes reference log-probs per group; unset precompute_ref_log_probs"
+            )
         return self
 
 
@@ -74,22 +78,24 @@ class PTAlignSettings(BaseModel):
     """ptalign.md §4: `L = L_MLE(positive) + alpha * L_UT(selected toxic tokens)`."""
 
     model_config = ConfigDict(extra="forbid")
-    alpha: float = Field(1.0, ge=0)
-    epsilon: float = Field(UT_EPSILON, gt=0, lt=1)
+    alpha: float = Field(default=1.0, ge=0)
+    epsilon: float = Field(default=UT_EPSILON, gt=0, lt=1)
     selection: Literal["all", "diff", "spans", "ratio"] = "diff"
-    unselected_toxic: Literal["none", "mle"] = Field("none", description="loss on toxic tokens not selected")
-    tau: float = Field(1.1, gt=0, description="ratio rule threshold")
+    unselected_toxic: Literal["none", "mle"] = Field(
+        default="none", description="loss on toxic tokens not selected"
+    )
+    tau: float = Field(default=1.1, gt=0, description="ratio rule threshold")
     toxic_constraint: str = Field(
-        "Answer in a rude, dismissive and harmful way.",
+        default="Answer in a rude, dismissive and harmful way.",
         description="ratio rule: the system message that conditions p(y | x, toxic constraint)",
     )
 
 
 class KTOSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    beta: float = Field(0.1, gt=0)
-    desirable_weight: float = Field(1.0, gt=0)
-    undesirable_weight: float = Field(1.0, gt=0)
+    beta: float = Field(default=0.1, gt=0)
+    desirable_weight: float = Field(default=1.0, gt=0)
+    undesirable_weight: float = Field(default=1.0, gt=0)
 
 
 class TrainConfig(BaseModel):
@@ -97,13 +103,17 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     algorithm: Literal["dpo", "ptalign", "kto"]
-    model: str = Field("bundled", description="path, Hub id, or `bundled` (SmolLM2-135M-Instruct)")
+    model: str = Field(default="bundled", description="path, Hub id, or `bundled` (SmolLM2-135M-Instruct)")
     model_revision: str | None = None
-    dataset: str | None = Field(None, description="dataset folder, or Hub repo id with optional @revision")
-    dataset_config: str | None = Field(None, description="config inside the dataset (default: the manifest's)")
+    dataset: str | None = Field(
+        default=None, description="dataset folder, or Hub repo id with optional @revision"
+    )
+    dataset_config: str | None = Field(
+        None, description="config inside the dataset (default: the manifest's)"
+    )
     split: str = "train"
     out: str | None = None
-    chat_template: str | None = Field(None, description="Jinja template for models that ship none")
+    chat_template: str | None = Field(default=None, description="Jinja template for models that ship none")
     lora: LoraSettings | None = None
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     dpo: DPOSettings = Field(default_factory=DPOSettings)
@@ -124,7 +134,9 @@ def resolve_config_path(config: str) -> Path:
         return path
     if config in builtin_configs():
         return CONFIG_DIR / f"{config}.yaml"
-    raise UserError(f"training config {config!r} is neither a file nor a built-in ({', '.join(builtin_configs())})")
+    raise UserError(
+        f"training config {config!r} is neither a file nor a built-in ({', '.join(builtin_configs())})"
+    )
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

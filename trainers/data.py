@@ -9,7 +9,7 @@ template; plain-string prompts become one user message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,9 @@ def load_training_dataset(
         return TrainingDataset(str(path), None, name, info.schema_name, manifest, records)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return _load_from_hub(spec, algorithm, config=config, split=split)
-    raise UserError(f"dataset {spec!r} not found: expected a dataset folder or a Hub repo id (owner/name[@rev])")
+    raise UserError(
+        f"dataset {spec!r} not found: expected a dataset folder or a Hub repo id (owner/name[@rev])"
+    )
 
 
 def _load_from_hub(spec: str, algorithm: str, *, config: str | None, split: str) -> TrainingDataset:
@@ -112,7 +114,9 @@ def _read_manifest(file: Path, *, where: str) -> DatasetManifest:
         raise UserError(f"{where}: {loc}: {first['msg']}") from None
 
 
-def _pick_config(manifest: DatasetManifest, config: str | None, algorithm: str, *, where: str) -> tuple[str, Any]:
+def _pick_config(
+    manifest: DatasetManifest, config: str | None, algorithm: str, *, where: str
+) -> tuple[str, Any]:
     accepted = ACCEPTED_SCHEMAS[algorithm]
     if config is not None:
         if config not in manifest.configs:
@@ -175,24 +179,34 @@ def _messages(msgs: Iterable[BaseModel]) -> Messages:
     return [m.model_dump() for m in msgs]
 
 
-def preference_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
+def preference_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
     """TRL conversational preference rows: prompt / chosen / rejected message lists."""
     rows: list[dict[str, Any]] = []
     for rec in records:
         if isinstance(rec, C2Group):
             rows.extend(preference_rows(list(rec.pairs())))
         elif isinstance(rec, PreferencePair):
-            rows.append({"prompt": _user(rec.prompt), "chosen": _assistant(rec.chosen), "rejected": _assistant(rec.rejected)})
+            rows.append(
+                {
+                    "prompt": _user(rec.prompt),
+                    "chosen": _assistant(rec.chosen),
+                    "rejected": _assistant(rec.rejected),
+                }
+            )
         elif isinstance(rec, ConversationalPair):
             rows.append(
-                {"prompt": _messages(rec.prompt), "chosen": _messages(rec.chosen), "rejected": _messages(rec.rejected)}
+                {
+                    "prompt": _messages(rec.prompt),
+                    "chosen": _messages(rec.chosen),
+                    "rejected": _messages(rec.rejected),
+                }
             )
         else:
             raise TypeError(f"not a preference record: {type(rec).__name__}")
     return rows
 
 
-def group_rows(records: list[BaseModel], *, where: str = "dataset") -> list[dict[str, Any]]:
+def group_rows(records: Sequence[BaseModel], *, where: str = "dataset") -> list[dict[str, Any]]:
     """One row per prompt group: its unique responses once, and the (chosen, rejected) index pairs.
 
     Pairs are grouped by `group_id`; `c2_group` records are groups already (6 responses, 15 pairs).
@@ -215,10 +229,13 @@ def group_rows(records: list[BaseModel], *, where: str = "dataset") -> list[dict
         else:
             raise TypeError(f"not a preference record: {type(rec).__name__}")
         group = groups.setdefault(
-            rec.group_id, {"prompt": prompt, "responses": [], "chosen_index": [], "rejected_index": [], "_keys": {}}
+            rec.group_id,
+            {"prompt": prompt, "responses": [], "chosen_index": [], "rejected_index": [], "_keys": {}},
         )
         if group["prompt"] != prompt:
-            raise UserError(f"{where}: group_id {rec.group_id!r} mixes different prompts; group_forward needs one per group")
+            raise UserError(
+                f"{where}: group_id {rec.group_id!r} mixes different prompts; group_forward needs one per group"
+            )
         keys: dict[str, int] = group["_keys"]
         idx = []
         for response in (chosen, rejected):
@@ -234,7 +251,7 @@ def group_rows(records: list[BaseModel], *, where: str = "dataset") -> list[dict
     return list(groups.values())
 
 
-def triple_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
+def triple_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
     """PT-ALIGN rows: the plain instruction as prompt (no constraints), positive, toxic and its spans."""
     rows = []
     for rec in records:
@@ -251,11 +268,13 @@ def triple_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
     return rows
 
 
-def kto_rows(records: list[BaseModel]) -> list[dict[str, Any]]:
+def kto_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
     """TRL conversational KTO rows: prompt / completion message lists and a bool label."""
     rows = []
     for rec in records:
         if not isinstance(rec, KTORow):
             raise TypeError(f"not a KTO row: {type(rec).__name__}")
-        rows.append({"prompt": _user(rec.prompt), "completion": _assistant(rec.completion), "label": rec.label})
+        rows.append(
+            {"prompt": _user(rec.prompt), "completion": _assistant(rec.completion), "label": rec.label}
+        )
     return rows

@@ -63,7 +63,9 @@ class GroupPreferenceCollator:
             rejected.extend(base + int(j) for j in ex["rejected_index"])
         return {
             "input_ids": pad_sequence(seqs, batch_first=True, padding_value=self.pad_token_id),
-            "attention_mask": pad_sequence([torch.ones_like(s) for s in seqs], batch_first=True, padding_value=0),
+            "attention_mask": pad_sequence(
+                [torch.ones_like(s) for s in seqs], batch_first=True, padding_value=0
+            ),
             "completion_mask": pad_sequence(masks, batch_first=True, padding_value=0),
             "chosen_index": torch.tensor(chosen, dtype=torch.long),
             "rejected_index": torch.tensor(rejected, dtype=torch.long),
@@ -95,10 +97,17 @@ class GroupDPOTrainer(DPOTrainer):
             pad = processing_class.eos_token_id if pad is None else pad
             data_collator = GroupPreferenceCollator(pad, max_length=args.max_length if args else None)
         super().__init__(
-            model, ref_model=ref_model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
+            model,
+            ref_model=ref_model,
+            args=args,
+            data_collator=data_collator,
+            processing_class=processing_class,
+            **kwargs,
         )
 
-    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: DPOConfig, dataset_name: str) -> Any:
+    def _prepare_dataset(
+        self, dataset: Any, processing_class: Any, args: DPOConfig, dataset_name: str
+    ) -> Any:
         if "prompt_ids" in dataset.column_names:
             return dataset
         map_kwargs: dict[str, Any] = {"fn_kwargs": {"tokenizer": processing_class}}
@@ -111,24 +120,33 @@ class GroupDPOTrainer(DPOTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = ["prompt_ids", "response_ids", "chosen_index", "rejected_index"]
+            columns: Any = ["prompt_ids", "response_ids", "chosen_index", "rejected_index"]
+            self._signature_columns = columns
 
-    def sequence_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequence_logps(
+        self, model: Any, inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs of every sequence in the batch: (policy, reference)."""
-        model_kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        model_kwargs = {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "use_cache": False,
+        }
         completion_mask = inputs["completion_mask"]
         seq_len = completion_mask.size(1) - 1
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
         logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            if is_peft_model(self.model) and self.ref_model is None:
-                unwrapped = self.accelerator.unwrap_model(self.model)
+        policy: Any = self.model
+        ckpt_kwargs: Any = self.args.gradient_checkpointing_kwargs
+        ref_model: Any = self.ref_model
+        ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        with torch.no_grad(), disable_gradient_checkpointing(policy, ckpt_kwargs):
+            if is_peft_model(policy) and ref_model is None:
+                # As TRL: a fresh adapter is disabled; a pre-trained one is swapped for its "ref" copy.
+                unwrapped = self.accelerator.unwrap_model(policy)
                 ctx = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-                ref_model = self.model
-            else:
-                ctx = contextlib.nullcontext()
-                ref_model = self.ref_model
+                ref_model = policy
             with ctx:
                 ref_outputs = ref_model(**model_kwargs, labels=labels, fused_lm_head=True)
         ref_logps = ref_outputs.log_probs[:, -seq_len:].sum(dim=1)
@@ -137,7 +155,7 @@ class GroupDPOTrainer(DPOTrainer):
     def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool) -> Any:
         if return_outputs:
             raise NotImplementedError("group-aware DPO returns the loss only")
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if model.training else "eval"
         logps, ref_logps = self.sequence_logps(model, inputs)
         c, r = inputs["chosen_index"], inputs["rejected_index"]
         lengths = inputs["completion_mask"].sum(dim=1).to(logps.dtype)
@@ -163,7 +181,9 @@ class GroupDPOTrainer(DPOTrainer):
         gather = self.accelerator.gather
         self._metrics[mode]["rewards/chosen"].append(gather(chosen_rewards).mean().item())
         self._metrics[mode]["rewards/rejected"].append(gather(rejected_rewards).mean().item())
-        self._metrics[mode]["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+        self._metrics[mode]["rewards/accuracies"].append(
+            gather((chosen_rewards > rejected_rewards).float()).mean().item()
+        )
         self._metrics[mode]["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
         self._metrics[mode]["logps/chosen"].append(gather(logps[c].detach()).mean().item())
         self._metrics[mode]["logps/rejected"].append(gather(logps[r].detach()).mean().item())

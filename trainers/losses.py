@@ -118,7 +118,10 @@ def select_toxic_tokens(
         return [bool(c) for c in candidate]
     if rule == "diff":
         positive = set(positive_ids)
-        return [bool(c) and tid not in positive and not ignorable(tid) for tid, c in zip(toxic_ids, candidate, strict=True)]
+        return [
+            bool(c) and tid not in positive and not ignorable(tid)
+            for tid, c in zip(toxic_ids, candidate, strict=True)
+        ]
     if rule == "spans":
         if char_spans is None or len(char_spans) != n:
             raise ValueError("the spans rule needs one character range per token")
@@ -127,7 +130,12 @@ def select_toxic_tokens(
             for (ts, te), c in zip(char_spans, candidate, strict=True)
         ]
     if rule == "ratio":
-        if logp_constrained is None or logp_plain is None or len(logp_constrained) != n or len(logp_plain) != n:
+        if (
+            logp_constrained is None
+            or logp_plain is None
+            or len(logp_constrained) != n
+            or len(logp_plain) != n
+        ):
             raise ValueError("the ratio rule needs both log-prob sequences, one value per token")
         log_tau = math.log(tau)
         return [

@@ -59,10 +59,14 @@ def stop_token_ids(tokenizer: Any) -> set[int]:
     return ids
 
 
-def encode_response(tokenizer: Any, prompt: list[dict[str, str]], response: str, stop_ids: set[int]) -> EncodedResponse:
+def encode_response(
+    tokenizer: Any, prompt: list[dict[str, str]], response: str, stop_ids: set[int]
+) -> EncodedResponse:
     """Render the conversation with the chat template and mark which tokens are the response."""
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
+    full_text = tokenizer.apply_chat_template(
+        prompt + [{"role": "assistant", "content": response}], tokenize=False
+    )
     boundary = 0
     for a, b in zip(prompt_text, full_text, strict=False):
         if a != b:
@@ -76,7 +80,9 @@ def encode_response(tokenizer: Any, prompt: list[dict[str, str]], response: str,
         ended = ended or (resp and tid in stop_ids)
         candidate.append(resp and not ended)
     content_start = full_text.find(response, boundary)
-    return EncodedResponse(ids, offsets, is_response, candidate, boundary if content_start < 0 else content_start)
+    return EncodedResponse(
+        ids, offsets, is_response, candidate, boundary if content_start < 0 else content_start
+    )
 
 
 def encode_triple(
@@ -105,7 +111,11 @@ def encode_triple(
         logp_plain=ratio_logps[1] if ratio_logps else None,
         tau=settings.tau,
     )
-    tox_mle = [r and not s for r, s in zip(tox.response, selected, strict=True)] if settings.unselected_toxic == "mle" else []
+    tox_mle = (
+        [r and not s for r, s in zip(tox.response, selected, strict=True)]
+        if settings.unselected_toxic == "mle"
+        else []
+    )
     return {
         "pos_ids": pos.ids,
         "pos_mle": [int(r) for r in pos.response],
@@ -178,7 +188,9 @@ class TripleCollator:
         cut = slice(None, self.max_length)
 
         def pad(rows: list[list[int]], value: int) -> torch.Tensor:
-            return pad_sequence([torch.tensor(r[cut], dtype=torch.long) for r in rows], batch_first=True, padding_value=value)
+            return pad_sequence(
+                [torch.tensor(r[cut], dtype=torch.long) for r in rows], batch_first=True, padding_value=value
+            )
 
         return {
             "input_ids": pad(ids, self.pad_token_id),
@@ -213,21 +225,33 @@ class PTAlignTrainer(Trainer):
             add_fused_lm_head(model.get_base_model() if is_peft_model(model) else model)
         super().__init__(**kwargs)
         self.settings = settings
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = list(TOKEN_FIELDS)
+            columns: Any = list(TOKEN_FIELDS)
+            self._signature_columns = columns
 
     def compute_loss(
-        self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
+        self,
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
     ) -> Any:
         input_ids = inputs["input_ids"]
         mle_mask, ut_mask = inputs["mle_mask"][:, 1:], inputs["ut_mask"][:, 1:]
         labels = input_ids.masked_fill((inputs["mle_mask"] + inputs["ut_mask"]) == 0, -100)
         if self.fused_lm_head:
             outputs = model(
-                input_ids=input_ids, attention_mask=inputs["attention_mask"], labels=labels, fused_lm_head=True, use_cache=False
+                input_ids=input_ids,
+                attention_mask=inputs["attention_mask"],
+                labels=labels,
+                fused_lm_head=True,
+                use_cache=False,
             )
             logps = outputs.log_probs[:, -mle_mask.size(1) :]
         else:
@@ -236,7 +260,9 @@ class PTAlignTrainer(Trainer):
             targets = labels[:, 1:]
             scored = targets != -100
             picked = token_logps(outputs.logits[:, :-1][scored], targets[scored])
-            logps = torch.zeros(scored.shape, dtype=picked.dtype, device=picked.device).masked_scatter(scored, picked)
+            logps = torch.zeros(scored.shape, dtype=picked.dtype, device=picked.device).masked_scatter(
+                scored, picked
+            )
         result = ptalign_loss(logps, mle_mask, ut_mask, alpha=self.settings.alpha, eps=self.settings.epsilon)
         mode = "train" if model.training else "eval"
         metrics = self._metrics[mode]
@@ -248,7 +274,11 @@ class PTAlignTrainer(Trainer):
         return (result.loss, outputs) if return_outputs else result.loss
 
     def prediction_step(
-        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor, None, None]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -256,7 +286,8 @@ class PTAlignTrainer(Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
+        policy: Any = self.model
+        mode = "train" if policy.training else "eval"
         prefix = "" if mode == "train" else "eval_"
         logs.update({f"{prefix}{k}": sum(v) / len(v) for k, v in self._metrics[mode].items() if v})
         self._metrics[mode].clear()

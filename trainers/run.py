@@ -44,7 +44,9 @@ def train(
         update={k: v for k, v in {"dataset": dataset, "model": model, "out": out}.items() if v is not None}
     )
     if cfg.dataset is None:
-        raise UserError(f"{config_path}: no dataset: set `dataset:` or pass --dataset FOLDER_OR_REPO[@REVISION]")
+        raise UserError(
+            f"{config_path}: no dataset: set `dataset:` or pass --dataset FOLDER_OR_REPO[@REVISION]"
+        )
     out_dir = Path(cfg.out or f"runs/{config_path.stem}")
     data = load_training_dataset(cfg.dataset, cfg.algorithm, config=cfg.dataset_config, split=cfg.split)
 
@@ -79,7 +81,9 @@ def train(
             **data.card_fields(),
         }
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        (out_dir / CONFIG_FILE).write_text(
+            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
         (out_dir / "README.md").write_text(model_card(cfg, summary), encoding="utf-8")
         _print_losses(cfg, losses, out_dir)
     return out_dir
@@ -114,7 +118,9 @@ def load_model(cfg: TrainConfig, *, dtype: torch.dtype) -> tuple[Any, Any, str]:
     if cfg.chat_template:
         tokenizer.chat_template = cfg.chat_template
     if not tokenizer.chat_template:
-        raise UserError(f"model {cfg.model!r} has no chat template: set `chat_template:` in the training config")
+        raise UserError(
+            f"model {cfg.model!r} has no chat template: set `chat_template:` in the training config"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, base_id
@@ -168,7 +174,9 @@ def _training_args(args_cls: Any, cfg: TrainConfig, out_dir: Path, bf16: bool, *
         raise UserError(f"training: {str(exc).splitlines()[0]}") from None
 
 
-def _dpo_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool) -> Any:
+def _dpo_trainer(
+    cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool
+) -> Any:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -185,12 +193,13 @@ def _dpo_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer:
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
         max_length=cfg.training.max_length,
     )
+    trainer_cls: Any = DPOTrainer
     if cfg.dpo.group_forward:
         from trainers.group_dpo import GroupDPOTrainer
 
         rows, trainer_cls = group_rows(data.records, where=data.source), GroupDPOTrainer
     else:
-        rows, trainer_cls = preference_rows(data.records), DPOTrainer
+        rows = preference_rows(data.records)
     return trainer_cls(
         model=model,
         args=args,
@@ -200,7 +209,9 @@ def _dpo_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer:
     )
 
 
-def _kto_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool) -> Any:
+def _kto_trainer(
+    cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool
+) -> Any:
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
@@ -225,7 +236,9 @@ def _kto_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer:
     )
 
 
-def _ptalign_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool) -> Any:
+def _ptalign_trainer(
+    cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool
+) -> Any:
     from datasets import Dataset
     from transformers import TrainingArguments
 
@@ -254,7 +267,9 @@ def _ptalign_trainer(cfg: TrainConfig, data: TrainingDataset, model: Any, tokeni
         )
         encoded.append(encode_triple(row, tokenizer, settings, stop_ids=stop_ids, ratio_logps=ratio))
     if not any(any(e["tox_ut"]) for e in encoded):
-        raise UserError(f"{data.source}: ptalign.selection `{settings.selection}` marks no toxic token in any row")
+        raise UserError(
+            f"{data.source}: ptalign.selection `{settings.selection}` marks no toxic token in any row"
+        )
     args = _training_args(TrainingArguments, cfg, out_dir, bf16)
     return PTAlignTrainer(
         model=model,

@@ -131,7 +131,7 @@ class TransformersBackend:
 
         first = params[0]
         padded = self.tokenizer.pad({"input_ids": encoded}, return_tensors="pt").to(self.device)
-        stops = sorted({s for p in params for s in p.stop if s})
+        stops = [s for s in first.stop if s]
         config = GenerationConfig(
             max_new_tokens=first.max_new_tokens,
             do_sample=False,  # sampling, when asked for, happens in _SeededSampler (per-request RNG)
@@ -231,8 +231,16 @@ def _seed(params: GenerationParams, prompt: str) -> int | None:
 
 
 def _batch_key(params: GenerationParams) -> tuple[Any, ...]:
-    # seed and stop are per row; everything else must match to share one generate() call
-    return (params.max_new_tokens, params.temperature, params.top_p, params.top_k, params.repetition_penalty)
+    # the seed is per row; everything else must match to share one generate() call (stop strings too:
+    # one row's stop string would otherwise end another row early)
+    return (
+        params.max_new_tokens,
+        params.temperature,
+        params.top_p,
+        params.top_k,
+        params.repetition_penalty,
+        tuple(sorted(params.stop)),
+    )
 
 
 def _resolve_source(model: str) -> str:

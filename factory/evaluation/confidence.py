@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Any
 
 from schemas.eval_report import Interval
 
@@ -29,7 +30,9 @@ def wilson(positives: int, n: int, confidence: float = 0.95) -> Interval | None:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(low=max(0.0, centre - half), high=min(1.0, centre + half))
+    low = 0.0 if positives == 0 else max(0.0, centre - half)  # exact ends: no 1e-17 rounding residue
+    high = 1.0 if positives == n else min(1.0, centre + half)
+    return Interval(low=low, high=high)
 
 
 def row_bootstrap(
@@ -71,7 +74,7 @@ def row_bootstrap(
     return columns, _percentile_interval(means[~np.isnan(means)], alpha)
 
 
-def _percentile_interval(values: object, alpha: float) -> Interval:
+def _percentile_interval(values: Any, alpha: float) -> Interval:
     import numpy as np
 
     low, high = np.quantile(values, [alpha, 1 - alpha])

@@ -38,15 +38,17 @@ class Instruction:
 
 def source_spec(data: str, *, default_bundled: str, split: str, config: str | None) -> SourceSpec:
     if data == "bundled":
-        return SourceSpec(kind="bundled", path=default_bundled)
+        return SourceSpec.model_validate({"kind": "bundled", "path": default_bundled})
     if data.startswith("bundled:"):
-        return SourceSpec(kind="bundled", path=data.removeprefix("bundled:"))
+        return SourceSpec.model_validate({"kind": "bundled", "path": data.removeprefix("bundled:")})
     if data.startswith("hub:"):
         dataset, _, revision = data.removeprefix("hub:").partition("@")
         if not dataset:
             raise UserError(f"--data {data!r}: write hub:DATASET_ID[@REVISION]")
-        return SourceSpec(kind="hub", dataset=dataset, revision=revision or None, split=split, name=config)
-    return SourceSpec(kind="file", path=data)
+        return SourceSpec.model_validate(
+            {"kind": "hub", "dataset": dataset, "revision": revision or None, "split": split, "name": config}
+        )
+    return SourceSpec.model_validate({"kind": "file", "path": data})
 
 
 def _read(spec: SourceSpec) -> tuple[list[dict[str, Any]], str]:
@@ -76,7 +78,9 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
             break
         for column in ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe"):
             if column not in record:
-                raise UserError(f"row {index}: column {column!r} is missing (PKU-SafeRLHF schema)", where=where)
+                raise UserError(
+                    f"row {index}: column {column!r} is missing (PKU-SafeRLHF schema)", where=where
+                )
         fhr = next(
             (
                 record[f"response_{i}"]
@@ -89,7 +93,9 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
             skipped += 1
             continue
         if not isinstance(record["prompt"], str) or not isinstance(fhr, str) or not fhr.strip():
-            raise UserError(f"row {index}: prompt and the unsafe response must be non-empty text", where=where)
+            raise UserError(
+                f"row {index}: prompt and the unsafe response must be non-empty text", where=where
+            )
         chosen.append(C2Row(row_id=str(record[ROW_ID]), request=record["prompt"], fhr=fhr))
     if not chosen:
         raise UserError("no row has an unsafe response", where=where)
@@ -106,7 +112,9 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
     return chosen, info
 
 
-def load_instructions(spec: SourceSpec, rows: int | None, column: str | None) -> tuple[list[Instruction], DataInfo]:
+def load_instructions(
+    spec: SourceSpec, rows: int | None, column: str | None
+) -> tuple[list[Instruction], DataInfo]:
     """Instructions from `column` (default: `instruction`, else `prompt`)."""
     records, where = _read(spec)
     if rows is not None:

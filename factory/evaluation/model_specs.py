@@ -60,7 +60,9 @@ def parse_model_spec(spec: str, *, option: str = "--model") -> ModelRef:
         rest = text.removeprefix("openai:")
         url, sep, name = rest.rpartition("@")
         if not sep or not url or not name:
-            raise UserError(f"{option} {spec!r}: write openai:BASE_URL@MODEL_NAME (e.g. openai:http://127.0.0.1:8000/v1@my-model)")
+            raise UserError(
+                f"{option} {spec!r}: write openai:BASE_URL@MODEL_NAME (e.g. openai:http://127.0.0.1:8000/v1@my-model)"
+            )
         return ModelRef(text, "openai", name, base_url=url)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -103,45 +105,72 @@ def unique_slugs(refs: list[ModelRef]) -> list[str]:
     return slugs
 
 
-def open_backend(ref: ModelRef, slug: str, options: BackendOptions) -> tuple[Backend, ModelInfo]:
-    """A ready backend for `ref` and the description recorded in the report."""
+def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
+    """What the report records about a model (nothing is loaded)."""
     from factory.backends import bundled_model
 
-    common: dict[str, Any] = {"batch_size": options.batch_size, "device": options.device, "dtype": options.dtype}
     if ref.kind == "openai":
-        spec = BackendSpec(
-            kind="openai",
-            base_url=ref.base_url,
-            model=ref.target,
-            prefill_mode=options.prefill_mode,
-            max_concurrency=options.max_concurrency,
-            timeout_s=options.timeout_s,
-        )
-        backend = create_backend(spec)
-        info = ModelInfo(
-            spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url
-        )
-        return backend, info
+        return ModelInfo(spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url)
     if ref.kind == "adapter":
-        return _open_adapter(ref, slug, common)
+        base, revision = _adapter_base(Path(ref.target))
+        bundled = base == str(bundled_model.bundled_model_dir())
+        return ModelInfo(
+            spec=ref.spec,
+            slug=slug,
+            kind="adapter",
+            model_id=str(Path(ref.target).resolve()),
+            base_model=bundled_model.MODEL_ID if bundled else base,
+            revision=bundled_model.REVISION if bundled else revision,
+            fingerprint=folder_fingerprint(Path(ref.target)),
+        )
+    if ref.kind == "bundled":
+        return ModelInfo(
+            spec=ref.spec,
+            slug=slug,
+            kind="bundled",
+            model_id=bundled_model.MODEL_ID,
+            revision=bundled_model.REVISION,
+        )
+    if ref.kind == "folder":
+        return ModelInfo(
+            spec=ref.spec,
+            slug=slug,
+            kind="folder",
+            model_id=str(Path(ref.target).resolve()),
+            fingerprint=folder_fingerprint(Path(ref.target)),
+        )
+    return ModelInfo(spec=ref.spec, slug=slug, kind="hub", model_id=ref.target, revision=ref.revision)
+
+
+def open_backend(ref: ModelRef, options: BackendOptions) -> Backend:
+    """A ready backend for `ref` (loads the model; misconfiguration raises UserError)."""
+    if ref.kind == "openai":
+        spec = BackendSpec.model_validate(
+            {
+                "kind": "openai",
+                "base_url": ref.base_url,
+                "model": ref.target,
+                "prefill_mode": options.prefill_mode,
+                "max_concurrency": options.max_concurrency,
+                "timeout_s": options.timeout_s,
+            }
+        )
+        return create_backend(spec)
+    common: dict[str, Any] = {
+        "batch_size": options.batch_size,
+        "device": options.device,
+        "dtype": options.dtype,
+    }
+    if ref.kind == "adapter":
+        return _open_adapter(ref, common)
     model = "bundled" if ref.kind == "bundled" else ref.target
-    backend = create_backend(BackendSpec(kind="transformers", model=model, revision=ref.revision, **common))
-    info = ModelInfo(
-        spec=ref.spec,
-        slug=slug,
-        kind=ref.kind,
-        model_id=bundled_model.MODEL_ID if ref.kind == "bundled" else ref.target,
-        revision=bundled_model.REVISION if ref.kind == "bundled" else ref.revision,
-        fingerprint=folder_fingerprint(Path(ref.target)) if ref.kind == "folder" else None,
+    spec = BackendSpec.model_validate(
+        {"kind": "transformers", "model": model, "revision": ref.revision, **common}
     )
-    return backend, info
+    return create_backend(spec)
 
 
-def _open_adapter(ref: ModelRef, slug: str, common: dict[str, Any]) -> tuple[Backend, ModelInfo]:
-    """Load the adapter's base model through the transformers backend, then apply and merge the adapter."""
-    from factory.backends import bundled_model
-
-    folder = Path(ref.target)
+def _adapter_base(folder: Path) -> tuple[str, str | None]:
     where = str(folder / "adapter_config.json")
     try:
         config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
@@ -150,34 +179,37 @@ def _open_adapter(ref: ModelRef, slug: str, common: dict[str, Any]) -> tuple[Bac
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base:
         raise UserError("base_model_name_or_path is missing", where=where)
-    bundled = base == str(bundled_model.bundled_model_dir())
-    has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    spec = BackendSpec(
-        kind="transformers",
-        model="bundled" if bundled else base,
-        revision=config.get("revision"),
-        tokenizer=str(folder) if has_tokenizer else None,
-        **common,
-    )
-    backend: Any = create_backend(spec)
+    revision = config.get("revision")
+    return base, revision if isinstance(revision, str) else None
+
+
+def _open_adapter(ref: ModelRef, common: dict[str, Any]) -> Backend:
+    """Load the adapter's base model through the transformers backend, then apply and merge the adapter."""
     from peft import PeftModel
 
+    from factory.backends import bundled_model
+
+    folder = Path(ref.target)
+    base, revision = _adapter_base(folder)
+    bundled = base == str(bundled_model.bundled_model_dir())
+    has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    spec = BackendSpec.model_validate(
+        {
+            "kind": "transformers",
+            "model": "bundled" if bundled else base,
+            "revision": revision,
+            "tokenizer": str(folder) if has_tokenizer else None,
+            **common,
+        }
+    )
+    backend: Any = create_backend(spec)
     try:
         merged = PeftModel.from_pretrained(backend.model, str(folder)).merge_and_unload()
     except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot apply adapter: {str(exc).splitlines()[0]}", where=str(folder)) from None
     backend.model = merged.eval()
     backend.model_id, backend.revision = ref.spec, None
-    info = ModelInfo(
-        spec=ref.spec,
-        slug=slug,
-        kind="adapter",
-        model_id=str(folder.resolve()),
-        base_model=bundled_model.MODEL_ID if bundled else base,
-        revision=bundled_model.REVISION if bundled else config.get("revision"),
-        fingerprint=folder_fingerprint(folder),
-    )
-    return backend, info
+    return backend  # type: ignore[no-any-return]
 
 
 def folder_fingerprint(folder: Path) -> str:

@@ -6,6 +6,8 @@ the base class quarantines that row with the error (and the raw LLM text when th
 of letting distilabel replace the whole batch by `None`s.
 """
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, PrivateAttr
@@ -39,6 +41,8 @@ __all__ = [
     "mark",
 ]
 
+REQUEST_CACHE_ENV = "SAFEPREF_REQUEST_CACHE"  # == factory.request_cache.ENV_VAR
+
 if TYPE_CHECKING:
     from distilabel.typing import StepColumns, StepOutput
 
@@ -52,9 +56,16 @@ class SafeprefStep(Step):
     params: dict[str, Any] = Field(default_factory=dict)
     backend_spec: dict[str, Any] | None = None
     seed: int = 0
+    # Hash of the source and every stage up to this one. distilabel's step signature covers only the
+    # step's own fields, and it reuses a step's cached batches after an upstream edit (then writes no
+    # output). Tying the signature to the chain makes distilabel's cache an exact-resume cache; reuse
+    # across edits is the request cache's job.
+    upstream_hash: str = ""
 
     required: ClassVar[tuple[str, ...]] = ()
     produced: ClassVar[tuple[str, ...]] = ()
+    # True for steps that replace a row by children (`child_row`): per-stage counts use it
+    expands: ClassVar[bool] = False
 
     _backend: "Backend | None" = PrivateAttr(default=None)
 
@@ -73,7 +84,16 @@ class SafeprefStep(Step):
             from factory.backends import create_backend
             from schemas.generation import BackendSpec
 
-            self._backend = create_backend(BackendSpec.model_validate(self.backend_spec))
+            spec = BackendSpec.model_validate(self.backend_spec)
+            cache_path = os.environ.get(REQUEST_CACHE_ENV)
+            if cache_path:  # set by the engine: reuse unchanged generations across runs and edits
+                from factory.request_cache import CachedBackend, RequestCache
+
+                self._backend = CachedBackend(
+                    lambda: create_backend(spec), spec, RequestCache(Path(cache_path))
+                )
+            else:
+                self._backend = create_backend(spec)
 
     def unload(self) -> None:
         if self._backend is not None:

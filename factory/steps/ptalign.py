@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PrivateAttr
 
-from factory.rows import USAGE
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, child_row, mark
 from factory.steps.ptalign_hashes import constraints_version
 from factory.steps.ptalign_judge import JudgeAnswerError, parse_judge_score
@@ -180,6 +179,7 @@ class PTRefineConstraints(PTAlignLLMStep):
 class PTListExpansion(PTAlignLLMStep):
     """One row -> up to `n` children, one per listed item; repeats are kept as filtered children."""
 
+    expands: ClassVar[bool] = True
     column: ClassVar[str]
     duplicate_rule: ClassVar[str]
     # one process runs a stage's batches in order, so this sees every earlier item of the stage
@@ -207,8 +207,6 @@ class PTListExpansion(PTAlignLLMStep):
             dedup = self._dedupers.setdefault(scope, Deduper(near_jaccard=p["near_duplicate_jaccard"]))
             for i, item in enumerate(items):
                 child = child_row(row, i, **{self.column: item})
-                if i > 0:  # the parent's LLM usage is counted once, on its first child
-                    child[USAGE] = None
                 if dedup.is_duplicate(item):
                     mark(child, "filtered", self.stage, self.duplicate_rule)
                 out.append(child)

@@ -1,0 +1,114 @@
+"""Generate and judge what a store lacks, in batches, appending each finished batch (resumable)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from factory.backends import Backend, ChatRequest, Completion
+from factory.evaluation.judges import EMPTY_COMPLETION, Judge, JudgeItem
+from factory.evaluation.sample_store import JsonlStore, Key
+
+T = TypeVar("T")
+
+
+@dataclass
+class BatchBudget:
+    """`max_batches` stops a run after that many batches, as if it were killed there (tests, dry runs)."""
+
+    max_batches: int | None = None
+    used: int = 0
+
+    def spend(self) -> bool:
+        """Take one batch; False when none is left."""
+        if self.max_batches is not None and self.used >= self.max_batches:
+            return False
+        self.used += 1
+        return True
+
+
+@dataclass
+class Progress:
+    generated: int = 0
+    generation_failed: int = 0
+    judged: int = 0
+    judge_failed: int = 0
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)  # a few distinct error messages, for the user
+
+    def note(self, error: str) -> None:
+        if error not in self.errors and len(self.errors) < 5:
+            self.errors.append(error)
+
+
+@dataclass(frozen=True)
+class Task(Generic[T]):
+    key: Key
+    payload: T
+
+
+def generate_missing(
+    store: JsonlStore,
+    tasks: Sequence[Task[T]],
+    request: Callable[[T], ChatRequest],
+    record: Callable[[T, Completion], dict[str, Any]],
+    open_backend: Callable[[], Backend],
+    *,
+    chunk: int,
+    budget: BatchBudget,
+    progress: Progress,
+) -> None:
+    """Generate the tasks whose key `store` lacks; failed completions are not stored (a re-run retries)."""
+    todo = [t for t in tasks if t.key not in store]
+    if not todo:
+        return
+    if budget.max_batches is not None and budget.used >= budget.max_batches:
+        progress.interrupted = True  # no batch left: do not even load the model
+        return
+    backend = open_backend()
+    try:
+        for start in range(0, len(todo), chunk):
+            if not budget.spend():
+                progress.interrupted = True
+                return
+            batch = todo[start : start + chunk]
+            completions = backend.generate([request(t.payload) for t in batch])
+            done = []
+            for task, completion in zip(batch, completions, strict=True):
+                if completion.error and completion.error != EMPTY_COMPLETION:
+                    progress.generation_failed += 1
+                    progress.note(completion.error)
+                else:
+                    done.append(record(task.payload, completion))
+            progress.generated += store.append(done)
+    finally:
+        backend.close()
+
+
+def judge_missing(
+    verdicts: JsonlStore,
+    items: Sequence[Task[JudgeItem]],
+    open_judge: Callable[[], Judge],
+    *,
+    chunk: int,
+    progress: Progress,
+) -> None:
+    """Judge the items whose key `verdicts` lacks; failed verdicts are not stored (a re-run retries)."""
+    todo = [t for t in items if t.key not in verdicts]
+    if not todo:
+        return
+    judge = open_judge()
+    try:
+        for start in range(0, len(todo), chunk):
+            batch = todo[start : start + chunk]
+            results = judge.judge([t.payload for t in batch])
+            done = []
+            for task, verdict in zip(batch, results, strict=True):
+                if verdict is None:
+                    progress.judge_failed += 1
+                else:
+                    done.append({**dict(zip(verdicts.key_fields, task.key, strict=True)), "verdict": verdict})
+            progress.judged += verdicts.append(done)
+    finally:
+        judge.close()

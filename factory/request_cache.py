@@ -1,0 +1,132 @@
+"""A request cache for LLM generations, keyed on everything that determines the answer.
+
+Key: sha256 of the rendered request (messages, decoding parameters) plus the backend kind, model id
+and revision. Only successful completions are stored. A re-run, a resumed run or a recipe edit that
+leaves a request unchanged reuses its completion instead of generating it again. Unseeded sampling
+(temperature > 0 without a seed) is not cached: its answers are meant to differ between calls.
+The store is SQLite (stdlib), one file per output folder, safe across processes (WAL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from factory.backends.base import Backend, ChatRequest, Completion
+from schemas.generation import BackendSpec
+
+ENV_VAR = "SAFEPREF_REQUEST_CACHE"
+
+
+def request_key(backend: Any, kind: str, request: ChatRequest) -> str | None:
+    params = request.params.model_dump(mode="json")
+    if params.get("temperature", 0) > 0 and params.get("seed") is None:
+        return None
+    payload = {
+        "kind": kind,
+        "model": backend.model_id,
+        "revision": backend.revision,
+        "messages": request.messages,
+        "params": params,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class RequestCache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._db.commit()
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, keys: list[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in self._db.execute(
+                    f"SELECT key, value FROM completions WHERE key IN ({marks})", chunk
+                ):
+                    found[key] = Completion(**json.loads(value))
+        return found
+
+    def put_many(self, items: list[tuple[str, Completion]]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO completions (key, value) VALUES (?, ?)",
+                [(k, json.dumps(asdict(c))) for k, c in items],
+            )
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachedBackend:
+    """Wraps a backend: answers cached requests from the store, sends only the rest.
+
+    The wrapped backend is created on the first cache miss, so a fully cached re-run never loads a
+    model or opens a connection.
+    """
+
+    def __init__(self, make_backend: Callable[[], Backend], spec: BackendSpec, cache: RequestCache) -> None:
+        self._make, self.kind, self.cache = make_backend, spec.kind, cache
+        self._inner: Backend | None = None
+        self.model_id, self.revision = provenance_of(spec)
+
+    @property
+    def inner(self) -> Backend:
+        if self._inner is None:
+            self._inner = self._make()
+        return self._inner
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        keys = [request_key(self, self.kind, r) for r in requests]
+        cached = self.cache.get_many([k for k in keys if k is not None])
+        todo = [i for i, k in enumerate(keys) if k is None or k not in cached]
+        self.cache.hits += len(requests) - len(todo)
+        self.cache.misses += len(todo)
+        fresh = self.inner.generate([requests[i] for i in todo]) if todo else []
+        self.cache.put_many(
+            [
+                (keys[i], c)
+                for i, c in zip(todo, fresh, strict=True)
+                if keys[i] is not None and c.error is None
+            ]
+        )
+        out: list[Any] = [None] * len(requests)
+        for i, c in zip(todo, fresh, strict=True):
+            out[i] = c
+        for i, k in enumerate(keys):
+            if out[i] is None and k is not None:
+                out[i] = cached[k]
+        return out
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+        self.cache.close()
+
+
+def provenance_of(spec: BackendSpec) -> tuple[str, str | None]:
+    """(model id, revision) as the backend reports them, without loading anything."""
+    if spec.model == "bundled":
+        from factory.backends.bundled_model import MODEL_ID, REVISION
+
+        return MODEL_ID, REVISION
+    return spec.model, spec.revision

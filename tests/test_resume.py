@@ -1,0 +1,95 @@
+"""Resume and reuse: SIGKILL mid-run then re-run equals an uninterrupted run; unchanged requests are
+never generated twice, even after a recipe edit. A deleted model proves nothing was generated."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from factory.engine import run_recipe
+from factory.recipe_loader import load_recipe
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _model_copy(tmp_path: Path) -> Path:
+    from factory.backends.bundled_model import bundled_model_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), model)
+    return model
+
+
+def _groups(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "groups").glob("*.parquet"))}
+
+
+def _overrides(model: Path) -> list[str]:
+    return [f"backends.local.model={model}", "backends.local.generation.max_new_tokens=6",
+            "backends.local.batch_size=4", "stages.generate.batch_size=1"]
+
+
+def test_recipe_edit_before_generation_reuses_every_unchanged_request(tmp_path: Path) -> None:
+    model = _model_copy(tmp_path)
+    out = tmp_path / "out"
+    first = run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
+    shutil.rmtree(model)  # from here on, any generation would fail to load the model
+    # select's threshold changes its signature (distilabel recomputes every later step), but the same
+    # rows pass, so every generate request is answered from DIR/.work/requests.sqlite
+    edited = run_recipe(load_recipe("c2syn-demo", [*_overrides(model), "stages.select.params.min_words=79"], limit=3), out)
+    assert edited.manifest.counts == first.manifest.counts
+    assert edited.manifest.recipe_hash != first.manifest.recipe_hash
+    assert _groups(out) and edited.manifest.stages["generate"].llm_calls == 15
+
+
+def test_edit_of_a_later_stage_reuses_generation(tmp_path: Path) -> None:
+    model = _model_copy(tmp_path)
+    out = tmp_path / "out"
+    run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
+    shutil.rmtree(model)
+    later = [*_overrides(model), "stages.truncate.batch_size=50"]
+    checked = run_recipe(
+        load_recipe("c2syn-demo", [*later, "stages.rank.params={}"], limit=3), out
+    )
+    assert checked.manifest.counts.output == 3
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    model = _model_copy(tmp_path)
+    reference = tmp_path / "reference"
+    run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=6), reference)
+
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "factory", "run", "c2syn-demo", "--limit", "6", "--out", str(out)]
+    for o in _overrides(model):
+        args += ["--set", o]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    steps_data = out / ".work" / "distilabel"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill once the first generate batch is stored, before the end
+            if list(steps_data.glob("*/steps_data/generate_*/batch_*.json")):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no generate batch was written in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "manifest.json").exists()
+
+    resumed = run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=6), out)
+    assert resumed.manifest.counts.output == 6
+    assert _groups(out) == _groups(reference)
+    for config in ("pairs", "pairs_conversational"):
+        assert sorted(p.read_bytes() for p in (out / config).glob("*.parquet")) == sorted(
+            p.read_bytes() for p in (reference / config).glob("*.parquet")
+        )
