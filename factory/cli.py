@@ -143,11 +143,13 @@ def schema(
     name: Annotated[str, typer.Argument(help="recipe, manifest, a record schema, or `list`.")],
 ) -> None:
     """Print the JSON Schema of a record, the recipe or the manifest."""
+    from pydantic import BaseModel
+
     from schemas.manifest import DatasetManifest
     from schemas.recipe import Recipe
     from schemas.registry import RECORD_SCHEMAS
 
-    models = {"recipe": Recipe, "manifest": DatasetManifest, **RECORD_SCHEMAS}
+    models: dict[str, type[BaseModel]] = {"recipe": Recipe, "manifest": DatasetManifest, **RECORD_SCHEMAS}
     if name == "list":
         for n in models:
             console.print(n)

@@ -166,7 +166,7 @@ class StageTally:
             return
         row_id = str(row.get(ROW_ID))
         own_depth = row_id.count(EXPANSION_SEP)
-        stop = self.position.get(stage) if status != "ok" else None
+        stop = self.position.get(str(stage)) if status != "ok" else None
         last = len(self.names) - 1 if stop is None else stop
         for i in range(last + 1):
             # the id this row (or its ancestor) had while stage i ran
@@ -323,7 +323,9 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
         ),
         stages=stages,
         inputs_sha256=input_hashes(recipe, loaded.base_dir),
-        contains_harmful_text=any(info["schema"] in HARMFUL_TEXT_SCHEMAS for info in written.configs.values()),
+        contains_harmful_text=any(
+            info["schema"] in HARMFUL_TEXT_SCHEMAS for info in written.configs.values()
+        ),
         wall_time_s=round(time.perf_counter() - started, 3),
         prompt_tokens=sum(s.prompt_tokens for s in stages.values()),
         completion_tokens=sum(s.completion_tokens for s in stages.values()),

@@ -104,9 +104,9 @@ class CachedBackend:
         fresh = self.inner.generate([requests[i] for i in todo]) if todo else []
         self.cache.put_many(
             [
-                (keys[i], c)
+                (key, c)
                 for i, c in zip(todo, fresh, strict=True)
-                if keys[i] is not None and c.error is None
+                if (key := keys[i]) is not None and c.error is None
             ]
         )
         out: list[Any] = [None] * len(requests)

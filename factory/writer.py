@@ -137,7 +137,7 @@ def write_records(
                         w.add(rec if isinstance(rec, dict) else rec.model_dump(mode="json"))
                 result.output_rows += 1
                 continue
-        entry = {
+        entry: dict[str, str | None] = {
             "_sp_id": str(row.get(ROW_ID)),
             "stage": str(row.get(STAGE) or "unknown"),
             "reason": str(row.get(REASON) or "unknown"),
@@ -146,12 +146,12 @@ def write_records(
         }
         if status == "filtered":
             filtered_rows.append(entry)
-            key = entry["reason"]
-            result.filtered[key] = result.filtered.get(key, 0) + 1
+            rule = str(entry["reason"])
+            result.filtered[rule] = result.filtered.get(rule, 0) + 1
         else:
             quarantined_rows.append(entry)
-            key = entry["stage"]
-            result.quarantined[key] = result.quarantined.get(key, 0) + 1
+            stage = str(entry["stage"])
+            result.quarantined[stage] = result.quarantined.get(stage, 0) + 1
     for spec in outputs:
         files = writers[spec.config].close()
         result.configs[spec.config] = {

@@ -33,8 +33,12 @@ def _groups(out: Path) -> dict[str, bytes]:
 
 
 def _overrides(model: Path) -> list[str]:
-    return [f"backends.local.model={model}", "backends.local.generation.max_new_tokens=6",
-            "backends.local.batch_size=4", "stages.generate.batch_size=1"]
+    return [
+        f"backends.local.model={model}",
+        "backends.local.generation.max_new_tokens=6",
+        "backends.local.batch_size=4",
+        "stages.generate.batch_size=1",
+    ]
 
 
 def test_recipe_edit_before_generation_reuses_every_unchanged_request(tmp_path: Path) -> None:
@@ -44,7 +48,9 @@ def test_recipe_edit_before_generation_reuses_every_unchanged_request(tmp_path: 
     shutil.rmtree(model)  # from here on, any generation would fail to load the model
     # select's threshold changes its signature (distilabel recomputes every later step), but the same
     # rows pass, so every generate request is answered from DIR/.work/requests.sqlite
-    edited = run_recipe(load_recipe("c2syn-demo", [*_overrides(model), "stages.select.params.min_words=79"], limit=3), out)
+    edited = run_recipe(
+        load_recipe("c2syn-demo", [*_overrides(model), "stages.select.params.min_words=79"], limit=3), out
+    )
     assert edited.manifest.counts == first.manifest.counts
     assert edited.manifest.recipe_hash != first.manifest.recipe_hash
     assert _groups(out) and edited.manifest.stages["generate"].llm_calls == 15
@@ -56,9 +62,7 @@ def test_edit_of_a_later_stage_reuses_generation(tmp_path: Path) -> None:
     run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
     shutil.rmtree(model)
     later = [*_overrides(model), "stages.truncate.batch_size=50"]
-    checked = run_recipe(
-        load_recipe("c2syn-demo", [*later, "stages.rank.params={}"], limit=3), out
-    )
+    checked = run_recipe(load_recipe("c2syn-demo", [*later, "stages.rank.params={}"], limit=3), out)
     assert checked.manifest.counts.output == 3
 
 
@@ -71,7 +75,9 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
     args = [sys.executable, "-m", "factory", "run", "c2syn-demo", "--limit", "6", "--out", str(out)]
     for o in _overrides(model):
         args += ["--set", o]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     steps_data = out / ".work" / "distilabel"
     deadline = time.time() + 240
     try:

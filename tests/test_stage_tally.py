@@ -17,12 +17,20 @@ class FakeStep:
 
 
 def test_counts_follow_rows_through_expansions() -> None:
-    recipe = Recipe.model_validate({
-        "name": "t", "license": "mit", "source": {"kind": "none"}, "card": {"pretty_name": "t"},
-        "stages": [{"name": n, "step": "c2syn.rank"} for n in "abcd"],
-        "outputs": [{"config": "g", "exporter": "c2syn.groups"}],
-    })
-    tally = StageTally(LoadedRecipe(recipe, Path("t.yaml"), "h"), [FakeStep("a"), FakeStep("b", True), FakeStep("c", True), FakeStep("d")])
+    recipe = Recipe.model_validate(
+        {
+            "name": "t",
+            "license": "mit",
+            "source": {"kind": "none"},
+            "card": {"pretty_name": "t"},
+            "stages": [{"name": n, "step": "c2syn.rank"} for n in "abcd"],
+            "outputs": [{"config": "g", "exporter": "c2syn.groups"}],
+        }
+    )
+    tally = StageTally(
+        LoadedRecipe(recipe, Path("t.yaml"), "h"),
+        [FakeStep("a"), FakeStep("b", True), FakeStep("c", True), FakeStep("d")],
+    )
     rows = [
         {"_sp_id": "0/0/0", "_sp_status": "ok", "_sp_stage": None, "_sp_usage": '{"b": [1, 10, 5]}'},
         {"_sp_id": "0/0/1", "_sp_status": "filtered", "_sp_stage": "c", "_sp_usage": None},
