@@ -6,32 +6,15 @@ from typing import Any
 
 import yaml
 
+from factory.card_check import HARMFUL_TAG, size_category
 from schemas.manifest import DatasetManifest
 from schemas.recipe import Recipe
 
-# The Hub's official size buckets (datasets' `known_size_categories`), smallest first.
-SIZE_CATEGORIES = [
-    (1_000, "n<1K"),
-    (10_000, "1K<n<10K"),
-    (100_000, "10K<n<100K"),
-    (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"),
-    (100_000_000, "10M<n<100M"),
-    (1_000_000_000, "100M<n<1B"),
-]
 CONTENT_WARNING = (
     "> **Content warning.** This dataset contains machine-generated harmful text (the rejected or toxic "
     "responses) produced for safety-alignment research. It is not for all audiences. Do not use it to "
     "build systems that produce such content."
 )
-HARMFUL_TAG = "not-for-all-audiences"
-
-
-def size_category(n: int) -> str:
-    for bound, label in SIZE_CATEGORIES:
-        if n < bound:
-            return label
-    return "n>1T"
 
 
 def card_metadata(recipe: Recipe, manifest: DatasetManifest) -> dict[str, Any]:
@@ -39,7 +22,7 @@ def card_metadata(recipe: Recipe, manifest: DatasetManifest) -> dict[str, Any]:
     n_default = sum(s.num_rows for s in manifest.configs[default].splits.values())
     tags = list(dict.fromkeys(["safety", "synthetic", "safepref", *recipe.card.tags]))
     if manifest.contains_harmful_text and HARMFUL_TAG not in tags:
-        tags.append(HARMFUL_TAG)
+        tags.append(HARMFUL_TAG)  # the publisher adds gating on top; it finds the tag already here
     configs = []
     for name, info in manifest.configs.items():
         entry: dict[str, Any] = {

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+HARMFUL_TAG = "not-for-all-audiences"
+
 # Licence ids as the Hub spells them (the subset a synthetic dataset plausibly carries; extend as needed).
 HUB_LICENSES = frozenset(
     {

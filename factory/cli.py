@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -44,16 +45,33 @@ def run(
         bool,
         typer.Option("--allow-import-steps", help="Let the recipe import steps named by `module:Class`."),
     ] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local (default) or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray head node (ray://host:10001); default: a local Ray.")
+    ] = None,
 ) -> None:
     """Run a recipe and write a Hub-ready dataset folder (re-running the same recipe resumes)."""
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor must be local or ray, got {executor!r}")
     from factory.recipe_loader import load_recipe
 
     loaded = load_recipe(recipe, overrides, limit)
     from factory.engine import run_recipe
 
     out_dir = out or Path("out") / loaded.recipe.name
-    with console.status(f"running [bold]{loaded.recipe.name}[/] → {out_dir}"):
-        result = run_recipe(loaded, out_dir, allow_import_steps=allow_import_steps)
+    from factory.progress import ENV_VAR, ProgressWatcher
+
+    progress_file = (out_dir / ".work" / "progress.jsonl").resolve()
+    os.environ[ENV_VAR] = str(progress_file)  # the steps (in worker processes) append to it
+    console.print(f"running [bold]{loaded.recipe.name}[/] → {out_dir}")
+    with ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]):
+        result = run_recipe(
+            loaded,
+            out_dir,
+            allow_import_steps=allow_import_steps,
+            executor=executor,
+            ray_address=address,  # type: ignore[arg-type]
+        )
     _print_summary(result.manifest, out_dir)
 
 

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from factory import __version__
 from factory.errors import UserError
 from factory.exporters import ExportContext
+from factory.progress import ENV_VAR as PROGRESS_ENV
+from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
@@ -229,6 +231,26 @@ def _model_revision(model: str, revision: str | None) -> str | None:
     return revision
 
 
+def _on_ray(pipeline: Any, address: str | None) -> Any:
+    """The same pipeline on Ray (distilabel's RayPipeline): a local Ray, or the cluster at `address`."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError("--executor ray needs the `ray` extra: pip install 'safepref[ray]'") from None
+    # Workers read the request cache path and import user steps like this process does.
+    names = (REQUEST_CACHE_ENV, PROGRESS_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
+    env = {k: os.environ[k] for k in names if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
+    init: dict[str, Any] = {
+        "runtime_env": {"env_vars": env},
+        "include_dashboard": False,
+        "log_to_driver": False,
+    }
+    if address is None:
+        init["num_cpus"] = max(os.cpu_count() or 1, 4)  # one actor per step must fit on a small machine
+    return pipeline.ray(ray_head_node_url=address, ray_init_kwargs=init)
+
+
 def _finished_before(out_dir: Path, recipe_hash: str) -> bool:
     """Whether this folder holds a finished run of exactly this recipe (then distilabel's cache is reused)."""
     try:
@@ -238,7 +260,14 @@ def _finished_before(out_dir: Path, recipe_hash: str) -> bool:
     return previous.get("recipe_hash") == recipe_hash and (out_dir / WORK_DIR / "distilabel").is_dir()
 
 
-def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool = False) -> RunResult:
+def run_recipe(
+    loaded: LoadedRecipe,
+    out_dir: Path,
+    *,
+    allow_import_steps: bool = False,
+    executor: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+) -> RunResult:
     """Run the recipe into `out_dir`.
 
     Re-running the same recipe into the same folder reuses the finished run (distilabel's cache);
@@ -251,6 +280,7 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
     recipe = loaded.recipe
     rows, label = read_source(recipe.source, loaded.base_dir)
     ids = [str(r[ROW_ID]) for r in rows]
+    report_total(len(rows))
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,6 +299,8 @@ def run_recipe(loaded: LoadedRecipe, out_dir: Path, *, allow_import_steps: bool 
     # moving the folder does not change distilabel's step signatures.
     previous = os.environ.get(REQUEST_CACHE_ENV)
     os.environ[REQUEST_CACHE_ENV] = str((out_dir / WORK_DIR / "requests.sqlite").resolve())
+    if executor == "ray":
+        pipeline = _on_ray(pipeline, ray_address)
     try:
         distiset = pipeline.run(use_cache=complete)
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from factory.card_check import check_card, check_card_text, split_card
+from factory.card import CONTENT_WARNING
+from factory.card_check import HARMFUL_TAG, check_card, check_card_text, split_card
 from factory.errors import UserError
 from factory.hub_retry import RetryPolicy, status_of, with_retry
 from schemas.manifest import DatasetManifest
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
 Gating = Literal["auto", "manual", "off"]
 
 RETRY = RetryPolicy()  # tests shorten the waits by replacing this
-HARMFUL_TAG = "not-for-all-audiences"
-CONTENT_WARNING = (
-    "> **Content warning:** this dataset contains model-generated harmful text (rejected or toxic responses)\n"
-    "> kept as negative examples for safety training and evaluation. Access is gated; do not use it to\n"
-    "> train models to produce such text.\n"
-)
 GATED_PROMPT = (
     "This dataset contains harmful model-generated text kept as negative examples for safety research. "
     "Access is granted for safety training and evaluation only."
@@ -202,7 +197,7 @@ def prepare_card(text: str, *, harmful: bool, gating: Gating) -> str:
             meta["extra_gated_fields"] = dict(GATED_FIELDS)
             changed = True
     if harmful and "content warning" not in body[:1000].lower():
-        body = CONTENT_WARNING + "\n" + body
+        body = CONTENT_WARNING + "\n\n" + body
         changed = True
     if not changed:
         return text

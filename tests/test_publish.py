@@ -270,7 +270,7 @@ def test_harmful_schema_is_gated_with_tag_warning_and_access_form(hub: Hub, tmp_
     meta, body = split_card(hub.server.file_bytes("alice/tiny", "README.md").decode())
     assert meta is not None and meta["tags"].count(HARMFUL_TAG) == 1
     assert meta["extra_gated_prompt"] and "checkbox" in meta["extra_gated_fields"].values()
-    assert body.startswith("> **Content warning:**")
+    assert body.startswith(CONTENT_WARNING)
 
 
 def test_dataset_without_harmful_text_is_not_gated(hub: Hub, tmp_path: Path) -> None:
@@ -389,3 +389,25 @@ def test_token_never_appears_in_output_logs_or_tracebacks(
     assert "Request" in caplog.text  # DEBUG logging really was on
     for text in (out.out, out.err, caplog.text, rendered, plain, str(exc)):
         assert hub.token not in text
+
+
+@pytest.mark.slow
+def test_a_real_run_folder_publishes_and_loads_back_in_every_config(
+    hub: Hub, datasets_client, c2syn_demo_run: Path, tmp_path: Path
+) -> None:
+    """The writer's own output (real model, resume state in .work/) round-trips through the Hub."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(c2syn_demo_run, folder)
+    assert (folder / ".work").is_dir()
+    result = publish_folder(folder, "alice/c2syn-demo", tag="v1.0.0")
+    assert result.private and result.gated == "manual"
+    files = set(hub.server.repos["alice/c2syn-demo"].head.files)
+    assert not any(f.startswith(".work") for f in files)
+    manifest = read_manifest(folder)
+    for config in ("pairs", "pairs_conversational", "groups"):
+        ds = datasets_client.load_dataset("alice/c2syn-demo", config, revision="v1.0.0", split="train")  # type: ignore[attr-defined]
+        assert len(ds) == manifest["configs"][config]["splits"]["train"]["num_rows"]
+        local = pq.read_table(folder / config).to_pylist()
+        assert ds.to_list() == local

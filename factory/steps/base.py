@@ -6,6 +6,7 @@ the base class quarantines that row with the error (and the raw LLM text when th
 of letting distilabel replace the whole batch by `None`s.
 """
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, PrivateAttr
 
 from factory.distilabel_compat import Step, StepInput
+from factory.progress import report_batch
 from factory.rows import (  # re-exported: steps import their helpers from here
     EXPANSION_SEP,
     RAW,
@@ -136,18 +138,25 @@ class SafeprefStep(Step):
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
         for row in rows:
-            for col in self.produced:
+            for col in (*self.produced, STAGE, REASON, RAW, USAGE):
                 row.setdefault(col, None)
-            for col in (STAGE, REASON, RAW, USAGE):
-                row.setdefault(col, None)
-            if row.get(STATUS) is None:
-                # an earlier stage crashed and distilabel imputed None: leave it for the engine
-                continue
+        # rows whose status is None come from a stage that crashed (distilabel imputed None): the
+        # engine quarantines them; like filtered rows they pass through untouched
         ok = [r for r in rows if is_ok(r)]
         if ok:
+            passing_through = [r for r in rows if not is_ok(r)]
             replaced = self.process_rows(ok)
-            if replaced is not None:
-                rows = [r for r in rows if not is_ok(r) or r in replaced] + [
-                    r for r in replaced if r not in rows
-                ]
+            if replaced is not None:  # an expanding step: its children (and failed parents) replace `ok`
+                rows = passing_through + replaced
+        report_batch(self.stage, len(inputs), _batch_tokens(rows, self.stage))
         yield rows
+
+
+def _batch_tokens(rows: list[dict[str, Any]], stage: str) -> int:
+    """Tokens generated in this batch by this stage (usage accumulates per row and stage)."""
+    total = 0
+    for row in rows:
+        usage = row.get(USAGE)
+        if usage and stage in usage:
+            total += json.loads(usage).get(stage, [0, 0, 0])[2]
+    return total
