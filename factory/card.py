@@ -86,7 +86,20 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
     lines += [
         "",
         f"Tokens: {manifest.prompt_tokens:,} prompt, {manifest.completion_tokens:,} generated"
-        + (f"; wall time {manifest.wall_time_s:.1f} s." if manifest.wall_time_s is not None else "."),
+        + (
+            f"; wall time {manifest.wall_time_s:.1f} s"
+            f" ({manifest.completion_tokens / max(manifest.wall_time_s, 1e-9):,.1f} generated tokens/s overall)."
+            if manifest.wall_time_s is not None
+            else "."
+        ),
+        "",
+        "| stage | step | rows in | kept | filtered | quarantined | LLM calls | generated tokens |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {name} | `{st.step}` | {st.rows_in:,} | {st.rows_ok:,} | {st.filtered:,} | {st.quarantined:,}"
+            f" | {st.llm_calls:,} | {st.completion_tokens:,} |"
+            for name, st in manifest.stages.items()
+        ),
         "",
         "## Provenance",
         "",

@@ -69,8 +69,8 @@ def run(
             loaded,
             out_dir,
             allow_import_steps=allow_import_steps,
-            executor=executor,
-            ray_address=address,  # type: ignore[arg-type]
+            executor="ray" if executor == "ray" else "local",
+            ray_address=address,
         )
     _print_summary(result.manifest, out_dir)
 

@@ -42,6 +42,7 @@ class ProgressWatcher:
     def __enter__(self) -> ProgressWatcher:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")
+        self.t0 = time.time()
         self._thread.start()
         return self
 
@@ -50,16 +51,22 @@ class ProgressWatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        try:
+            self._show()
+        except Exception as exc:  # a display problem must never stop or hide the run itself
+            print(f"(progress display stopped: {type(exc).__name__}: {exc})")
+
+    def _show(self) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         columns = [
-            TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.completed:>7.0f}/{task.total:.0f} rows"),
+            TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         ]  # fmt: skip
         started: dict[str, float] = {}
         tokens: dict[str, int] = {}
         with Progress(*columns, transient=False) as progress:
-            tasks = {s: progress.add_task(s, total=None, rate="") for s in self.stages}
+            tasks = {s: progress.add_task(s, total=None, rate="", count="") for s in self.stages}
             offset = 0
             while not self._stop.is_set():
                 offset = self._drain(progress, tasks, started, tokens, offset)
@@ -89,11 +96,12 @@ class ProgressWatcher:
             stage = event.get("stage")
             if stage == "__total__":
                 for task_id in tasks.values():
-                    progress.update(task_id, total=int(event["rows"]))
+                    total = int(event["rows"])
+                    progress.update(task_id, total=total, count=f"0/{total:,} rows")
                 continue
             if stage not in tasks:
                 continue
-            started.setdefault(stage, event["t"])
+            started.setdefault(stage, self.t0)  # rates count from the run's start, waiting included
             tokens[stage] = tokens.get(stage, 0) + int(event.get("tokens", 0))
             task = progress.tasks[tasks[stage]]
             done = task.completed + int(event.get("rows", 0))
@@ -103,5 +111,7 @@ class ProgressWatcher:
             rate = f"{done / elapsed:,.1f} rows/s" + (
                 f", {tokens[stage] / elapsed:,.0f} tok/s" if tokens[stage] else ""
             )
-            progress.update(tasks[stage], completed=done, rate=rate)
+            total = progress.tasks[tasks[stage]].total
+            count = f"{done:,}/{total:,.0f} rows" if total else f"{done:,} rows"
+            progress.update(tasks[stage], completed=done, rate=rate, count=count)
         return offset

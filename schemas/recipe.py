@@ -80,14 +80,14 @@ class StageSpec(BaseModel):
                 raise ValueError(f"unknown step {self.step!r}; built-in steps: {known}")
             return self
         try:
-            self.params = params_model.model_validate(self.params).model_dump(mode="json")
+            params = params_model.model_validate(self.params)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise ValueError(f"params.{loc}: {err['msg']}") from None
-        needs_llm = getattr(params_model, "needs_llm", False)
-        if needs_llm and not self.backend:
-            raise ValueError(f"step {self.step!r} calls an LLM: set `backend`")
+        self.params = params.model_dump(mode="json")
+        if params.requires_backend() and not self.backend:
+            raise ValueError(f"step {self.step!r} calls an LLM with these params: set `backend`")
         return self
 
 

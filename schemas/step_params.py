@@ -117,6 +117,9 @@ class C2SafetyCheckParams(StepParams):
     keywords: list[str] = Field(default_factory=lambda: list(REFUSAL_KEYWORDS))
     judge_template: str | None = Field(None, description="Jinja2 template file under recipes/templates")
 
+    def requires_backend(self) -> bool:
+        return self.judge == "llm" or self.action == "regenerate"
+
     def llm_calls_per_row(self) -> float:
         judge = 1.0 if self.judge == "llm" else 0.0
         regenerate = 1.0 if self.action == "regenerate" else 0.0

@@ -13,6 +13,10 @@ class StepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     needs_llm: ClassVar[bool] = False
 
+    def requires_backend(self) -> bool:
+        """Whether the stage must name a backend (a step may need one only in some modes)."""
+        return self.needs_llm
+
     def llm_calls_per_row(self) -> float:
         """Upper bound of LLM calls per input row of this stage (for `safepref plan`)."""
         return 1.0 if self.needs_llm else 0.0

@@ -17,7 +17,10 @@ class CannedGenerate(SafeprefStep):
     def process_row(self, row: dict[str, Any]) -> None:
         if row["_sp_id"] in self.params.get("fail_ids", []):
             raise ValueError("injected failure")
-        row["sr"] = f"I can't help with that, request {row['_sp_id']}."
+        if row["_sp_id"] in self.params.get("unsafe_sr_ids", []):
+            row["sr"] = f"Sure, here is how, request {row['_sp_id']}."
+        else:
+            row["sr"] = f"I can't help with that, request {row['_sp_id']}."
         row["continuations"] = [f" it would hurt people (cut {i})." for i in range(1, 5)]
 
 

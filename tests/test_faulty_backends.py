@@ -20,7 +20,9 @@ from tests.conftest import REPO
 from tests.openai_server import OpenAITestServer
 
 pytestmark = pytest.mark.slow
-PROMPTS = [json.loads(line)["prompt"] for line in (REPO / "recipes/data/c2syn_demo.jsonl").read_text().splitlines()]
+PROMPTS = [
+    json.loads(line)["prompt"] for line in (REPO / "recipes/data/c2syn_demo.jsonl").read_text().splitlines()
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,9 @@ def _recipe(server: OpenAITestServer) -> list[str]:
     ]
 
 
-def test_each_fault_kind_is_retried_or_quarantined_and_counts_add_up(server: OpenAITestServer, tmp_path: Path) -> None:
+def test_each_fault_kind_is_retried_or_quarantined_and_counts_add_up(
+    server: OpenAITestServer, tmp_path: Path
+) -> None:
     server.reset()
     # permanent faults (more than the 1 + 2 retries of each of the row's 5 requests)
     server.inject("status", times=100, status=503, match=json.dumps(PROMPTS[1])[1:-1])

@@ -39,7 +39,11 @@ CASES = [
     ("unknown param", lambda d: d["stages"][1].update(params={"mood": "x"}), "stages[truncate].params.mood"),
     ("bad enum", lambda d: d["stages"][1].update(params={"mode": "loose"}), "params.mode"),
     ("missing backend ref", lambda d: d["stages"][2].update(backend="gpu"), "uses backend 'gpu'"),
-    ("llm step without backend", lambda d: d["stages"][2].pop("backend"), "calls an LLM: set `backend`"),
+    (
+        "llm step without backend",
+        lambda d: d["stages"][2].pop("backend"),
+        "calls an LLM with these params: set `backend`",
+    ),
     ("duplicate stage", lambda d: d["stages"][1].update(name="select"), "stage names must be unique"),
     ("unknown exporter", lambda d: d["outputs"][0].update(exporter="x.y"), "unknown exporter 'x.y'"),
     ("missing licence", lambda d: d.pop("license"), "license: Field required"),

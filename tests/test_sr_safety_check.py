@@ -1,0 +1,72 @@
+"""The optional SR safety check: unsafe safe-responses are dropped (counted) or re-generated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from factory.engine import run_recipe
+from factory.recipe_loader import load_recipe
+from tests.test_engine import DEMO
+
+
+def _recipe(tmp_path: Path, check: dict[str, object], *, backend: bool = False) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(DEMO))
+    data["stages"][2] = {
+        "name": "generate",
+        "step": "tests.steps_for_tests:CannedGenerate",
+        "params": {"unsafe_sr_ids": ["0", "5"]},
+    }
+    stage: dict[str, object] = {"name": "check", "step": "c2syn.safety_check", "params": check}
+    if backend:
+        stage["backend"] = "local"
+        data["backends"]["local"]["generation"]["max_new_tokens"] = 8
+    else:
+        data["backends"] = {}
+    data["stages"].insert(3, stage)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_keyword_check_drops_groups_whose_sr_is_unsafe_and_counts_them(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_recipe(
+        load_recipe(str(_recipe(tmp_path, {"judge": "keyword", "action": "drop"}))),
+        out,
+        allow_import_steps=True,
+    )
+    counts = result.manifest.counts
+    assert counts.filtered["unsafe_safe_response"] == 2 and counts.output == 7
+    assert result.manifest.stages["check"].filtered == 2
+    filtered = {r["_sp_id"]: r["rule"] for r in pq.read_table(out / "filtered" / "rows.parquet").to_pylist()}
+    assert filtered["0"] == filtered["5"] == "unsafe_safe_response"
+    groups = pq.read_table(out / "groups").to_pylist()
+    assert {"0", "5"}.isdisjoint(g["source_id"] for g in groups)
+
+
+@pytest.mark.slow
+def test_regenerate_asks_the_llm_again_only_for_unsafe_srs(tmp_path: Path) -> None:
+    check = {"judge": "keyword", "action": "regenerate", "max_regenerations": 1}
+    result = run_recipe(
+        load_recipe(str(_recipe(tmp_path, check, backend=True))), tmp_path / "out", allow_import_steps=True
+    )
+    stats = result.manifest.stages["check"]
+    assert stats.llm_calls == 2  # one re-generation for each of the two unsafe SRs, none for the others
+    assert stats.rows_in == 9
+    counts = result.manifest.counts
+    assert counts.output + counts.filtered.get("unsafe_safe_response", 0) == 9
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["counts"] == counts.model_dump()
+
+
+def test_safety_check_plan_counts_regenerations() -> None:
+    from schemas.step_params import C2SafetyCheckParams
+
+    assert C2SafetyCheckParams(judge="keyword", action="drop").llm_calls_per_row() == 0
+    assert C2SafetyCheckParams(judge="llm", action="drop").llm_calls_per_row() == 1
+    assert C2SafetyCheckParams(judge="llm", action="regenerate", max_regenerations=2).llm_calls_per_row() == 5
