@@ -68,3 +68,14 @@ def mark(row: dict[str, Any], status: str, stage: str, reason: str, raw: str | N
     row[STAGE] = stage
     row[REASON] = reason
     row[RAW] = raw
+
+
+def parse_bool(value: Any) -> bool:
+    """A source's boolean flag: bool, 0/1, or "true"/"false" (any case); ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"not a boolean: {value!r}")

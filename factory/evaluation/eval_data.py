@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import UserError
-from factory.rows import ROW_ID
+from factory.rows import ROW_ID, parse_bool
 from schemas.eval_report import DataInfo
 from schemas.recipe import SourceSpec
 
@@ -142,13 +142,10 @@ def load_instructions(
 
 
 def _as_bool(value: Any, field: str, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise UserError(f"{field} is not a boolean: {value!r}", where=where)
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise UserError(f"{field}: {exc}", where=where) from None
 
 
 def _sha256(items: list[list[str]]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from factory.rows import parse_bool
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, mark
 
 # -- pure functions ------------------------------------------------------------------------------
@@ -36,13 +37,10 @@ def select_fhr(row: dict[str, Any], keywords: list[str], min_words: int) -> str:
 
 
 def _as_bool(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise RowFailed(f"{field} is not a boolean: {value!r}")
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise RowFailed(f"{field}: {exc}") from None
 
 
 def count_delimiters(text: str, delimiters: str) -> int:
