@@ -11,6 +11,7 @@ Goal on 2 cores: 750,000 pairs in <= 60 s, peak RSS <= 2 GiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import resource
@@ -79,6 +80,37 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
     return rows
 
 
+class TreeRSS:
+    """Samples the summed RSS of this process and all its children (distilabel workers) every 0.2 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> TreeRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=50_000)
@@ -106,7 +138,8 @@ def main() -> None:
         path = tmpdir / "recipe.yaml"
         path.write_text(yaml.safe_dump(recipe))
         t1 = time.perf_counter()
-        result = run_recipe(load_recipe(str(path)), tmpdir / "out", allow_import_steps=True)
+        with TreeRSS() as tree:
+            result = run_recipe(load_recipe(str(path)), tmpdir / "out", allow_import_steps=True)
         wall = time.perf_counter() - t1
     m = result.manifest
     pairs = sum(s.num_rows for s in m.configs["pairs"].splits.values())
@@ -122,6 +155,9 @@ def main() -> None:
     print(f"pairs/s             {pairs / wall:,.0f}")
     print(
         f"peak RSS            main {self_rss:,.0f} MiB, largest worker {child_rss:,.0f} MiB   (goal <= 2048 MiB)"
+    )
+    print(
+        f"peak RSS, all       {tree.peak / 2**20:,.0f} MiB summed over the main process and its workers (sampled)"
     )
 
 

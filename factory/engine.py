@@ -293,6 +293,7 @@ def run_recipe(
         shutil.rmtree(out_dir / WORK_DIR / "distilabel", ignore_errors=True)
     pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
     _check_source_columns(loaded, rows, label, steps[0])
+    del rows  # the pipeline's source step holds its own copy; keep one, not two, in this process
     from distilabel.errors import DistilabelUserError
 
     # The request cache path reaches the workers through the environment, not a step field, so
@@ -312,7 +313,7 @@ def run_recipe(
             os.environ[REQUEST_CACHE_ENV] = previous
     dataset = distiset["default"]["train"]
     sources = {rid: i for i, rid in enumerate(ids)}
-    del rows, ids  # the pipeline has them; keep memory flat for large runs
+    del ids
     final_ids = [str(x) for x in dataset[ROW_ID]]
     created, expanded = _account_expansions(final_ids, sources)
     tally = StageTally(loaded, steps)

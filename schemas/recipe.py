@@ -12,6 +12,7 @@ from schemas.ptalign_seed import SEED_FILE_SCHEMAS
 from schemas.step_params import EXPORTERS, STEP_PARAMS
 
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
+NONCOMMERCIAL_SOURCE = "PKU-Alignment/PKU-SafeRLHF"  # CC-BY-NC-4.0: what is derived inherits it
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -151,6 +152,12 @@ class Recipe(BaseModel):
                 raise ValueError(
                     f"stage {stage.name!r} uses backend {stage.backend!r}, which `backends` does not define"
                 )
+        sources = {self.source.dataset or "", *self.card.source_datasets}
+        if any(NONCOMMERCIAL_SOURCE in s for s in sources) and not self.license.startswith("cc-by-nc"):
+            raise ValueError(
+                f"license: data derived from {NONCOMMERCIAL_SOURCE} (CC-BY-NC-4.0) must keep a non-commercial"
+                f" licence such as cc-by-nc-4.0, not {self.license!r}"
+            )
         configs = [o.config for o in self.outputs]
         if len(set(configs)) != len(configs):
             raise ValueError("output config names must be unique")

@@ -198,3 +198,16 @@ def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -
     assert {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")} == before
     assert second.manifest.counts == first.manifest.counts
     assert second.manifest.stages["generate"].llm_calls == 15
+
+
+def test_prompt_dedup_filters_later_duplicates_with_the_rule(tmp_path: Path) -> None:
+    rows = DEMO_ROWS[:4] + [DEMO_ROWS[1], DEMO_ROWS[2]]
+    src = tmp_path / "dupes.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = canned_recipe(tmp_path, source={"kind": "file", "path": str(src), "dedup_on": "prompt"})
+    out = tmp_path / "out"
+    result = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
+    assert result.manifest.counts.filtered == {"duplicate_prompt": 2}
+    assert result.manifest.counts.output == 4
+    filtered = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
+    assert sorted(r["_sp_id"] for r in filtered) == ["4", "5"]

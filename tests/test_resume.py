@@ -56,14 +56,24 @@ def test_recipe_edit_before_generation_reuses_every_unchanged_request(tmp_path: 
     assert _groups(out) and edited.manifest.stages["generate"].llm_calls == 15
 
 
-def test_edit_of_a_later_stage_reuses_generation(tmp_path: Path) -> None:
+def test_edit_of_a_stage_after_generation_reuses_generation(tmp_path: Path) -> None:
     model = _model_copy(tmp_path)
     out = tmp_path / "out"
-    run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
+    first = run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
     shutil.rmtree(model)
-    later = [*_overrides(model), "stages.truncate.batch_size=50"]
-    checked = run_recipe(load_recipe("c2syn-demo", [*later, "stages.rank.params={}"], limit=3), out)
-    assert checked.manifest.counts.output == 3
+    # a new stage after `generate` (the SR safety check) and a changed `rank` stage: nothing is regenerated
+    later = [*_overrides(model), "stages.rank.batch_size=7"]
+    edited = load_recipe("c2syn-demo", later, limit=3)
+    check = {"name": "check", "step": "c2syn.safety_check", "params": {"judge": "keyword", "action": "drop"}}
+    recipe = edited.recipe.model_copy(deep=True)
+    from schemas.recipe import StageSpec
+
+    recipe.stages.insert(3, StageSpec.model_validate(check))
+    from factory.recipe_loader import LoadedRecipe, recipe_hash
+
+    result = run_recipe(LoadedRecipe(recipe, edited.path, recipe_hash(recipe)), out)
+    assert result.manifest.stages["generate"].llm_calls == first.manifest.stages["generate"].llm_calls
+    assert result.manifest.counts.output + result.manifest.counts.filtered.get("unsafe_safe_response", 0) == 3
 
 
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
