@@ -77,6 +77,9 @@ def train(
             "steps": trainer.state.global_step,
             "loss_start": losses[0] if losses else None,
             "loss_end": losses[-1] if losses else None,
+            # single logged steps on tiny batches are noisy: also the means of the first and last third
+            "loss_first_third_mean": _third_mean(losses, first=True),
+            "loss_last_third_mean": _third_mean(losses, first=False),
             "losses": losses,
             **data.card_fields(),
         }
@@ -322,6 +325,14 @@ def model_card(cfg: TrainConfig, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _third_mean(losses: list[float], *, first: bool) -> float | None:
+    if not losses:
+        return None
+    n = max(1, len(losses) // 3)
+    part = losses[:n] if first else losses[-n:]
+    return sum(part) / len(part)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -332,6 +343,7 @@ def _print_losses(cfg: TrainConfig, losses: list[float], out_dir: Path) -> None:
     console = Console()
     if losses:
         console.print(
-            f"[bold]{cfg.algorithm}[/bold] loss: start {losses[0]:.4f} → end {losses[-1]:.4f} ({len(losses)} logged steps)"
+            f"[bold]{cfg.algorithm}[/bold] loss: start {losses[0]:.4f} → end {losses[-1]:.4f} ({len(losses)} logged steps;"
+            f" mean of first/last third {_fmt(_third_mean(losses, first=True))} → {_fmt(_third_mean(losses, first=False))})"
         )
     console.print(f"saved to {out_dir}")
