@@ -104,9 +104,7 @@ def _check_card(folder: Path, report: CheckReport) -> None:
     if not (folder / "README.md").is_file():
         report.add("README.md (dataset card) is missing")
         return
-    try:
-        from factory.card_check import check_card
-    except ImportError:  # pragma: no cover - card checks ship with the publisher
-        return
+    from factory.card_check import check_card
+
     for problem in check_card(folder):
         report.add(problem)

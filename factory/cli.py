@@ -6,13 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from factory.errors import UserError
+
+if TYPE_CHECKING:
+    from schemas.manifest import DatasetManifest
 
 app = typer.Typer(
     name="safepref",
@@ -75,10 +78,7 @@ def run(
     _print_summary(result.manifest, out_dir)
 
 
-def _print_summary(manifest: object, out_dir: Path) -> None:
-    from schemas.manifest import DatasetManifest
-
-    assert isinstance(manifest, DatasetManifest)
+def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
     table = Table(title=f"{manifest.recipe_name} → {out_dir}")
     for col in ("stage", "step", "in", "ok", "filtered", "quarantined", "LLM calls", "gen tokens"):
         table.add_column(col, justify="right" if col not in ("stage", "step") else "left")

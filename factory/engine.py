@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -51,20 +50,13 @@ def build_pipeline(
     with Pipeline(name=f"safepref-{recipe.name}", cache_dir=work_dir / "distilabel") as pipeline:
         previous: Any = LoadDataFromDicts(name="source", data=rows, batch_size=recipe.stages[0].batch_size)
         steps = []
-        chain = hashlib.sha256(
-            json.dumps(
-                {"source": recipe.source.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True
-            ).encode()
-        )
         for stage, cls in zip(recipe.stages, classes, strict=True):
-            chain.update(json.dumps(stage.model_dump(mode="json"), sort_keys=True).encode())
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
             if issubclass(cls, SafeprefStep):
                 kwargs.update(
                     stage=stage.name,
                     params=stage.params,
                     seed=recipe.seed,
-                    upstream_hash=chain.hexdigest(),
                     backend_spec=recipe.backends[stage.backend].model_dump(mode="json")
                     if stage.backend
                     else None,
@@ -251,13 +243,21 @@ def _on_ray(pipeline: Any, address: str | None) -> Any:
     return pipeline.ray(ray_head_node_url=address, ray_init_kwargs=init)
 
 
-def _finished_before(out_dir: Path, recipe_hash: str) -> bool:
-    """Whether this folder holds a finished run of exactly this recipe (then distilabel's cache is reused)."""
+def _finished_before(out_dir: Path, recipe_hash: str, inputs: dict[str, str]) -> bool:
+    """Whether this folder holds a finished run of exactly this recipe on exactly these input files.
+
+    Only then is distilabel's cache reused: its per-step cache keys ignore upstream changes (seen: it
+    reused a step's batches after an upstream edit and wrote no output), so anything else starts afresh.
+    """
     try:
         previous = json.loads((out_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return previous.get("recipe_hash") == recipe_hash and (out_dir / WORK_DIR / "distilabel").is_dir()
+    return (
+        previous.get("recipe_hash") == recipe_hash
+        and previous.get("inputs_sha256") == inputs
+        and (out_dir / WORK_DIR / "distilabel").is_dir()
+    )
 
 
 def run_recipe(
@@ -284,7 +284,8 @@ def run_recipe(
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     out_dir.mkdir(parents=True, exist_ok=True)
-    complete = _finished_before(out_dir, loaded.hash)
+    inputs = input_hashes(recipe, loaded.base_dir)
+    complete = _finished_before(out_dir, loaded.hash, inputs)
     if not complete:
         # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
         # unfinished or different earlier run is restarted from scratch: every LLM request it
@@ -355,7 +356,7 @@ def run_recipe(
             quarantined=written.quarantined,
         ),
         stages=stages,
-        inputs_sha256=input_hashes(recipe, loaded.base_dir),
+        inputs_sha256=inputs,
         contains_harmful_text=any(
             info["schema"] in HARMFUL_TEXT_SCHEMAS for info in written.configs.values()
         ),

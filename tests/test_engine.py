@@ -211,3 +211,15 @@ def test_prompt_dedup_filters_later_duplicates_with_the_rule(tmp_path: Path) -> 
     assert result.manifest.counts.output == 4
     filtered = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
     assert sorted(r["_sp_id"] for r in filtered) == ["4", "5"]
+
+
+def test_an_edited_source_file_with_the_same_recipe_is_run_afresh(tmp_path: Path) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in DEMO_ROWS))
+    path = canned_recipe(tmp_path, source={"kind": "file", "path": str(src)})
+    out = tmp_path / "out"
+    assert run_recipe(load_recipe(str(path)), out, allow_import_steps=True).manifest.counts.output == 9
+    src.write_text("".join(json.dumps(r) + "\n" for r in DEMO_ROWS[:5]))  # same recipe, fewer rows
+    again = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
+    assert again.manifest.counts.input == 5 and again.manifest.counts.output == 5
+    assert pq.read_table(out / "groups").num_rows == 5

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr
 
 from factory.distilabel_compat import Step, StepInput
 from factory.progress import report_batch
+from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.rows import (  # re-exported: steps import their helpers from here
     EXPANSION_SEP,
     RAW,
@@ -43,8 +44,6 @@ __all__ = [
     "mark",
 ]
 
-REQUEST_CACHE_ENV = "SAFEPREF_REQUEST_CACHE"  # == factory.request_cache.ENV_VAR
-
 if TYPE_CHECKING:
     from distilabel.typing import StepColumns, StepOutput
 
@@ -58,11 +57,6 @@ class SafeprefStep(Step):
     params: dict[str, Any] = Field(default_factory=dict)
     backend_spec: dict[str, Any] | None = None
     seed: int = 0
-    # Hash of the source and every stage up to this one. distilabel's step signature covers only the
-    # step's own fields, and it reuses a step's cached batches after an upstream edit (then writes no
-    # output). Tying the signature to the chain makes distilabel's cache an exact-resume cache; reuse
-    # across edits is the request cache's job.
-    upstream_hash: str = ""
 
     required: ClassVar[tuple[str, ...]] = ()
     produced: ClassVar[tuple[str, ...]] = ()
