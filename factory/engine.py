@@ -20,6 +20,7 @@ from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
+from factory.request_cache import RequestCache
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
@@ -300,7 +301,9 @@ def run_recipe(
     # The request cache path reaches the workers through the environment, not a step field, so
     # moving the folder does not change distilabel's step signatures.
     previous = os.environ.get(REQUEST_CACHE_ENV)
-    os.environ[REQUEST_CACHE_ENV] = str((out_dir / WORK_DIR / "requests.sqlite").resolve())
+    cache_path = (out_dir / WORK_DIR / "requests.sqlite").resolve()
+    RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
+    os.environ[REQUEST_CACHE_ENV] = str(cache_path)
     if executor == "ray":
         pipeline = _on_ray(pipeline, ray_address)
     try:

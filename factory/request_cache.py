@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -39,18 +41,40 @@ def request_key(backend: Any, kind: str, request: ChatRequest) -> str | None:
 
 
 class RequestCache:
+    """One connection to the store. Call `prepare` once, in one process, before workers open it:
+    switching a database to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once (no busy wait) when several processes try it together."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.prepare(path)
         self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            self._db.commit()
         self.hits = 0
         self.misses = 0
+
+    @staticmethod
+    def prepare(path: Path) -> None:
+        """Create the store in WAL mode unless it already is; a no-op (no write lock) afterwards."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + 60
+        while True:
+            db = sqlite3.connect(path, timeout=60)
+            try:
+                (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                )
+                db.commit()
+                return
+            except sqlite3.OperationalError as exc:
+                # the mode switch does not wait on SQLite's busy handler: retry it ourselves
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            finally:
+                db.close()
+            time.sleep(random.uniform(0.01, 0.1))
 
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}

@@ -1,0 +1,74 @@
+"""The request cache store: many worker processes open one fresh file at once (as distilabel loads
+steps in parallel) and all of them read and write it; unseeded sampling is never cached."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+from factory.backends.base import ChatRequest, Completion
+from factory.request_cache import RequestCache, request_key
+from schemas.generation import GenerationParams
+
+WORKERS = 8
+
+
+def _done(text: str) -> Completion:
+    return Completion(text=text, prompt_tokens=1, completion_tokens=1, finish_reason="stop")
+
+
+def _open_and_write(path: str, barrier: mp.synchronize.Barrier, worker: int, errors: mp.Queue[str]) -> None:
+    try:
+        barrier.wait()
+        cache = RequestCache(Path(path))
+        cache.put_many([(f"key-{worker}", _done(f"answer {worker}"))])
+        cache.close()
+    except Exception as exc:  # reported to the parent, which fails the test
+        errors.put(f"worker {worker}: {type(exc).__name__}: {exc}")
+
+
+def test_many_processes_open_a_fresh_store_at_once(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    for attempt in range(3):  # a race: repeat on a fresh file each time
+        path = tmp_path / f"try{attempt}" / "requests.sqlite"
+        barrier, errors = ctx.Barrier(WORKERS), ctx.Queue()
+        procs = [
+            ctx.Process(target=_open_and_write, args=(str(path), barrier, i, errors)) for i in range(WORKERS)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+        assert failures == [], failures
+        assert [p.exitcode for p in procs] == [0] * WORKERS
+        cache = RequestCache(path)
+        found = cache.get_many([f"key-{i}" for i in range(WORKERS)])
+        cache.close()
+        assert {k: c.text for k, c in found.items()} == {f"key-{i}": f"answer {i}" for i in range(WORKERS)}
+        (mode,) = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()
+        assert mode == "wal"
+
+
+def test_prepare_twice_is_harmless_and_keeps_entries(tmp_path: Path) -> None:
+    path = tmp_path / "requests.sqlite"
+    cache = RequestCache(path)
+    cache.put_many([("k", _done("kept"))])
+    RequestCache.prepare(path)  # while a connection is open, as a second run's engine would
+    assert cache.get_many(["k"])["k"].text == "kept"
+    cache.close()
+
+
+class _Named:
+    model_id, revision = "m", None
+
+
+def test_unseeded_sampling_has_no_key_and_seeded_sampling_does() -> None:
+    messages = [{"role": "user", "content": "hello"}]
+    unseeded = ChatRequest(messages=messages, params=GenerationParams(temperature=0.7))
+    seeded = ChatRequest(messages=messages, params=GenerationParams(temperature=0.7, seed=3))
+    greedy = ChatRequest(messages=messages, params=GenerationParams(temperature=0.0))
+    assert request_key(_Named(), "transformers", unseeded) is None
+    assert request_key(_Named(), "transformers", seeded) is not None
+    assert request_key(_Named(), "transformers", greedy) != request_key(_Named(), "openai", greedy)
