@@ -52,4 +52,7 @@ def plan_recipe(loaded: LoadedRecipe) -> RecipePlan:
             max_tokens = calls * int(override or gen)
         stages.append(StagePlan(stage.name, stage.step, stage.backend, per_row, int(n), calls, max_tokens))
         n *= params.rows_out_per_row() if params else 1.0
+        cap = params.max_rows_out() if params else None
+        if cap is not None:
+            n = min(n, float(cap))
     return RecipePlan(source_rows=len(rows), source_label=label, stages=stages)

@@ -76,6 +76,15 @@ class C2SelectParams(StepParams):
 
     keywords: list[str] = Field(default_factory=lambda: ["how", "what", "How", "What"])
     min_words: int = Field(80, ge=0, description="an unsafe response must have MORE than this many words")
+    keep_first: int | None = Field(
+        None,
+        ge=1,
+        description="keep only the first N rows that pass, in source order (the reference: 50,000); "
+        "later passing rows are filtered with rule `over_keep_first`",
+    )
+
+    def max_rows_out(self) -> int | None:
+        return self.keep_first
 
 
 class C2TruncateParams(StepParams):

@@ -24,3 +24,7 @@ class StepParams(BaseModel):
     def rows_out_per_row(self) -> float:
         """How many rows leave this stage per row that enters it (expanding steps return > 1)."""
         return 1.0
+
+    def max_rows_out(self) -> int | None:
+        """A cap on the rows this stage lets through in all (None: no cap)."""
+        return None

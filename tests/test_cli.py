@@ -32,6 +32,8 @@ def test_plan_counts_llm_calls_from_the_source() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "12 source rows" in proc.stdout
     assert "total: 60 LLM calls" in proc.stdout  # 12 rows x (SR + 4 continuations), an upper bound
+    capped = cli("plan", "c2syn-demo", "--set", "stages.select.params.keep_first=3")
+    assert "total: 15 LLM calls" in capped.stdout  # select lets at most 3 rows through
 
 
 def test_recipes_lists_the_builtins() -> None:

@@ -223,3 +223,33 @@ def test_an_edited_source_file_with_the_same_recipe_is_run_afresh(tmp_path: Path
     again = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
     assert again.manifest.counts.input == 5 and again.manifest.counts.output == 5
     assert pq.read_table(out / "groups").num_rows == 5
+
+
+def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(tmp_path: Path) -> None:
+    from factory.steps.base import RowFiltered
+    from factory.steps.c2syn import select_fhr
+
+    def passes(row: dict[str, Any]) -> bool:
+        try:
+            select_fhr(row, ["how", "what", "How", "What"], 80)
+        except RowFiltered:
+            return False
+        return True
+
+    passing = [str(i) for i, r in enumerate(DEMO_ROWS) if passes(r)]
+    assert len(passing) > 5
+    data = yaml.safe_load(canned_recipe(tmp_path).read_text())
+    data["stages"][0]["params"] = {"keep_first": 5}
+    data["stages"][0]["batch_size"] = 2  # several batches: the cap holds across them, in order
+    path = tmp_path / "capped.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
+    counts = result.manifest.counts
+    assert counts.filtered["over_keep_first"] == len(passing) - 5
+    filtered = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
+    over = sorted((r["_sp_id"] for r in filtered if r["rule"] == "over_keep_first"), key=int)
+    assert over == passing[5:]
+    kept = {g["source_id"] for g in pq.read_table(out / "groups").to_pylist()}
+    assert kept <= set(passing[:5]) and counts.output + counts.filtered.get("degenerate_cuts", 0) == 5
+    assert check_folder(out).ok

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from factory.rows import parse_bool
+from pydantic import PrivateAttr
+
+from factory.rows import is_ok, parse_bool
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, mark
 
 # -- pure functions ------------------------------------------------------------------------------
@@ -177,6 +179,24 @@ class C2Select(SafeprefStep):
         "is_response_1_safe",
     )
     produced: ClassVar[tuple[str, ...]] = ("fhr",)
+
+    # rows kept so far; batches reach this (single-replica) stage in source order
+    _kept: int = PrivateAttr(default=0)
+
+    def load(self) -> None:
+        super().load()
+        self._kept = 0
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        cap = self.params.get("keep_first")
+        for row in rows:
+            self.guarded(row, self.process_row)
+            if cap is None or not is_ok(row):
+                continue
+            if self._kept >= cap:  # the reference keeps the first N rows that pass, in source order
+                mark(row, "filtered", self.stage, "over_keep_first")
+            else:
+                self._kept += 1
 
     def process_row(self, row: dict[str, Any]) -> None:
         row["fhr"] = select_fhr(row, self.params["keywords"], self.params["min_words"])
