@@ -244,6 +244,14 @@ def _on_ray(pipeline: Any, address: str | None) -> Any:
     return pipeline.ray(ray_head_node_url=address, ray_init_kwargs=init)
 
 
+def _source_record(recipe: Any, label: str) -> dict[str, Any]:
+    """The source as the recipe gives it, plus, for a Hub source, `read` = `hub:ID@COMMIT` actually read."""
+    record: dict[str, Any] = recipe.source.model_dump(mode="json", exclude_defaults=True)
+    if recipe.source.kind == "hub":
+        record["read"] = label
+    return record
+
+
 def _finished_before(out_dir: Path, recipe_hash: str, inputs: dict[str, str]) -> bool:
     """Whether this folder holds a finished run of exactly this recipe on exactly these input files.
 
@@ -285,7 +293,7 @@ def run_recipe(
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = input_hashes(recipe, loaded.base_dir)
+    inputs = input_hashes(recipe, loaded.base_dir, rows)
     complete = _finished_before(out_dir, loaded.hash, inputs)
     if not complete:
         # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
@@ -338,7 +346,7 @@ def run_recipe(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         seed=recipe.seed,
         license=recipe.license,
-        source=recipe.source.model_dump(mode="json", exclude_defaults=True),
+        source=_source_record(recipe, label),
         generators=[
             GeneratorInfo(
                 backend=name,

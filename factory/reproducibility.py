@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from schemas.recipe import Recipe
 
@@ -18,8 +21,21 @@ def stage_templates(recipe: Recipe) -> list[str]:
     return names
 
 
-def input_hashes(recipe: Recipe, base_dir: Path) -> dict[str, str]:
-    """{"source:<path>": sha256, "template:<name>": sha256} for the manifest and the card."""
+def rows_sha256(rows: Iterable[dict[str, Any]]) -> str:
+    """sha256 of rows as canonical JSON lines (sorted keys): the content, whatever the storage."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def input_hashes(recipe: Recipe, base_dir: Path, rows: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """{"source:<path>": sha256, "template:<name>": sha256} for the manifest and the card.
+
+    A Hub source is hashed by the rows read (`rows`), so a dataset that changed upstream under an
+    unpinned revision is a different input, as an edited local file is.
+    """
     from factory.sources import source_path
     from factory.templates import template_sha256
 
@@ -27,6 +43,8 @@ def input_hashes(recipe: Recipe, base_dir: Path) -> dict[str, str]:
     if recipe.source.kind in ("file", "bundled") and recipe.source.path:
         path = source_path(recipe.source, base_dir)
         hashes[f"source:{recipe.source.path}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    elif recipe.source.kind == "hub" and rows is not None:
+        hashes[f"source:hub:{recipe.source.dataset}"] = rows_sha256(rows)
     for name in stage_templates(recipe):
         hashes[f"template:{name}"] = template_sha256(name)
     return hashes

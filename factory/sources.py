@@ -37,9 +37,10 @@ def read_source(spec: SourceSpec, base_dir: Path) -> tuple[list[dict[str, Any]],
     """Rows with `_sp_id`/`_sp_status` set and the field mapping applied, plus a label for messages."""
     if spec.kind == "none":
         return [], "(no source)"
+    raw: Iterable[dict[str, Any]]
     if spec.kind == "hub":
-        label = f"hub:{spec.dataset}" + (f"@{spec.revision}" if spec.revision else "")
-        raw: Iterable[dict[str, Any]] = _read_hub(spec)
+        raw, revision = _read_hub(spec)
+        label = f"hub:{spec.dataset}" + (f"@{revision}" if revision else "")
     else:
         path = source_path(spec, base_dir)
         label = str(path)
@@ -166,13 +167,31 @@ def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
             yield obj
 
 
-def _read_hub(spec: SourceSpec) -> Iterable[dict[str, Any]]:
-    import datasets
+def resolve_hub_revision(spec: SourceSpec) -> str | None:
+    """The commit sha `spec.revision` (a branch, tag or sha; None = main) names on the Hub now, or
+    None when the Hub cannot be asked (offline): the run then reads the revision as given."""
+    if spec.kind != "hub" or spec.dataset is None:
+        return None
+    from huggingface_hub import HfApi
 
     try:
-        ds = datasets.load_dataset(spec.dataset, spec.name, split=spec.split, revision=spec.revision)
+        sha = HfApi().dataset_info(spec.dataset, revision=spec.revision).sha
+    except Exception:  # offline, or a server without this route: load_dataset reports real errors
+        return None
+    return str(sha) if sha else None
+
+
+def _read_hub(spec: SourceSpec) -> tuple[Iterable[dict[str, Any]], str | None]:
+    """The split's rows and the revision read (the resolved commit sha when the Hub could say)."""
+    import datasets
+
+    # read the commit resolved now, so the recorded revision is exactly what was read
+    revision = resolve_hub_revision(spec) or spec.revision
+    try:
+        ds = datasets.load_dataset(spec.dataset, spec.name, split=spec.split, revision=revision)
     except Exception as exc:  # network, missing repo, bad split: all user-fixable
         raise UserError(
-            f"cannot load {type(exc).__name__}: {str(exc).splitlines()[0]}", where=f"hub:{spec.dataset}"
+            f"cannot load split {spec.split!r}: {str(exc).splitlines()[0]} ({type(exc).__name__})",
+            where=f"hub:{spec.dataset}",
         ) from None
-    return ds  # read_source stops at `limit` while iterating  # type: ignore[no-any-return]
+    return ds, revision  # read_source stops at `limit` while iterating

@@ -15,6 +15,8 @@ os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.hub_env"]  # the `hub` and `datasets_client` fixtures
+
 
 @pytest.fixture(scope="session")
 def c2syn_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
