@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from factory.card_check import HARMFUL_TAG, size_category
+from factory.generators import stage_decodings
 from schemas.manifest import DatasetManifest
 from schemas.recipe import Recipe
 
@@ -81,6 +82,15 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
         for g in manifest.generators:
             decoding = ", ".join(f"{k}={v}" for k, v in g.generation.items() if v not in (None, []))
             lines.append(f"| {g.backend} | {g.kind} | `{g.model}` | {g.revision or '-'} | {decoding} |")
+        decodings = stage_decodings(recipe)
+        if decodings:
+            lines += ["", "Decoding per LLM stage (the backend's, with the stage's overrides):", ""]
+            lines += ["| stage | role | model | decoding |", "|---|---|---|---|"]
+            for d in decodings:
+                shown = ", ".join(
+                    f"{k}={v}" for k, v in d.decoding.model_dump().items() if v not in (None, [])
+                )
+                lines.append(f"| {d.stage} | {d.role} | `{d.model}` | {shown} |")
     else:
         lines.append("No LLM was used.")
     lines += [

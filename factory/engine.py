@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from factory import __version__
 from factory.errors import UserError
 from factory.exporters import ExportContext
+from factory.generators import model_id, model_revision, stage_decodings
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
@@ -24,7 +25,6 @@ from factory.request_cache import RequestCache
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
-from schemas.generation import GenerationParams
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
 
@@ -189,39 +189,19 @@ class StageTally:
 
 def export_context(loaded: LoadedRecipe) -> ExportContext:
     recipe = loaded.recipe
-    llm_stage = next((s for s in recipe.stages if s.backend), None)
-    if llm_stage is None or llm_stage.backend is None:
+    stages = stage_decodings(recipe)
+    if not stages:
         return ExportContext(recipe_name=recipe.name, recipe_hash=loaded.hash, seed=recipe.seed)
-    spec = recipe.backends[llm_stage.backend]
+    first = stages[0]
     return ExportContext(
         recipe_name=recipe.name,
         recipe_hash=loaded.hash,
         seed=recipe.seed,
-        generator_model=_model_id(spec.model),
-        generator_revision=_model_revision(spec.model, spec.revision),
-        decoding=GenerationParams.model_validate(
-            {
-                **spec.generation.model_dump(),
-                **{k: v for k, v in (llm_stage.params.get("generation") or {}).items() if v is not None},
-            }
-        ),
+        generator_model=first.model,
+        generator_revision=first.revision,
+        decoding=first.decoding,
+        stages=tuple(stages),
     )
-
-
-def _model_id(model: str) -> str:
-    if model == "bundled":
-        from factory.backends.bundled_model import MODEL_ID
-
-        return MODEL_ID
-    return model
-
-
-def _model_revision(model: str, revision: str | None) -> str | None:
-    if model == "bundled":
-        from factory.backends.bundled_model import REVISION
-
-        return REVISION
-    return revision
 
 
 def _on_ray(pipeline: Any, address: str | None) -> Any:
@@ -351,8 +331,8 @@ def run_recipe(
             GeneratorInfo(
                 backend=name,
                 kind=spec.kind,
-                model=_model_id(spec.model),
-                revision=_model_revision(spec.model, spec.revision),
+                model=model_id(spec.model),
+                revision=model_revision(spec.model, spec.revision),
                 generation=spec.generation.model_dump(mode="json"),
             )
             for name, spec in recipe.backends.items()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
-from schemas.provenance import Provenance
+from schemas.provenance import Provenance, StageDecoding
 from schemas.records import C2Group, PromptResponse
 
 
@@ -24,6 +24,7 @@ class ExportContext:
     generator_model: str = "none"
     generator_revision: str | None = None
     decoding: GenerationParams = field(default_factory=GenerationParams)
+    stages: tuple[StageDecoding, ...] = ()
 
     def provenance(self, source_id: str) -> Provenance:
         return Provenance(
@@ -34,6 +35,7 @@ class ExportContext:
             decoding=self.decoding,
             seed=self.seed,
             source_id=source_id,
+            stages=list(self.stages),
         )
 
 

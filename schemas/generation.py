@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +20,23 @@ class GenerationParams(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+
+
+class DecodingOverride(BaseModel):
+    """Per-stage decoding overrides on top of the backend's `generation` (None = the backend's value)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+
+
+def merged_decoding(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> GenerationParams:
+    """The backend's decoding with a stage's overrides on top; a None override keeps the backend's value."""
+    merged = dict(base or {})
+    merged.update({k: v for k, v in (override or {}).items() if v is not None})
+    return GenerationParams.model_validate(merged)
 
 
 class BackendSpec(BaseModel):

@@ -11,17 +11,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.generation import DecodingOverride
 from schemas.step_params_base import StepParams
-
-
-class DecodingOverride(BaseModel):
-    """Per-stage decoding overrides on top of the backend's `generation` (None = the backend's value)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_new_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, gt=0.0)
 
 
 class LLMStepParams(StepParams):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from schemas.generation import DecodingOverride
 from schemas.ptalign_params import PTALIGN_EXPORTERS, PTALIGN_STEP_PARAMS
 from schemas.step_params_base import StepParams
 
@@ -96,25 +97,20 @@ class C2TruncateParams(StepParams):
     triggers: list[str] = Field(default_factory=lambda: list(C2_TRIGGERS), min_length=1)
 
 
-class GenerationOverride(BaseModel):
-    """Per-stage decoding overrides on top of the backend's `generation`."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_new_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, gt=0.0)
-
-
 class C2GenerateParams(StepParams):
     """Generate SR (answer to the bare prompt) and the 4 continuations of the open assistant turns."""
 
     needs_llm: ClassVar[bool] = True
-    generation: GenerationOverride = Field(default_factory=GenerationOverride)
+    generation: DecodingOverride = Field(default_factory=DecodingOverride)
     system_prompt: str | None = None
 
     def llm_calls_per_row(self) -> float:
         return 5.0  # SR + one continuation per cut
+
+
+# the SR safety check's own decoding: a short greedy yes/no, and sampled re-generations
+SR_JUDGE_DECODING: dict[str, Any] = {"max_new_tokens": 4, "temperature": 0.0}
+SR_REGENERATE_DECODING: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}
 
 
 class C2SafetyCheckParams(StepParams):
@@ -129,6 +125,14 @@ class C2SafetyCheckParams(StepParams):
     def requires_backend(self) -> bool:
         return self.judge == "llm" or self.action == "regenerate"
 
+    def decodings(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if self.judge == "llm":
+            out["judge"] = dict(SR_JUDGE_DECODING)
+        if self.action == "regenerate":
+            out["regenerate"] = dict(SR_REGENERATE_DECODING)  # seeded: recipe seed + attempt
+        return out
+
     def llm_calls_per_row(self) -> float:
         judge = 1.0 if self.judge == "llm" else 0.0
         regenerate = 1.0 if self.action == "regenerate" else 0.0
@@ -142,7 +146,7 @@ class RespondParams(StepParams):
     input_column: str = "prompt"
     output_column: str = "response"
     system_prompt: str | None = None
-    generation: GenerationOverride = Field(default_factory=GenerationOverride)
+    generation: DecodingOverride = Field(default_factory=DecodingOverride)
 
 
 class C2RankParams(StepParams):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +24,17 @@ class StepParams(BaseModel):
     def rows_out_per_row(self) -> float:
         """How many rows leave this stage per row that enters it (expanding steps return > 1)."""
         return 1.0
+
+    def decodings(self) -> dict[str, dict[str, Any]]:
+        """The decoding overrides this stage applies on top of its backend's, by role (`generation`,
+        `judge_generation`, ...): every field holding a `DecodingOverride`. Recorded in provenance."""
+        from schemas.generation import DecodingOverride
+
+        return {
+            name: value.model_dump(exclude_none=True)
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), DecodingOverride)
+        }
 
     def max_rows_out(self) -> int | None:
         """A cap on the rows this stage lets through in all (None: no cap)."""

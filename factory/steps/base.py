@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from distilabel.typing import StepColumns, StepOutput
 
     from factory.backends import Backend
+    from schemas.generation import GenerationParams
 
 
 class SafeprefStep(Step):
@@ -96,6 +97,13 @@ class SafeprefStep(Step):
             self._backend.close()
             self._backend = None
         super().unload()
+
+    def decoding(self, key: str = "generation") -> "GenerationParams":
+        """The backend's decoding with this stage's `params[key]` overrides on top."""
+        from schemas.generation import merged_decoding
+
+        assert self.backend_spec is not None
+        return merged_decoding(self.backend_spec.get("generation"), self.params.get(key))
 
     @property
     def backend(self) -> "Backend":

@@ -239,7 +239,7 @@ class C2Generate(SafeprefStep):
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         from factory.backends import ChatRequest
 
-        params = self._generation_params()
+        params = self.decoding()
         system = self.params.get("system_prompt")
         head = [{"role": "system", "content": system}] if system else []
         requests = []
@@ -272,14 +272,6 @@ class C2Generate(SafeprefStep):
                 raise RowFailed("empty completion", c.raw if c.raw is not None else c.text)
         row["sr"] = completions[0].text.strip()
         row["continuations"] = [c.text for c in completions[1:]]
-
-    def _generation_params(self) -> Any:
-        from schemas.generation import GenerationParams
-
-        assert self.backend_spec is not None
-        base = dict(self.backend_spec.get("generation") or {})
-        base.update({k: v for k, v in (self.params.get("generation") or {}).items() if v is not None})
-        return GenerationParams.model_validate(base)
 
 
 class C2SafetyCheck(SafeprefStep):
@@ -314,10 +306,12 @@ class C2SafetyCheck(SafeprefStep):
             return [contains_any(r["sr"], self.params["keywords"]) for r in rows]
         from factory.backends import ChatRequest
         from factory.templates import render_template
-        from schemas.generation import GenerationParams
+        from schemas.generation import merged_decoding
+        from schemas.step_params import SR_JUDGE_DECODING
 
         template = self.params.get("judge_template") or "c2syn_sr_judge.jinja"
-        judge_params = GenerationParams(max_new_tokens=4, temperature=0.0)
+        assert self.backend_spec is not None
+        judge_params = merged_decoding(self.backend_spec.get("generation"), SR_JUDGE_DECODING)
         requests = [
             ChatRequest(
                 messages=[
@@ -338,12 +332,13 @@ class C2SafetyCheck(SafeprefStep):
 
     def _regenerate(self, rows: list[dict[str, Any]], attempt: int) -> None:
         from factory.backends import ChatRequest
-        from schemas.generation import GenerationParams
+        from schemas.generation import merged_decoding
+        from schemas.step_params import SR_REGENERATE_DECODING
 
         assert self.backend_spec is not None
-        base = dict(self.backend_spec.get("generation") or {})
-        base.update(temperature=0.8, top_p=0.95, seed=self.seed + attempt + 1)
-        params = GenerationParams.model_validate(base)
+        params = merged_decoding(
+            self.backend_spec.get("generation"), {**SR_REGENERATE_DECODING, "seed": self.seed + attempt + 1}
+        )
         requests = [
             ChatRequest(messages=[{"role": "user", "content": r["prompt"]}], params=params) for r in rows
         ]

@@ -28,12 +28,8 @@ class Respond(SafeprefStep):
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         from factory.backends import ChatRequest
-        from schemas.generation import GenerationParams
 
-        assert self.backend_spec is not None
-        gen = dict(self.backend_spec.get("generation") or {})
-        gen.update({k: v for k, v in (self.params.get("generation") or {}).items() if v is not None})
-        params = GenerationParams.model_validate(gen)
+        params = self.decoding()
         system = self.params.get("system_prompt")
         head = [{"role": "system", "content": system}] if system else []
         column = self.params["input_column"]

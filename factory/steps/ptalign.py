@@ -63,14 +63,6 @@ def select_demonstrations(demos: list[dict[str, Any]], domain_id: str | None, k:
 class PTAlignLLMStep(SafeprefStep):
     """Shared LLM plumbing: decoding per stage, per-request seeds, one batched generate per call kind."""
 
-    def decoding(self, override_key: str = "generation") -> GenerationParams:
-        from schemas.generation import GenerationParams
-
-        assert self.backend_spec is not None
-        base = dict(self.backend_spec.get("generation") or {})
-        base.update({k: v for k, v in (self.params.get(override_key) or {}).items() if v is not None})
-        return GenerationParams.model_validate(base)
-
     def ask(
         self,
         calls: list[tuple[Row, str, str, dict[str, Any]]],
