@@ -116,8 +116,10 @@ def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
 def validate(recipe: RecipeArg, overrides: SetOpt = None) -> None:
     """Validate a recipe without running it."""
     from factory.recipe_loader import load_recipe
+    from factory.reproducibility import input_hashes
 
     loaded = load_recipe(recipe, overrides)
+    input_hashes(loaded.recipe, loaded.base_dir)  # the source file and every prompt template exist
     console.print(
         f"[green]ok[/] {loaded.path} (recipe {loaded.recipe.name} v{loaded.recipe.version}, sha256 {loaded.hash[:12]})"
     )

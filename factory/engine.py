@@ -58,6 +58,7 @@ def build_pipeline(
                     stage=stage.name,
                     params=stage.params,
                     seed=recipe.seed,
+                    template_dir=str(loaded.base_dir.resolve()),
                     backend_spec=recipe.backends[stage.backend].model_dump(mode="json")
                     if stage.backend
                     else None,

@@ -46,5 +46,5 @@ def input_hashes(recipe: Recipe, base_dir: Path, rows: list[dict[str, Any]] | No
     elif recipe.source.kind == "hub" and rows is not None:
         hashes[f"source:hub:{recipe.source.dataset}"] = rows_sha256(rows)
     for name in stage_templates(recipe):
-        hashes[f"template:{name}"] = template_sha256(name)
+        hashes[f"template:{name}"] = template_sha256(name, str(base_dir))
     return hashes

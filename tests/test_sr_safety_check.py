@@ -70,3 +70,49 @@ def test_safety_check_plan_counts_regenerations() -> None:
     assert C2SafetyCheckParams(judge="keyword", action="drop").llm_calls_per_row() == 0
     assert C2SafetyCheckParams(judge="llm", action="drop").llm_calls_per_row() == 1
     assert C2SafetyCheckParams(judge="llm", action="regenerate", max_regenerations=2).llm_calls_per_row() == 5
+
+
+@pytest.mark.slow
+def test_a_judge_template_beside_the_recipe_is_used_and_hashed(tmp_path: Path) -> None:
+    import hashlib
+
+    from factory.backends.transformers_backend import TransformersBackend
+    from schemas.generation import BackendSpec
+    from tests.openai_server import OpenAITestServer
+
+    template = tmp_path / "my_judge.jinja"
+    template.write_text("MY-OWN-JUDGE. Reply: {{ response }}\nIs the reply safe? Answer yes or no.")
+    check = {"judge": "llm", "action": "drop", "judge_template": "my_judge.jinja"}
+    path = _recipe(tmp_path, check, backend=True)
+    backend = TransformersBackend(BackendSpec(kind="transformers", model="bundled", batch_size=8))
+    with OpenAITestServer(backend) as server:
+        data = yaml.safe_load(path.read_text())
+        data["backends"]["local"] = {
+            "kind": "openai",
+            "base_url": server.url,
+            "model": "bundled",
+            "generation": {"max_new_tokens": 4},
+        }
+        path.write_text(yaml.safe_dump(data))
+        result = run_recipe(load_recipe(str(path)), tmp_path / "out", allow_import_steps=True)
+        bodies = [json.dumps(entry.body) for entry in server.log]
+    backend.close()
+    assert len(bodies) == 9 and all("MY-OWN-JUDGE" in b for b in bodies)  # one judge call per group
+    sha = hashlib.sha256(template.read_bytes()).hexdigest()
+    assert result.manifest.inputs_sha256["template:my_judge.jinja"] == sha
+    counts = result.manifest.counts
+    assert counts.output + counts.filtered.get("unsafe_safe_response", 0) == 9
+
+
+def test_validate_names_a_missing_prompt_template(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = _recipe(tmp_path, {"judge": "llm", "action": "drop", "judge_template": "nope.jinja"}, backend=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "factory", "validate", str(path)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path}: prompt template 'nope.jinja' not found"]

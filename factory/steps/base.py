@@ -58,6 +58,9 @@ class SafeprefStep(Step):
     params: dict[str, Any] = Field(default_factory=dict)
     backend_spec: dict[str, Any] | None = None
     seed: int = 0
+    template_dir: str | None = Field(
+        None, description="the recipe's folder: prompt templates are looked up there, then built in"
+    )
 
     required: ClassVar[tuple[str, ...]] = ()
     produced: ClassVar[tuple[str, ...]] = ()
@@ -97,6 +100,12 @@ class SafeprefStep(Step):
             self._backend.close()
             self._backend = None
         super().unload()
+
+    def render(self, template: str, **context: Any) -> str:
+        """Render a prompt template from the recipe's folder or the built-in templates (sandboxed)."""
+        from factory.templates import render_template
+
+        return render_template(template, self.template_dir, **context)
 
     def decoding(self, key: str = "generation") -> "GenerationParams":
         """The backend's decoding with this stage's `params[key]` overrides on top."""

@@ -305,7 +305,6 @@ class C2SafetyCheck(SafeprefStep):
         if self.params["judge"] == "keyword":
             return [contains_any(r["sr"], self.params["keywords"]) for r in rows]
         from factory.backends import ChatRequest
-        from factory.templates import render_template
         from schemas.generation import merged_decoding
         from schemas.step_params import SR_JUDGE_DECODING
 
@@ -317,7 +316,7 @@ class C2SafetyCheck(SafeprefStep):
                 messages=[
                     {
                         "role": "user",
-                        "content": render_template(template, request=r["prompt"], response=r["sr"]),
+                        "content": self.render(template, request=r["prompt"], response=r["sr"]),
                     }
                 ],
                 params=judge_params,

@@ -72,12 +72,11 @@ class PTAlignLLMStep(SafeprefStep):
     ) -> list[Completion]:
         """One generate() for `calls` = [(row, tag, template, context)]; usage is recorded per row."""
         from factory.backends import ChatRequest
-        from factory.templates import render_template
 
         params = decoding or self.decoding()
         requests: list[ChatRequest] = []
         for row, tag, template, context in calls:
-            messages = [{"role": "user", "content": render_template(template, **context)}]
+            messages = [{"role": "user", "content": self.render(template, **context)}]
             if prefill:
                 messages.append({"role": "assistant", "content": prefill})
             p = params
