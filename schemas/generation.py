@@ -56,9 +56,12 @@ class BackendSpec(BaseModel):
         "OPENAI_API_KEY", description="Name of the env var holding the key (never the key)"
     )
     prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
-    max_concurrency: int = Field(8, ge=1, le=1024)
+    max_concurrency: int = Field(8, ge=1, le=1024, description="requests in flight per replica (base_url)")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
+    replica_cooldown_s: float = Field(
+        30.0, ge=0, description="a replica that refused a connection is skipped this long, then tried again"
+    )
     # in-process backends
     batch_size: int = Field(8, ge=1, le=4096)
     device: str | None = None

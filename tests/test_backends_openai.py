@@ -143,11 +143,16 @@ def test_client_errors_are_not_retried(server: OpenAITestServer) -> None:
 def test_unusable_bodies_become_errors_with_the_raw_body(
     server: OpenAITestServer, fault: str, error: str
 ) -> None:
-    server.inject(fault)
-    [completion] = client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
-    assert completion.error is not None and completion.error.startswith(error)
+    server.inject(fault)  # once: the retry gets a good answer
+    [recovered] = client(server.url).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert recovered.error is None and recovered.text and len(server.log) == 2
+    server.reset()
+    server.inject(fault, times=10)  # every attempt: give up with the last raw body
+    [completion] = client(server.url, max_retries=2).generate([ChatRequest(ask("Hi."), SHORT)])
+    assert completion.error is not None and completion.error.startswith("gave up after 3 attempt(s)")
+    assert error in completion.error
     assert completion.raw is not None and '"choices"' in completion.raw
-    assert len(server.log) == 1  # a 200 is not retried
+    assert len(server.log) == 3
 
 
 def test_a_timeout_is_retried_then_reported(server: OpenAITestServer) -> None:
@@ -170,15 +175,27 @@ def test_concurrency_is_bounded(model: TransformersBackend) -> None:
         assert slow.max_in_flight == 2
 
 
-def test_replicas_round_robin_and_a_dead_one_is_skipped(model: TransformersBackend) -> None:
-    with OpenAITestServer(model) as a, OpenAITestServer(model) as b:
+def test_replicas_share_the_load_with_bounded_concurrency_per_replica(model: TransformersBackend) -> None:
+    with OpenAITestServer(model, latency_s=0.2) as a, OpenAITestServer(model, latency_s=0.2) as b:
+        requests = [ChatRequest(ask("Hi."), GenerationParams(max_new_tokens=1)) for _ in range(8)]
+        completions = client([a.url, b.url], max_concurrency=2).generate(requests)
+        assert all(c.error is None for c in completions)
+        assert len(a.log) + len(b.log) == 8 and len(a.log) >= 2 and len(b.log) >= 2
+        assert a.max_in_flight == 2 and b.max_in_flight == 2  # per replica, not in all
+
+
+def test_a_dead_replica_is_skipped_until_its_cooldown_ends(model: TransformersBackend) -> None:
+    with OpenAITestServer(model) as a:
+        dead = free_port_url()
         requests = [ChatRequest(ask("Hi."), GenerationParams(max_new_tokens=1)) for _ in range(4)]
-        completions = client([a.url, b.url], max_concurrency=1).generate(requests)
-        assert all(c.error is None for c in completions)
-        assert (len(a.log), len(b.log)) == (2, 2)
-        completions = client([free_port_url(), a.url], max_concurrency=1).generate(requests)
-        assert all(c.error is None for c in completions)
-        assert len(a.log) == 2 + 4  # every request served once, the dead replica tried once in all
+        backend = client([dead, a.url], max_concurrency=1, replica_cooldown_s=60)
+        assert all(c.error is None for c in backend.generate(requests))
+        assert len(a.log) == 4 and backend.unavailable() == [dead]  # its request was retried on `a`
+        assert all(c.error is None for c in backend.generate(requests))
+        assert len(a.log) == 8 and backend.unavailable() == [dead]
+        again = client([dead, a.url], max_concurrency=1, replica_cooldown_s=0)
+        assert all(c.error is None for c in again.generate(requests))
+        assert again.unavailable() == []  # no cooldown: tried again on every pick, still no failures
 
 
 def test_an_unreachable_server_gives_errors(model: TransformersBackend) -> None:

@@ -61,6 +61,9 @@ def test_each_fault_kind_is_retried_or_quarantined_and_counts_add_up(
     server.inject("status", times=1, status=429, retry_after=0.1, match=json.dumps(PROMPTS[0])[1:-1])
     server.inject("hang", times=1, hang_s=3, match=json.dumps(PROMPTS[4])[1:-1])
     server.inject("drop", times=1, match=json.dumps(PROMPTS[5])[1:-1])
+    # a transient malformed body and a transient empty completion: retried, then fine
+    server.inject("malformed", times=1, match=json.dumps(PROMPTS[0])[1:-1])
+    server.inject("empty", times=1, match=json.dumps(PROMPTS[4])[1:-1])
 
     out = tmp_path / "out"
     result = run_recipe(load_recipe("c2syn-demo", _recipe(server), limit=6), out)

@@ -1,9 +1,11 @@
 """Any OpenAI-compatible server (`vllm serve`, llama.cpp, SGLang, hosted) over httpx.
 
-Concurrency is a thread pool bounded by `max_concurrency`; `base_url` may list replicas (round-robin;
-one that refuses connections is skipped for the rest of the call). Connect errors, timeouts, 429 and
-5xx are retried with exponential backoff and jitter (a `Retry-After` header wins). Anything else that
-goes wrong with one request becomes a `Completion` with `error` and `raw` set.
+`base_url` may list replicas: requests go round-robin to a replica with a free slot, at most
+`max_concurrency` in flight per replica; one that refuses a connection is skipped for
+`replica_cooldown_s`, and the request is retried elsewhere. Connect errors, timeouts, 429, 5xx and
+unusable 200 bodies (malformed or truncated JSON, no text, an empty completion) are retried with
+exponential backoff and jitter (a `Retry-After` header wins); when the retries run out, or on any other
+4xx, the request becomes a `Completion` with `error` and `raw` set.
 
 Prefill: `prefill_mode: continue_final_message` relies on the vLLM/SGLang chat extension (servers that
 ignore it, such as llama.cpp, silently close the turn); `prefill_mode: completions` renders the prompt
@@ -66,12 +68,13 @@ class OpenAIBackend:
         if os.environ.get(spec.api_key_env):
             headers["Authorization"] = "Bearer " + os.environ[spec.api_key_env]
         timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0))
-        limits = httpx.Limits(
-            max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
-        )
+        connections = spec.max_concurrency * len(self.base_urls)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._client = httpx.Client(headers=headers, timeout=timeout, limits=limits)
         self._next_replica = itertools.count()
         self._lock = threading.Lock()
+        self._slots = {u: threading.BoundedSemaphore(spec.max_concurrency) for u in self.base_urls}
+        self._down_until: dict[str, float] = {}  # replica -> monotonic time it may be tried again
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model_id={self.model_id!r}, base_urls={self.base_urls!r})"
@@ -79,17 +82,22 @@ class OpenAIBackend:
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         if not requests:
             return []
-        dead: set[str] = set()  # replicas that refused connections during this call
-        workers = min(self.spec.max_concurrency, len(requests))
+        workers = min(self.spec.max_concurrency * len(self.base_urls), len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend") as pool:
-            return list(pool.map(lambda r: self._complete(r, dead), requests))
+            return list(pool.map(self._complete, requests))
+
+    def unavailable(self) -> list[str]:
+        """Replicas skipped now because they refused a connection within `replica_cooldown_s`."""
+        now = time.monotonic()
+        with self._lock:
+            return [u for u in self.base_urls if self._down_until.get(u, 0.0) > now]
 
     def close(self) -> None:
         self._client.close()
 
     # one request -----------------------------------------------------------------------------------
 
-    def _complete(self, request: ChatRequest, dead: set[str]) -> Completion:
+    def _complete(self, request: ChatRequest) -> Completion:
         problem = message_problem(request.messages)
         if problem is not None:
             return failed(problem)
@@ -100,27 +108,35 @@ class OpenAIBackend:
         last_error = "no attempt made"
         raw: str | None = None
         retry_after: float | None = None
+        failed_here: set[str] = set()  # replicas that failed this request: retry it elsewhere
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
                 time.sleep(self._delay(attempt, retry_after))
             retry_after = None
-            url = self._pick_replica(dead)
+            url = self._acquire_replica(failed_here)
             try:
                 response = self._client.post(url + path, json=body)
             except _RETRYABLE_EXCEPTIONS as exc:
                 if isinstance(exc, _CONNECT_FAILURES):
-                    with self._lock:
-                        dead.add(url)
+                    self._mark_down(url)
                 last_error, raw = f"{type(exc).__name__} from {url}: {exc}", None
+                failed_here.add(url)
                 continue
+            finally:
+                self._slots[url].release()
             if response.status_code == 429 or response.status_code >= 500:
                 retry_after = _retry_after_s(response.headers.get("Retry-After"))
                 last_error, raw = f"HTTP {response.status_code} from {url}", response.text
+                failed_here.add(url)
                 continue
             if response.status_code >= 400:
                 error = f"HTTP {response.status_code} from {url}: {_snippet(response.text)}"
                 return self._scrubbed(failed(error, response.text))
-            return self._scrubbed(_parse(response.text, path, request.params))
+            completion = _parse(response.text, path, request.params)
+            if completion.error is None:
+                return self._scrubbed(completion)
+            last_error, raw = f"{completion.error} from {url}", completion.raw  # unusable 200: retry
+            failed_here.add(url)
         attempts = self.spec.max_retries + 1
         return self._scrubbed(failed(f"gave up after {attempts} attempt(s): {last_error}", raw))
 
@@ -151,10 +167,24 @@ class OpenAIBackend:
             body["add_generation_prompt"] = False
         return "/chat/completions", body
 
-    def _pick_replica(self, dead: set[str]) -> str:
+    def _acquire_replica(self, failed_here: set[str]) -> str:
+        """Take a slot on the next replica (round-robin) that is up, has not failed this request and
+        has a free slot; wait for the first in turn when all are busy. The caller releases the slot."""
+        now = time.monotonic()
         with self._lock:
-            alive = [u for u in self.base_urls if u not in dead] or self.base_urls
-            return alive[next(self._next_replica) % len(alive)]
+            up = [u for u in self.base_urls if self._down_until.get(u, 0.0) <= now] or self.base_urls
+            up = [u for u in up if u not in failed_here] or up
+            start = next(self._next_replica)
+            order = [up[(start + i) % len(up)] for i in range(len(up))]
+        for url in order:
+            if self._slots[url].acquire(blocking=False):
+                return url
+        self._slots[order[0]].acquire()
+        return order[0]
+
+    def _mark_down(self, url: str) -> None:
+        with self._lock:
+            self._down_until[url] = time.monotonic() + self.spec.replica_cooldown_s
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
