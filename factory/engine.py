@@ -54,6 +54,11 @@ def build_pipeline(
         for stage, cls in zip(recipe.stages, classes, strict=True):
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
             if issubclass(cls, SafeprefStep):
+                spec = recipe.backends[stage.backend] if stage.backend else None
+                if spec is not None and spec.kind == "vllm":  # on Ray, the actor must hold its GPUs
+                    from distilabel.steps import StepResources
+
+                    kwargs["resources"] = StepResources(gpus=spec.tensor_parallel_size)
                 kwargs.update(
                     stage=stage.name,
                     params=stage.params,

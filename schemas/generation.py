@@ -67,10 +67,23 @@ class BackendSpec(BaseModel):
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="vllm: GPUs one model is sharded across (on Ray: GPUs its stage's actor asks for)",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="vllm: share of each GPU's memory it may use"
+    )
     generation: GenerationParams = Field(default_factory=GenerationParams)
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> BackendSpec:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("an `openai` backend needs `base_url` (e.g. http://127.0.0.1:8000/v1)")
+        if self.kind != "vllm" and self.tensor_parallel_size != 1:
+            raise ValueError(
+                "tensor_parallel_size is a `vllm` backend setting (for `vllm serve`, pass it there)"
+            )
         return self

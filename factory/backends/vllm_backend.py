@@ -45,6 +45,10 @@ class VLLMBackend:
             trust_remote_code=spec.trust_remote_code,
             dtype=spec.dtype,
             max_num_seqs=spec.batch_size,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            # worker processes, not a Ray placement group: it also works inside a Ray actor
+            distributed_executor_backend="mp" if spec.tensor_parallel_size > 1 else None,
         )
         self._tokenizer = self._llm.get_tokenizer()
         self._context = self._llm.llm_engine.model_config.max_model_len
