@@ -103,11 +103,11 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
             else "."
         ),
         "",
-        "| stage | step | rows in | kept | filtered | quarantined | LLM calls | generated tokens |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stage | step | rows in | kept | filtered | quarantined | LLM calls | of them from cache | generated tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {name} | `{st.step}` | {st.rows_in:,} | {st.rows_ok:,} | {st.filtered:,} | {st.quarantined:,}"
-            f" | {st.llm_calls:,} | {st.completion_tokens:,} |"
+            f" | {st.llm_calls:,} | {st.cached_calls:,} | {st.completion_tokens:,} |"
             for name, st in manifest.stages.items()
         ),
         "",

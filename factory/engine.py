@@ -22,7 +22,7 @@ from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.request_cache import RequestCache
-from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE
+from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
@@ -186,11 +186,13 @@ class StageTally:
                 st.filtered += 1
             else:
                 st.quarantined += 1
-        for name, (calls, ptok, ctok) in json.loads(row.get(USAGE) or "{}").items():
+        for name, entry in json.loads(row.get(USAGE) or "{}").items():
             if name in self.stats:
+                calls, ptok, ctok, cached = read_usage(entry)
                 self.stats[name].llm_calls += calls
                 self.stats[name].prompt_tokens += ptok
                 self.stats[name].completion_tokens += ctok
+                self.stats[name].cached_calls += cached
 
 
 def export_context(loaded: LoadedRecipe) -> ExportContext:

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,11 @@ from schemas.generation import BackendSpec
 ENV_VAR = "SAFEPREF_REQUEST_CACHE"
 
 
-def request_key(backend: Any, kind: str, request: ChatRequest) -> str | None:
+def request_key(
+    backend: Any, kind: str, request: ChatRequest, rendering: dict[str, Any] | None = None
+) -> str | None:
+    """None when the request must not be cached (unseeded sampling). `rendering`: the backend
+    settings that change how messages become a prompt (tokenizer, prefill mode)."""
     params = request.params.model_dump(mode="json")
     if params.get("temperature", 0) > 0 and params.get("seed") is None:
         return None
@@ -36,6 +40,7 @@ def request_key(backend: Any, kind: str, request: ChatRequest) -> str | None:
         "revision": backend.revision,
         "messages": request.messages,
         "params": params,
+        **({"rendering": rendering} if rendering else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -92,7 +97,7 @@ class RequestCache:
         with self._lock:
             self._db.executemany(
                 "INSERT OR REPLACE INTO completions (key, value) VALUES (?, ?)",
-                [(k, json.dumps(asdict(c))) for k, c in items],
+                [(k, json.dumps({**asdict(c), "cached": False})) for k, c in items],
             )
             self._db.commit()
 
@@ -112,6 +117,13 @@ class CachedBackend:
         self._make, self.kind, self.cache = make_backend, spec.kind, cache
         self._inner: Backend | None = None
         self.model_id, self.revision = provenance_of(spec)
+        if self.revision is None and Path(spec.model).is_dir():  # a local folder: key on its content
+            from factory.reproducibility import folder_fingerprint
+
+            self.revision = "folder-sha256:" + folder_fingerprint(Path(spec.model))
+        self.rendering = {"tokenizer": spec.tokenizer}
+        if spec.kind == "openai":
+            self.rendering["prefill_mode"] = spec.prefill_mode
 
     @property
     def inner(self) -> Backend:
@@ -120,7 +132,7 @@ class CachedBackend:
         return self._inner
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
-        keys = [request_key(self, self.kind, r) for r in requests]
+        keys = [request_key(self, self.kind, r, self.rendering) for r in requests]
         cached = self.cache.get_many([k for k in keys if k is not None])
         todo = [i for i, k in enumerate(keys) if k is None or k not in cached]
         self.cache.hits += len(requests) - len(todo)
@@ -138,7 +150,7 @@ class CachedBackend:
             out[i] = c
         for i, k in enumerate(keys):
             if out[i] is None and k is not None:
-                out[i] = cached[k]
+                out[i] = replace(cached[k], cached=True)
         return out
 
     def close(self) -> None:

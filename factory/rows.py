@@ -5,6 +5,7 @@ Every row carries `_sp_id` (stable id), `_sp_status` (ok | filtered | quarantine
 """
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 STATUS = "_sp_status"
@@ -37,14 +38,24 @@ def is_ok(row: dict[str, Any]) -> bool:
     return row.get(STATUS) == "ok"
 
 
-def add_usage(
-    row: dict[str, Any], stage: str, calls: int, prompt_tokens: int, completion_tokens: int
-) -> None:
-    """Accumulate LLM usage on the row (a JSON string: stage -> [calls, prompt, completion])."""
+def add_usage(row: dict[str, Any], stage: str, completions: Sequence[Any]) -> None:
+    """Accumulate the LLM usage of `completions` on the row (a JSON string: stage -> [calls, prompt
+    tokens, completion tokens, calls answered from the request cache])."""
     usage = json.loads(row.get(USAGE) or "{}")
-    c, p, k = usage.get(stage, [0, 0, 0])
-    usage[stage] = [c + calls, p + prompt_tokens, k + completion_tokens]
+    c, p, k, cached = read_usage(usage.get(stage, []))
+    usage[stage] = [
+        c + len(completions),
+        p + sum(x.prompt_tokens for x in completions),
+        k + sum(x.completion_tokens for x in completions),
+        cached + sum(1 for x in completions if getattr(x, "cached", False)),
+    ]
     row[USAGE] = json.dumps(usage, sort_keys=True)
+
+
+def read_usage(entry: Sequence[int]) -> tuple[int, int, int, int]:
+    """(calls, prompt tokens, completion tokens, cached calls) of one stage's usage entry."""
+    padded = [*entry, 0, 0, 0, 0]
+    return padded[0], padded[1], padded[2], padded[3]
 
 
 EXPANSION_SEP = "/"

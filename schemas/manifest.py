@@ -65,6 +65,9 @@ class StageStats(BaseModel):
     filtered: int = 0
     quarantined: int = 0
     llm_calls: int = 0
+    cached_calls: int = Field(
+        0, description="of `llm_calls`, answered from the request cache (not generated again)"
+    )
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

@@ -72,3 +72,32 @@ def test_unseeded_sampling_has_no_key_and_seeded_sampling_does() -> None:
     assert request_key(_Named(), "transformers", unseeded) is None
     assert request_key(_Named(), "transformers", seeded) is not None
     assert request_key(_Named(), "transformers", greedy) != request_key(_Named(), "openai", greedy)
+
+
+def test_keys_follow_a_local_model_folders_content_and_the_prefill_mode(tmp_path: Path) -> None:
+    from factory.request_cache import CachedBackend
+    from schemas.generation import BackendSpec
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "model.safetensors").write_bytes(b"\0" * (4 << 20))  # large: sampled, not read whole
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], params=GenerationParams())
+    cache = RequestCache(tmp_path / "c.sqlite")
+
+    def key(**spec: object) -> str | None:
+        backend = CachedBackend(lambda: None, BackendSpec.model_validate(spec), cache)  # type: ignore[arg-type, return-value]
+        return request_key(backend, backend.kind, request, backend.rendering)
+
+    local = {"kind": "transformers", "model": str(model)}
+    before = key(**local)
+    assert key(**local) == before
+    with (model / "model.safetensors").open("r+b") as fh:  # same size, new weights (a fine-tune)
+        fh.seek(3 << 20)
+        fh.write(b"\1" * 16)
+    assert key(**local) != before
+    assert key(**local, revision="v1") != key(**local)
+
+    served = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    assert key(**served) != key(**served, prefill_mode="completions", tokenizer=str(model))
+    cache.close()

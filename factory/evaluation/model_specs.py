@@ -12,7 +12,6 @@ Forms:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Literal
 
 from factory.backends import Backend, create_backend
 from factory.errors import UserError
+from factory.reproducibility import folder_fingerprint
 from schemas.eval_report import ModelInfo
 from schemas.generation import BackendSpec
 
@@ -210,17 +210,3 @@ def _open_adapter(ref: ModelRef, common: dict[str, Any]) -> Backend:
     backend.model = merged.eval()
     backend.model_id, backend.revision = ref.spec, None
     return backend  # type: ignore[no-any-return]
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """sha256 over the small JSON files' contents and every other file's name and size (cheap, stable)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        digest.update(rel.encode() + b"\0")
-        if path.suffix == ".json" and path.stat().st_size < 1_000_000:
-            digest.update(path.read_bytes())
-        else:
-            digest.update(str(path.stat().st_size).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()

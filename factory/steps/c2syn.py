@@ -258,13 +258,7 @@ class C2Generate(SafeprefStep):
             self.guarded(row, self._store, completions[i * 5 : i * 5 + 5])
 
     def _store(self, row: dict[str, Any], completions: list[Any]) -> None:
-        add_usage(
-            row,
-            self.stage,
-            len(completions),
-            sum(c.prompt_tokens for c in completions),
-            sum(c.completion_tokens for c in completions),
-        )
+        add_usage(row, self.stage, completions)
         for c in completions:
             if c.error:
                 raise RowFailed(f"generation failed: {c.error}", c.raw)
@@ -325,7 +319,7 @@ class C2SafetyCheck(SafeprefStep):
         ]
         out = self.backend.generate(requests)
         for r, c in zip(rows, out, strict=True):
-            add_usage(r, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+            add_usage(r, self.stage, [c])
         # exact matching, as the reference judge: only a stripped, lower-cased "yes" counts as safe
         return [c.error is None and c.text.strip().lower() == "yes" for c in out]
 
@@ -342,7 +336,7 @@ class C2SafetyCheck(SafeprefStep):
             ChatRequest(messages=[{"role": "user", "content": r["prompt"]}], params=params) for r in rows
         ]
         for row, c in zip(rows, self.backend.generate(requests), strict=True):
-            add_usage(row, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+            add_usage(row, self.stage, [c])
             if c.error is None and c.text.strip():
                 row["sr"] = c.text.strip()
 

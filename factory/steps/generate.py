@@ -43,7 +43,7 @@ class Respond(SafeprefStep):
             self.guarded(row, self._store, completion)
 
     def _store(self, row: dict[str, Any], c: Any) -> None:
-        add_usage(row, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+        add_usage(row, self.stage, [c])
         if c.error:
             raise RowFailed(f"generation failed: {c.error}", c.raw)
         row[self.params["output_column"]] = c.text

@@ -87,7 +87,7 @@ class PTAlignLLMStep(SafeprefStep):
             requests.append(ChatRequest(messages=messages, params=p))
         completions = self.backend.generate(requests) if requests else []
         for (row, *_), c in zip(calls, completions, strict=True):
-            add_usage(row, self.stage, 1, c.prompt_tokens, c.completion_tokens)
+            add_usage(row, self.stage, [c])
         return completions
 
 
