@@ -17,6 +17,11 @@ CONTENT_WARNING = (
     "build systems that produce such content."
 )
 
+GATED_NOTE = (
+    "Access: this dataset holds harmful text, so `safepref publish` makes it private and gated by default "
+    "(manual approval of an access request that states a research use)."
+)
+
 
 def card_metadata(recipe: Recipe, manifest: DatasetManifest) -> dict[str, Any]:
     default = next(name for name, c in manifest.configs.items() if c.default)
@@ -54,7 +59,7 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
     lines.append(f"# {recipe.card.pretty_name}")
     lines.append("")
     if manifest.contains_harmful_text:
-        lines += [CONTENT_WARNING, ""]
+        lines += [CONTENT_WARNING, "", GATED_NOTE, ""]
     if recipe.card.description:
         lines += [recipe.card.description.strip(), ""]
     lines += ["## Configs", "", "| config | schema | split | rows |", "|---|---|---|---|"]

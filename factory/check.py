@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from factory.errors import UserError
 from schemas.manifest import DatasetManifest
-from schemas.registry import RECORD_SCHEMAS
+from schemas.registry import HARMFUL_TEXT_SCHEMAS, RECORD_SCHEMAS
 
 MAX_PROBLEMS = 50
 
@@ -57,6 +57,11 @@ def check_folder(folder: Path) -> CheckReport:
         if model is None:
             report.add(f"{config}: unknown schema {info.schema_name!r}")
             continue
+        if info.schema_name in HARMFUL_TEXT_SCHEMAS and not manifest.contains_harmful_text:
+            report.add(
+                f"{config}: schema {info.schema_name} holds harmful text but the manifest says"
+                " contains_harmful_text: false"
+            )
         for split, split_info in info.splits.items():
             listed = sorted(split_info.files)
             on_disk = sorted(str(p.relative_to(folder)) for p in (folder / config).glob(f"{split}-*.parquet"))

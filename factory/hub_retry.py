@@ -14,7 +14,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # 409/412: a concurrent change (stale parent commit); 429: rate limit; 5xx: the Hub is struggling.
-RETRYABLE_STATUS = frozenset({409, 412, 429, 500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({409, 412, 429})
+
+
+def retryable(status: int | None) -> bool:
+    """409/412/429 and every 5xx."""
+    return status is not None and (status in RETRYABLE_STATUS or 500 <= status < 600)
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ def with_retry(call: Callable[[], T], *, what: str, policy: RetryPolicy) -> T:
             return call()
         except Exception as exc:
             status = status_of(exc)
-            if status not in RETRYABLE_STATUS or attempt == policy.attempts - 1:
+            if not retryable(status) or attempt == policy.attempts - 1:
                 raise
             response = getattr(exc, "response", None)
             retry_after = response.headers.get("Retry-After") if response is not None else None

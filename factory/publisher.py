@@ -25,6 +25,7 @@ from factory.card_check import HARMFUL_TAG, check_card, check_card_text, split_c
 from factory.errors import UserError
 from factory.hub_retry import RetryPolicy, status_of, with_retry
 from schemas.manifest import DatasetManifest
+from schemas.registry import HARMFUL_TEXT_SCHEMAS
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -82,7 +83,10 @@ def publish_folder(
     if gated not in (None, "auto", "manual", "off"):
         raise UserError(f"--gated {gated!r} must be auto, manual or off")
     manifest = _validate_folder(folder)
-    harmful = manifest.contains_harmful_text
+    # the flag, or any config whose schema holds harmful text: a manifest cannot talk gating away
+    harmful = manifest.contains_harmful_text or any(
+        c.schema_name in HARMFUL_TEXT_SCHEMAS for c in manifest.configs.values()
+    )
     gating: Gating = gated or ("manual" if harmful else "off")
     if gating == "off" and harmful and not (public and yes):
         raise UserError(f"{folder}: holds harmful text; --gated off needs --public and --yes")

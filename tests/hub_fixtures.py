@@ -46,6 +46,26 @@ def pair_rows(n: int, tag: str = "") -> list[dict[str, Any]]:
     return rows
 
 
+def response_rows(n: int, tag: str = "") -> list[dict[str, Any]]:
+    """`n` prompt_response rows (a schema without harmful text) with mild text."""
+    provenance = {
+        "recipe_name": "tiny-responses",
+        "recipe_hash": "0123456789abcdef0123456789abcdef",
+        "generator_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "seed": 0,
+        "source_id": "",
+    }
+    return [
+        {
+            "prompt": f"{PROMPTS[i % len(PROMPTS)]} (#{i}{tag})",
+            "response": "Here is a calm, helpful answer.",
+            "source_id": f"src-{i}",
+            "provenance": {**provenance, "source_id": f"src-{i}"},
+        }
+        for i in range(n)
+    ]
+
+
 def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -64,23 +84,29 @@ def build_dataset_folder(
     """Write a valid dataset folder with one default config `pairs`; returns `root`.
 
     `splits` maps split -> rows (default {"train": 6, "test": 2}); `shards` files per split;
-    `card_meta` overrides keys of the card's YAML (None values remove the key).
+    `card_meta` overrides keys of the card's YAML (None values remove the key). `harmful=False`
+    writes a `prompt_response` config (a schema without harmful text) instead of `pairs`.
     """
     splits = splits or {"train": 6, "test": 2}
+    config, schema, exporter, make_rows = (
+        ("pairs", "preference_pair", "c2syn.pairs", pair_rows)
+        if harmful
+        else ("responses", "prompt_response", "generate.responses", response_rows)
+    )
     root.mkdir(parents=True, exist_ok=True)
     split_info: dict[str, Any] = {}
     data_files = []
     total = 0
     for split, n in splits.items():
-        rows = pair_rows(n, tag=f"{split}{tag}")
+        rows = make_rows(n, tag=f"{split}{tag}")
         files = []
         per = -(-n // shards)
         for s in range(shards):
-            name = f"pairs/{split}-{s:05d}-of-{shards:05d}.parquet"
+            name = f"{config}/{split}-{s:05d}-of-{shards:05d}.parquet"
             _write_parquet(root / name, rows[s * per : (s + 1) * per])
             files.append(name)
         split_info[split] = {"files": files, "num_rows": n}
-        data_files.append({"split": split, "path": f"pairs/{split}-*.parquet"})
+        data_files.append({"split": split, "path": f"{config}/{split}-*.parquet"})
         total += n
     _write_parquet(
         root / "quarantine/rows.parquet",
@@ -103,9 +129,9 @@ def build_dataset_folder(
             "seed": 0,
             "license": "cc-by-nc-4.0",
             "configs": {
-                "pairs": {
-                    "schema": "preference_pair",
-                    "exporter": "c2syn.pairs",
+                config: {
+                    "schema": schema,
+                    "exporter": exporter,
                     "default": True,
                     "splits": split_info,
                 }
@@ -132,7 +158,7 @@ def build_dataset_folder(
         "size_categories": [size_category(total)],
         "annotations_creators": ["machine-generated"],
         "tags": ["safety", "preference"],
-        "configs": [{"config_name": "pairs", "default": True, "data_files": data_files}],
+        "configs": [{"config_name": config, "default": True, "data_files": data_files}],
     }
     for key, value in (card_meta or {}).items():
         if value is None:

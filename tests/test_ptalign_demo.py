@@ -88,5 +88,6 @@ def test_demo_triples_respect_the_recipe(demo_run: Path) -> None:
 def test_the_demo_card_warns_and_is_tagged(demo_run: Path) -> None:
     card = (demo_run / "README.md").read_text()
     assert "Content warning" in card and "not-for-all-audiences" in card
+    assert "private and gated by default" in card
     for config in CONFIGS:
         assert f"config_name: {config}" in card

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import secrets
 import socket
@@ -60,6 +61,9 @@ def test_publish_then_load_dataset_at_tag_reads_exactly_the_folder(
     ds = datasets_client.load_dataset("alice/tiny", "pairs", revision="v0.1.0")  # type: ignore[attr-defined]
     for split in ("train", "test"):
         assert ds[split].to_list() == _rows(folder, split)
+    latest = datasets_client.load_dataset("alice/tiny")  # type: ignore[attr-defined]  # main, default config
+    for split in ("train", "test"):
+        assert latest[split].to_list() == _rows(folder, split)
 
 
 def test_routes_the_clients_use_are_pinned(hub: Hub, datasets_client, tmp_path: Path) -> None:
@@ -108,17 +112,18 @@ def test_changed_folder_replaces_stale_shards_in_one_commit(
     assert ds["train"].to_list() == _rows(newer, "train")
 
 
-def test_commit_is_retried_after_503_and_stale_parent_412(hub: Hub, tmp_path: Path) -> None:
+def test_commit_is_retried_after_5xx_and_stale_parent_412(hub: Hub, tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     publish_folder(folder, "alice/tiny")  # repo exists; now a second version meets a flaky Hub
     hub.server.inject(hs.COMMIT, 503)
+    hub.server.inject(hs.COMMIT, 507)  # any 5xx, not only the common ones
     hub.server.inject(hs.COMMIT, 412)
     start = len(hub.server.log)
 
     result = publish_folder(_folder(tmp_path, "v2", tag="-b"), "alice/tiny")
 
     statuses = [r.status for r in _since(hub.server, start) if r.route == hs.COMMIT]
-    assert statuses == [503, 412, 200]
+    assert statuses == [503, 507, 412, 200]
     assert hub.server.repos["alice/tiny"].branches["main"] == result.commit_oid
     puts = [r for r in _since(hub.server, start) if r.route == hs.LFS_PUT]
     assert len(puts) == 2  # the two new shards, once each, although the commit was sent three times
@@ -216,8 +221,19 @@ def test_harmful_schema_is_gated_with_tag_warning_and_access_form(hub: Hub, tmp_
     assert body.startswith(CONTENT_WARNING)
 
 
+def test_a_manifest_cannot_talk_a_harmful_schema_out_of_gating(hub: Hub, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)  # preference_pair: a schema that holds harmful text
+    manifest = read_manifest(folder)
+    manifest["contains_harmful_text"] = False
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    start = len(hub.server.log)
+    with pytest.raises(UserError, match="holds harmful text but the manifest says contains_harmful_text"):
+        publish_folder(folder, "alice/sneaky")
+    assert "alice/sneaky" not in hub.server.repos and _since(hub.server, start) == []
+
+
 def test_dataset_without_harmful_text_is_not_gated(hub: Hub, tmp_path: Path) -> None:
-    publish_folder(_folder(tmp_path, harmful=False), "alice/mild")
+    publish_folder(_folder(tmp_path, harmful=False), "alice/mild")  # a prompt_response config
     assert hub.server.repos["alice/mild"].gated is False
     meta, body = split_card(hub.server.file_bytes("alice/mild", "README.md").decode())
     assert meta is not None and HARMFUL_TAG not in meta["tags"] and "extra_gated_prompt" not in meta
