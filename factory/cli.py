@@ -149,6 +149,8 @@ def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by
     """Re-validate every row of a dataset folder against its schemas; exit 1 on any problem."""
     from factory.check import check_folder
 
+    if not folder.is_dir():
+        raise UserError("no such folder", where=str(folder))
     report = check_folder(folder)
     if report.ok:
         console.print(f"[green]ok[/] {folder}: {report.rows_checked} rows valid")
@@ -238,7 +240,7 @@ def train(
         str, typer.Argument(help="Training config file or built-in name (dpo-demo, ptalign-demo, …).")
     ],
     dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Dataset folder or Hub repo[@revision].")
+        str | None, typer.Option("--dataset", help="Dataset folder or Hub repo, optionally repo@revision.")
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Model path or Hub id (`bundled` = SmolLM2).")

@@ -45,6 +45,8 @@ def test_check_exits_1_and_names_the_problem(tmp_path: Path) -> None:
     proc = cli("check", str(tmp_path))
     assert proc.returncode == 1
     assert "no manifest.json" in proc.stderr
+    missing = cli("check", str(tmp_path / "nope"))  # a wrong path is a usage error, not a bad dataset
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder"
 
 
 def test_help_is_fast_and_lists_commands() -> None:
