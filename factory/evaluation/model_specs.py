@@ -113,7 +113,7 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
         return ModelInfo(spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url)
     if ref.kind == "adapter":
         base, revision = _adapter_base(Path(ref.target))
-        bundled = base == str(bundled_model.bundled_model_dir())
+        bundled = base in ("bundled", str(bundled_model.bundled_model_dir()))
         return ModelInfo(
             spec=ref.spec,
             slug=slug,
@@ -171,6 +171,14 @@ def open_backend(ref: ModelRef, options: BackendOptions) -> Backend:
 
 
 def _adapter_base(folder: Path) -> tuple[str, str | None]:
+    """(base model, revision) of an adapter folder; `bundled` when `safepref train` recorded that the
+    bundled model was its base (`base_model.json`)."""
+    try:
+        recorded = json.loads((folder / "base_model.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    if isinstance(recorded, dict) and recorded.get("model") == "bundled":
+        return "bundled", None
     where = str(folder / "adapter_config.json")
     try:
         config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
@@ -191,7 +199,7 @@ def _open_adapter(ref: ModelRef, common: dict[str, Any]) -> Backend:
 
     folder = Path(ref.target)
     base, revision = _adapter_base(folder)
-    bundled = base == str(bundled_model.bundled_model_dir())
+    bundled = base in ("bundled", str(bundled_model.bundled_model_dir()))
     has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     spec = BackendSpec.model_validate(
         {
