@@ -116,6 +116,15 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
             for name, st in manifest.stages.items()
         ),
         "",
+    ]
+    events = [
+        f"- stage `{name}`: " + ", ".join(f"{event} {n:,}" for event, n in sorted(st.events.items()))
+        for name, st in manifest.stages.items()
+        if st.events
+    ]
+    if events:
+        lines += ["Other events (rows kept, but changed on the way):", "", *events, ""]
+    lines += [
         "## Provenance",
         "",
         f"- recipe: `{manifest.recipe_name}` v{manifest.recipe_version}, sha256 `{manifest.recipe_hash}`"

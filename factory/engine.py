@@ -188,11 +188,13 @@ class StageTally:
                 st.quarantined += 1
         for name, entry in json.loads(row.get(USAGE) or "{}").items():
             if name in self.stats:
-                calls, ptok, ctok, cached = read_usage(entry)
-                self.stats[name].llm_calls += calls
-                self.stats[name].prompt_tokens += ptok
-                self.stats[name].completion_tokens += ctok
-                self.stats[name].cached_calls += cached
+                used, st = read_usage(entry), self.stats[name]
+                st.llm_calls += used["calls"]
+                st.prompt_tokens += used["prompt_tokens"]
+                st.completion_tokens += used["completion_tokens"]
+                st.cached_calls += used["cached"]
+                for event, n in used["events"].items():
+                    st.events[event] = st.events.get(event, 0) + n
 
 
 def export_context(loaded: LoadedRecipe) -> ExportContext:

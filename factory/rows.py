@@ -39,23 +39,36 @@ def is_ok(row: dict[str, Any]) -> bool:
 
 
 def add_usage(row: dict[str, Any], stage: str, completions: Sequence[Any]) -> None:
-    """Accumulate the LLM usage of `completions` on the row (a JSON string: stage -> [calls, prompt
-    tokens, completion tokens, calls answered from the request cache])."""
-    usage = json.loads(row.get(USAGE) or "{}")
-    c, p, k, cached = read_usage(usage.get(stage, []))
-    usage[stage] = [
-        c + len(completions),
-        p + sum(x.prompt_tokens for x in completions),
-        k + sum(x.completion_tokens for x in completions),
-        cached + sum(1 for x in completions if getattr(x, "cached", False)),
-    ]
+    """Accumulate the LLM usage of `completions` on the row (`_sp_usage`, a JSON string: stage ->
+    {calls, prompt_tokens, completion_tokens, cached, events})."""
+    usage, entry = _usage_entry(row, stage)
+    entry["calls"] += len(completions)
+    entry["prompt_tokens"] += sum(x.prompt_tokens for x in completions)
+    entry["completion_tokens"] += sum(x.completion_tokens for x in completions)
+    entry["cached"] += sum(1 for x in completions if getattr(x, "cached", False))
     row[USAGE] = json.dumps(usage, sort_keys=True)
 
 
-def read_usage(entry: Sequence[int]) -> tuple[int, int, int, int]:
-    """(calls, prompt tokens, completion tokens, cached calls) of one stage's usage entry."""
-    padded = [*entry, 0, 0, 0, 0]
-    return padded[0], padded[1], padded[2], padded[3]
+def count_event(row: dict[str, Any], stage: str, event: str, n: int = 1) -> None:
+    """Count something a stage did to the row that is neither a filter nor a failure (e.g. a re-draw
+    or a re-generation); the manifest and the card sum them per stage."""
+    usage, entry = _usage_entry(row, stage)
+    entry["events"][event] = entry["events"].get(event, 0) + n
+    row[USAGE] = json.dumps(usage, sort_keys=True)
+
+
+def read_usage(entry: Any) -> dict[str, Any]:
+    """One stage's usage entry with every key present."""
+    out: dict[str, Any] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0, "events": {}}
+    if isinstance(entry, dict):
+        out.update(entry)
+    return out
+
+
+def _usage_entry(row: dict[str, Any], stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    usage = json.loads(row.get(USAGE) or "{}")
+    usage[stage] = read_usage(usage.get(stage))
+    return usage, usage[stage]
 
 
 EXPANSION_SEP = "/"

@@ -70,6 +70,10 @@ class StageStats(BaseModel):
     )
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    events: dict[str, int] = Field(
+        default_factory=dict,
+        description="what the stage did besides filtering, e.g. cuts_redrawn, sr_regenerated",
+    )
 
 
 class DatasetManifest(BaseModel):

@@ -154,7 +154,7 @@ def test_strict_redraws_when_the_last_cut_would_be_the_whole_text() -> None:
         openers=C2_OPENERS,
         triggers=C2_TRIGGERS,
     )
-    assert tr.t_k == 1
+    assert tr.t_k == 1 and tr.redrawn
     assert tr.prefixes[-1] == "a,b,c,d,"
 
 

@@ -271,3 +271,37 @@ def test_a_vllm_stage_asks_ray_for_its_tensor_parallel_gpus(tmp_path: Path) -> N
     assert gpus == {"select": None, "truncate": None, "generate": 2, "rank": None}  # vllm not imported
     with pytest.raises(ValidationError, match="tensor_parallel_size is a `vllm` backend setting"):
         BackendSpec(kind="openai", base_url="http://127.0.0.1:8000/v1", tensor_parallel_size=2)
+
+
+def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path: Path) -> None:
+    from factory.steps.c2syn import row_rng, truncate
+    from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
+
+    # eight comma-ended clauses: t = 8, and t_k = 2 would put the last cut at the very end
+    clause = "leave the shared kitchen a little messy and skip your turn on the chore list again"
+    fhr = " ".join(f"{clause}," for _ in range(8))
+    rows = [
+        {
+            "prompt": f"How do I annoy my roommate, version {i}?",
+            "response_0": fhr,
+            "response_1": "Talk to them kindly.",
+            "is_response_0_safe": False,
+            "is_response_1_safe": True,
+        }
+        for i in range(8)
+    ]
+    kw = {"mode": "strict", "delimiters": C2_DELIMITERS, "openers": C2_OPENERS, "triggers": C2_TRIGGERS}
+    seed = DEMO["seed"]
+    expected = sum(truncate(fhr, row_rng(seed, str(i)), **kw).redrawn for i in range(8))  # type: ignore[arg-type]
+    assert 0 < expected < 8  # both cases occur among these rows
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = run_recipe(
+        load_recipe(str(canned_recipe(tmp_path, source={"kind": "file", "path": str(src)}))),
+        out,
+        allow_import_steps=True,
+    )
+    assert result.manifest.stages["truncate"].events == {"cuts_redrawn": expected}
+    assert result.manifest.counts.output == 8
+    assert f"stage `truncate`: cuts_redrawn {expected}" in (out / "README.md").read_text()

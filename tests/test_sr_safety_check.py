@@ -11,7 +11,7 @@ import yaml
 
 from factory.engine import run_recipe
 from factory.recipe_loader import load_recipe
-from tests.test_engine import DEMO
+from tests.test_engine import DEMO, DEMO_ROWS
 
 
 def _recipe(tmp_path: Path, check: dict[str, object], *, backend: bool = False) -> Path:
@@ -57,6 +57,7 @@ def test_regenerate_asks_the_llm_again_only_for_unsafe_srs(tmp_path: Path) -> No
     )
     stats = result.manifest.stages["check"]
     assert stats.llm_calls == 2  # one re-generation for each of the two unsafe SRs, none for the others
+    assert stats.events == {"sr_regenerated": 2}
     assert stats.rows_in == 9
     counts = result.manifest.counts
     assert counts.output + counts.filtered.get("unsafe_safe_response", 0) == 9
@@ -81,7 +82,9 @@ def test_a_judge_template_beside_the_recipe_is_used_and_hashed(tmp_path: Path) -
     from tests.openai_server import OpenAITestServer
 
     template = tmp_path / "my_judge.jinja"
-    template.write_text("MY-OWN-JUDGE. Reply: {{ response }}\nIs the reply safe? Answer yes or no.")
+    template.write_text(
+        "MY-OWN-JUDGE. Request: {{ request }}\nReply: {{ response }}\nIs the reply safe? Answer yes or no."
+    )
     check = {"judge": "llm", "action": "drop", "judge_template": "my_judge.jinja"}
     path = _recipe(tmp_path, check, backend=True)
     backend = TransformersBackend(BackendSpec(kind="transformers", model="bundled", batch_size=8))
@@ -94,6 +97,8 @@ def test_a_judge_template_beside_the_recipe_is_used_and_hashed(tmp_path: Path) -
             "generation": {"max_new_tokens": 4},
         }
         path.write_text(yaml.safe_dump(data))
+        # the judge call of row 2 is refused (a 400 is not retried): no verdict, so quarantined
+        server.inject("status", times=1, status=400, match=json.dumps(DEMO_ROWS[2]["prompt"])[1:-1])
         result = run_recipe(load_recipe(str(path)), tmp_path / "out", allow_import_steps=True)
         bodies = [json.dumps(entry.body) for entry in server.log]
     backend.close()
@@ -101,7 +106,11 @@ def test_a_judge_template_beside_the_recipe_is_used_and_hashed(tmp_path: Path) -
     sha = hashlib.sha256(template.read_bytes()).hexdigest()
     assert result.manifest.inputs_sha256["template:my_judge.jinja"] == sha
     counts = result.manifest.counts
-    assert counts.output + counts.filtered.get("unsafe_safe_response", 0) == 9
+    assert counts.quarantined == {"check": 1}
+    assert counts.output + counts.filtered.get("unsafe_safe_response", 0) == 8
+    q = pq.read_table(tmp_path / "out" / "quarantine" / "rows.parquet").to_pylist()
+    assert [r["_sp_id"] for r in q] == ["2"] and q[0]["reason"].startswith("SR judge failed: HTTP 400")
+    assert q[0]["raw_output"]
 
 
 def test_validate_names_a_missing_prompt_template(tmp_path: Path) -> None:

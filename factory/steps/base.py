@@ -28,8 +28,10 @@ from factory.rows import (  # re-exported: steps import their helpers from here
     RowFiltered,
     add_usage,
     child_row,
+    count_event,
     is_ok,
     mark,
+    read_usage,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "RowFiltered",
     "add_usage",
     "child_row",
+    "count_event",
     "mark",
 ]
 
@@ -169,5 +172,5 @@ def _batch_tokens(rows: list[dict[str, Any]], stage: str) -> int:
     for row in rows:
         usage = row.get(USAGE)
         if usage and stage in usage:
-            total += json.loads(usage).get(stage, [0, 0, 0])[2]
+            total += read_usage(json.loads(usage).get(stage))["completion_tokens"]
     return total

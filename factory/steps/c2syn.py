@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pydantic import PrivateAttr
 
 from factory.rows import is_ok, parse_bool
-from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, mark
+from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, count_event, mark
 
 # -- pure functions ------------------------------------------------------------------------------
 
@@ -103,6 +103,7 @@ class Truncation:
     prefixes: list[str]
     openers: list[str]
     triggers: list[str]
+    redrawn: bool = False  # strict mode replaced a degenerate t_k by the other admissible one
 
 
 def row_rng(seed: int, source_id: str) -> random.Random:
@@ -129,16 +130,19 @@ def truncate(
     t = count_delimiters(fhr, delimiters)
     t_k = rng.randint(t // k - 1, t // k)
     prefixes = faithful_prefixes(fhr, t_k, delimiters, k)
+    redrawn = False
     if mode == "strict" and not _well_formed(prefixes, fhr):
         other = t // k - 1 if t_k == t // k else t // k
         candidate = faithful_prefixes(fhr, other, delimiters, k)
         if other < 1 or not _well_formed(candidate, fhr):
             raise RowFiltered("degenerate_cuts")
-        t_k, prefixes = other, candidate
+        t_k, prefixes, redrawn = other, candidate, True
     # Seeded draws over ordered lists (the reference used unseeded random.choice over sets).
     chosen_triggers = [rng.choice(triggers) for _ in range(k)]
     chosen_openers = [rng.choice(openers) for _ in range(k)]
-    return Truncation(t=t, t_k=t_k, prefixes=prefixes, openers=chosen_openers, triggers=chosen_triggers)
+    return Truncation(
+        t=t, t_k=t_k, prefixes=prefixes, openers=chosen_openers, triggers=chosen_triggers, redrawn=redrawn
+    )
 
 
 def _well_formed(prefixes: list[str], fhr: str) -> bool:
@@ -218,6 +222,8 @@ class C2Truncate(SafeprefStep):
             openers=p["openers"],
             triggers=p["triggers"],
         )
+        if tr.redrawn:
+            count_event(row, self.stage, "cuts_redrawn")
         row["truncation"] = json.dumps(
             {
                 "mode": p["mode"],
@@ -282,9 +288,11 @@ class C2SafetyCheck(SafeprefStep):
         for attempt in range(p["max_regenerations"] + 1):
             verdicts = self._judge(pending)
             unsafe = []
-            for row, safe in zip(pending, verdicts, strict=True):
+            for row, (safe, failure) in zip(pending, verdicts, strict=True):
                 row["sr_checks"] += 1
-                if not safe:
+                if failure is not None:  # the judge gave no answer: not a verdict, so not a filter
+                    mark(row, "quarantined", self.stage, f"SR judge failed: {failure.error}", failure.raw)
+                elif not safe:
                     unsafe.append(row)
             if not unsafe:
                 return
@@ -292,12 +300,12 @@ class C2SafetyCheck(SafeprefStep):
                 for row in unsafe:
                     mark(row, "filtered", self.stage, "unsafe_safe_response")
                 return
-            self._regenerate(unsafe, attempt)
-            pending = unsafe
+            pending = self._regenerate(unsafe, attempt)
 
-    def _judge(self, rows: list[dict[str, Any]]) -> list[bool]:
+    def _judge(self, rows: list[dict[str, Any]]) -> list[tuple[bool, Any]]:
+        """(safe, None) per row, or (False, the failed completion) when the LLM judge failed."""
         if self.params["judge"] == "keyword":
-            return [contains_any(r["sr"], self.params["keywords"]) for r in rows]
+            return [(contains_any(r["sr"], self.params["keywords"]), None) for r in rows]
         from factory.backends import ChatRequest
         from schemas.generation import merged_decoding
         from schemas.step_params import SR_JUDGE_DECODING
@@ -321,9 +329,10 @@ class C2SafetyCheck(SafeprefStep):
         for r, c in zip(rows, out, strict=True):
             add_usage(r, self.stage, [c])
         # exact matching, as the reference judge: only a stripped, lower-cased "yes" counts as safe
-        return [c.error is None and c.text.strip().lower() == "yes" for c in out]
+        return [(False, c) if c.error is not None else (c.text.strip().lower() == "yes", None) for c in out]
 
-    def _regenerate(self, rows: list[dict[str, Any]], attempt: int) -> None:
+    def _regenerate(self, rows: list[dict[str, Any]], attempt: int) -> list[dict[str, Any]]:
+        """Sample a new SR for each row; returns the rows that got one (a failed call quarantines)."""
         from factory.backends import ChatRequest
         from schemas.generation import merged_decoding
         from schemas.step_params import SR_REGENERATE_DECODING
@@ -335,10 +344,17 @@ class C2SafetyCheck(SafeprefStep):
         requests = [
             ChatRequest(messages=[{"role": "user", "content": r["prompt"]}], params=params) for r in rows
         ]
+        renewed = []
         for row, c in zip(rows, self.backend.generate(requests), strict=True):
             add_usage(row, self.stage, [c])
-            if c.error is None and c.text.strip():
-                row["sr"] = c.text.strip()
+            if c.error is not None or not c.text.strip():
+                reason = f"SR re-generation failed: {c.error or 'empty completion'}"
+                mark(row, "quarantined", self.stage, reason, c.raw if c.raw is not None else c.text)
+                continue
+            row["sr"] = c.text.strip()
+            count_event(row, self.stage, "sr_regenerated")
+            renewed.append(row)
+        return renewed
 
 
 class C2Rank(SafeprefStep):
