@@ -182,8 +182,41 @@ def test_kto_trains_on_kto_rows(tiny_dir: Path, tmp_path: Path) -> None:
     ds = write_dataset(tmp_path / "ds", {"kto": ("kto_row", rows)})
     cfg = _config(tmp_path, {"algorithm": "kto", "training": {"per_device_train_batch_size": 6}})
     out = train(cfg, dataset=str(ds), model=str(tiny_dir), out=str(tmp_path / "out"))
-    assert _summary(out)["steps"] == 4
-    assert (out / "model.safetensors").is_file()
+    _assert_learned(_summary(out), 4)
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size > 0
+
+
+def test_dpo_trains_on_multi_turn_conversational_pairs(tiny_dir: Path, tmp_path: Path) -> None:
+    from schemas.records import ConversationalPair
+
+    history = [
+        {"role": "system", "content": "You are a considerate assistant."},
+        {"role": "user", "content": "My flatmate keeps leaving dishes out."},
+        {"role": "assistant", "content": "That sounds frustrating. Have you talked about it?"},
+    ]
+    pairs = [
+        ConversationalPair.model_validate(
+            {
+                "prompt": [*history, {"role": "user", "content": f"How should I bring it up? ({i})"}],
+                "chosen": [{"role": "assistant", "content": "Calmly, at a good moment, with a suggestion."}],
+                "rejected": [{"role": "assistant", "content": "Shout at them until they give in."}],
+                "chosen_rank": 1,
+                "rejected_rank": 6,
+                "principle": "SR>FHR",
+                "source_id": f"s{i}",
+                "group_id": f"g{i}",
+            }
+        )
+        for i in range(4)
+    ]
+    ds = write_dataset(tmp_path / "ds", {"pairs_conversational": ("conversational_pair", pairs)})
+    cfg = _config(tmp_path, {"algorithm": "dpo", "training": {"per_device_train_batch_size": 2}})
+    out = train(cfg, dataset=str(ds), model=str(tiny_dir), out=str(tmp_path / "out"))
+    summary = _summary(out)
+    _assert_learned(summary, 4)
+    assert summary["record_schema"] == "conversational_pair"
 
 
 def test_dataset_of_the_wrong_kind_is_refused(triple_dataset: Path, c2_dataset: Path, tmp_path: Path) -> None:
@@ -329,3 +362,28 @@ def test_ptalign_fused_head_and_logits_paths_agree(tiny_dir: Path, tmp_path: Pat
         )
         losses.append(trainer.compute_loss(model, trainer.data_collator(rows)).item())
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+def test_ratio_rule_scores_line_up_with_the_toxic_response_tokens(tiny_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.data import triple_rows
+    from trainers.losses import token_logps
+    from trainers.ptalign import encode_response, ratio_token_logps, stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    row = triple_rows([safety_triple(0)])[0]
+    stops = stop_token_ids(tokenizer)
+    constrained, plain = ratio_token_logps(model, tokenizer, row, "Answer rudely.", stops)
+    enc = encode_response(tokenizer, row["prompt"], row["toxic"], stops)
+    assert len(constrained) == len(plain) == len(enc.ids)
+    ids = torch.tensor([enc.ids])
+    with torch.no_grad():
+        direct = token_logps(model(input_ids=ids).logits[:, :-1], ids[:, 1:])[0].tolist()
+    for i, is_response in enumerate(enc.response):
+        if is_response:  # log p(token i | tokens before it), scored without the constraint
+            assert plain[i] == pytest.approx(direct[i - 1], abs=1e-5)
+        else:
+            assert plain[i] == constrained[i] == 0.0
+    assert constrained != plain  # the toxic constraint in the system turn changes the scores
