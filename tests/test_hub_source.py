@@ -113,3 +113,14 @@ def test_a_missing_hub_dataset_is_one_clear_error(hub: Hub, datasets_client: obj
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "hub:alice/nope" in lines[0] and "Traceback" not in proc.stderr
     assert hub.token not in proc.stderr + proc.stdout
+
+
+def test_eval_data_from_the_hub_records_the_commit_read(
+    hub: Hub, datasets_client: object, tmp_path: Path
+) -> None:
+    from factory.evaluation.eval_data import load_c2_rows, source_spec
+
+    commit = _push(hub, DEMO_ROWS, "eval rows")
+    spec = source_spec(f"hub:{REPO_ID}", default_bundled="unused", split="train", config=None)
+    rows, info = load_c2_rows(spec, 3)
+    assert len(rows) == 3 and info.source == f"hub:{REPO_ID}" and info.revision == commit

@@ -57,6 +57,13 @@ def _read(spec: SourceSpec) -> tuple[list[dict[str, Any]], str]:
     return read_source(spec, Path.cwd())
 
 
+def _revision(spec: SourceSpec, where: str) -> str | None:
+    """A Hub source's commit as read (read_source labels it `hub:ID@COMMIT`), else the one given."""
+    if spec.kind == "hub" and "@" in where:
+        return where.rsplit("@", 1)[1]
+    return spec.revision
+
+
 def _label(spec: SourceSpec, fallback: str) -> str:
     if spec.kind == "bundled":
         return f"bundled:{spec.path}"
@@ -102,7 +109,7 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
     digest = _sha256([[r.row_id, r.request, r.fhr] for r in chosen])
     info = DataInfo(
         source=_label(spec, where),
-        revision=spec.revision,
+        revision=_revision(spec, where),
         split=spec.split if spec.kind == "hub" else None,
         rows_read=len(chosen) + skipped,
         rows_used=len(chosen),
@@ -132,7 +139,7 @@ def load_instructions(
         items.append(Instruction(row_id=str(record[ROW_ID]), text=text))
     info = DataInfo(
         source=_label(spec, where),
-        revision=spec.revision,
+        revision=_revision(spec, where),
         split=spec.split if spec.kind == "hub" else None,
         rows_read=len(records),
         rows_used=len(items),

@@ -139,7 +139,24 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
             model_id=str(Path(ref.target).resolve()),
             fingerprint=folder_fingerprint(Path(ref.target)),
         )
-    return ModelInfo(spec=ref.spec, slug=slug, kind="hub", model_id=ref.target, revision=ref.revision)
+    return ModelInfo(
+        spec=ref.spec,
+        slug=slug,
+        kind="hub",
+        model_id=ref.target,
+        revision=_resolve_model(ref) or ref.revision,
+    )
+
+
+def _resolve_model(ref: ModelRef) -> str | None:
+    """The commit a Hub model's revision (None = main) names now; None offline."""
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(ref.target, revision=ref.revision).sha
+    except Exception:  # offline or unknown: the load reports real errors
+        return None
+    return str(sha) if sha else None
 
 
 def open_backend(ref: ModelRef, options: BackendOptions) -> Backend:
