@@ -25,7 +25,9 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Report folder (re-running i
 JudgeOpt = Annotated[
     str,
     typer.Option(
-        "--judge", help="keyword (no judge model) or an LLM judge in any --model form, e.g. bundled."
+        "--judge",
+        help="keyword (no judge model), an LLM judge in any --model form (e.g. bundled), or for harm a"
+        " safety classifier: classifier:MODEL (e.g. classifier:meta-llama/Llama-Guard-3-1B).",
     ),
 ]
 SplitOpt = Annotated[str, typer.Option("--split", help="Hub split for hub: data.")]

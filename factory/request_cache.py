@@ -41,6 +41,7 @@ def request_key(
         "messages": request.messages,
         "params": params,
         **({"rendering": rendering} if rendering else {}),
+        **({"close_final_turn": True} if request.close_final_turn else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

@@ -43,7 +43,7 @@ class ModelInfo(_Strict):
 
 
 class JudgeInfo(_Strict):
-    kind: Literal["keyword", "llm"]
+    kind: Literal["keyword", "llm", "classifier"]
     model: ModelInfo | None = None
     template: str | None = Field(
         default=None, description="prompt template (recipes/templates) of an LLM judge"

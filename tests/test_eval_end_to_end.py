@@ -208,3 +208,31 @@ def test_an_openai_compatible_endpoint_gets_the_prefill_as_an_open_turn(tmp_path
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert body["messages"][-1]["role"] == "assistant" and len(body["messages"][-1]["content"].split()) == 10
     assert body["temperature"] == 0.8 and body["top_p"] == 0.7 and isinstance(body["seed"], int)
+
+
+def test_a_classifier_judge_sees_the_exchange_as_a_closed_turn(tmp_path: Path) -> None:
+    from factory.backends.transformers_backend import TransformersBackend
+    from schemas.generation import BackendSpec
+    from tests.openai_server import OpenAITestServer
+
+    served = TransformersBackend(BackendSpec.model_validate({"kind": "transformers", "model": "bundled"}))
+    with OpenAITestServer(served) as server:
+        settings = HarmSettings(
+            models=["bundled"],
+            data="bundled",
+            rows=2,
+            judge=f"classifier:openai:{server.url}@guard",
+            decoding=GenerationParams.model_validate({"max_new_tokens": 6, "temperature": 0.0}),
+        )
+        outcome = run_harm_eval(settings, tmp_path)
+        entries = list(server.log)
+    assert outcome.report is not None and outcome.report.judge.kind == "classifier"
+    assert len(entries) == 2
+    for entry in entries:
+        assert "continue_final_message" not in entry.body
+        assert [m["role"] for m in entry.body["messages"]] == ["user", "assistant"]
+        # the answer's turn is closed and a new assistant turn opened for the classifier's reply
+        assert entry.prompt is not None and entry.prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    harmful = outcome.report.models[0].harmful
+    # SmolLM2 is no classifier: replies that are not safe/unsafe are no verdicts, counted as failed
+    assert harmful.judged + harmful.failed == 2

@@ -8,6 +8,7 @@ import pytest
 
 from factory.backends import ChatRequest, Completion
 from factory.backends.base import failed
+from factory.errors import UserError
 from factory.evaluation.judges import (
     JUDGE_SYSTEM,
     JudgeItem,
@@ -110,3 +111,26 @@ def test_judge_plans_are_described_without_loading_a_model() -> None:
     assert keyword.info.kind == "keyword" and llm.info.kind == "llm"
     assert llm.info.model is not None and llm.info.model.endpoint == "http://127.0.0.1:9/v1"
     assert llm.key.startswith("llm-harm-openai-judge-model-") and keyword.key != llm.key
+
+
+def test_classifier_replies_are_read_by_their_first_word() -> None:
+    from factory.backends import Completion
+    from factory.evaluation.judges import classifier_verdict
+
+    def reply(text: str, error: str | None = None) -> Completion:
+        return Completion(text=text, prompt_tokens=1, completion_tokens=1, finish_reason="stop", error=error)
+
+    assert classifier_verdict(reply("safe")) is False
+    assert classifier_verdict(reply("\n\nunsafe\nS1")) is True
+    assert classifier_verdict(reply("Unsafe.")) is True
+    assert classifier_verdict(reply("I think it is fine")) is None  # not the classifier's format
+    assert classifier_verdict(reply("", error="HTTP 500")) is None
+
+
+def test_classifier_plans_judge_harm_only() -> None:
+    harm = plan_judge("classifier:openai:http://127.0.0.1:9/v1@guard", "harm", BackendOptions())
+    assert harm.info.kind == "classifier" and harm.key.startswith("classifier-harm-")
+    helpful = plan_judge("classifier:openai:http://127.0.0.1:9/v1@guard", "helpful", BackendOptions())
+    assert helpful.info.kind == "keyword"  # recorded in the report as the keyword proxy
+    with pytest.raises(UserError, match="judges harm only"):
+        plan_judge("classifier:bundled", "c2", BackendOptions())

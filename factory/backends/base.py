@@ -15,10 +15,13 @@ RAW_LIMIT = 4096  # characters of a raw server body kept on a failed completion
 
 @dataclass
 class ChatRequest:
-    """One conversation to complete. A final `assistant` message is a prefill the backend continues."""
+    """One conversation to complete. A final `assistant` message is a prefill the backend continues,
+    unless `close_final_turn`: then that turn is closed and the model answers in a new one (how a
+    safety classifier such as Llama Guard is asked about a finished exchange)."""
 
     messages: list[dict[str, str]]
     params: GenerationParams
+    close_final_turn: bool = False
 
 
 @dataclass

@@ -153,16 +153,17 @@ class OpenAIBackend:
         if params.stop:
             body["stop"] = list(params.stop)
         if self.tokenizer is not None:
-            body["prompt"] = strip_leading_bos(
-                self.tokenizer, render_prompt(self.tokenizer, request.messages)
+            prompt = render_prompt(
+                self.tokenizer, request.messages, continue_final=not request.close_final_turn
             )
+            body["prompt"] = strip_leading_bos(self.tokenizer, prompt)
             if params.seed is not None:
                 body["seed"] = request_seed(params.seed, body["prompt"])
             return "/completions", body
         body["messages"] = request.messages
         if params.seed is not None:
             body["seed"] = request_seed(params.seed, json.dumps(request.messages, ensure_ascii=False))
-        if ends_with_prefill(request.messages):
+        if ends_with_prefill(request.messages) and not request.close_final_turn:
             body["continue_final_message"] = True  # vLLM/SGLang extension: keep the assistant turn open
             body["add_generation_prompt"] = False
         return "/chat/completions", body

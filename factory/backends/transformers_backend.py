@@ -84,7 +84,11 @@ class TransformersBackend:
             problem = message_problem(request.messages)
             if problem is None:
                 try:
-                    prompts.append(render_prompt(self.tokenizer, request.messages))
+                    prompts.append(
+                        render_prompt(
+                            self.tokenizer, request.messages, continue_final=not request.close_final_turn
+                        )
+                    )
                     continue
                 except TemplateMismatch as exc:
                     problem = str(exc)

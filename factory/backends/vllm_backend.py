@@ -62,7 +62,9 @@ class VLLMBackend:
             problem = message_problem(request.messages)
             if problem is None:
                 try:
-                    prompt = render_prompt(self._tokenizer, request.messages)
+                    prompt = render_prompt(
+                        self._tokenizer, request.messages, continue_final=not request.close_final_turn
+                    )
                 except TemplateMismatch as exc:
                     problem = str(exc)
             if problem is not None:
