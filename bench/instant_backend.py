@@ -68,7 +68,7 @@ class InstantGenerate(C2Generate):
         super().load()
         self._backend = InstantBackend()  # type: ignore[assignment]
 
-    def _generation_params(self) -> Any:
+    def decoding(self, key: str = "generation") -> Any:
         from schemas.generation import GenerationParams
 
         return GenerationParams(max_new_tokens=128)

@@ -129,15 +129,26 @@ def _ordered(dataset: Any, ids: list[str], sources: dict[str, int]) -> Iterator[
 
 
 def _finalise(row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
-    """Quarantine a row that a crashed step emptied (distilabel imputes a failed batch's outputs with None)."""
+    """Quarantine a row that a crashed step emptied (distilabel keeps a failed batch's input columns
+    and sets its output columns to None). The crashed step is the first whose own columns are None;
+    `_sp_status` is every safepref step's output, so it only decides when no own column does."""
     if row.get(STATUS) in ("filtered", "quarantined"):
         return row
-    for step in steps:
-        columns = [c for c in step.outputs if c not in _OPTIONAL]
-        if any(row.get(c) is None for c in columns):
-            row[STATUS], row[STAGE] = "quarantined", step.name
-            row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
-            break
+    crashed = next(
+        (
+            s
+            for s in steps
+            if any(row.get(c) is None for c in s.outputs if c not in _OPTIONAL and c != STATUS)
+        ),
+        None,
+    )
+    if crashed is None and row.get(STATUS) is None:  # only bookkeeping was emptied
+        crashed = next(
+            (s for s in steps if not [c for c in s.outputs if c not in _OPTIONAL and c != STATUS]), steps[-1]
+        )
+    if crashed is not None:
+        row[STATUS], row[STAGE] = "quarantined", crashed.name
+        row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
     return row
 
 

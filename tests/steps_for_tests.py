@@ -38,3 +38,10 @@ class CrashingStep(Step):
     def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
         raise RuntimeError("injected batch crash")
         yield inputs  # pragma: no cover
+
+
+class CrashingGenerate(CannedGenerate):
+    """A safepref step whose whole batch crashes outside the per-row guard (a bug, not a bad row)."""
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        raise AssertionError("injected step bug")

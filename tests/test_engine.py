@@ -305,3 +305,19 @@ def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path:
     assert result.manifest.stages["truncate"].events == {"cuts_redrawn": expected}
     assert result.manifest.counts.output == 8
     assert f"stage `truncate`: cuts_redrawn {expected}" in (out / "README.md").read_text()
+
+
+def test_a_crashed_safepref_step_is_named_as_the_stage_that_failed(tmp_path: Path) -> None:
+    data = yaml.safe_load(canned_recipe(tmp_path).read_text())
+    data["stages"][2]["step"] = "tests.steps_for_tests:CrashingGenerate"
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
+    counts = result.manifest.counts
+    assert counts.quarantined == {"generate": 9}
+    # the rows filtered earlier that only passed through the failing batch stay filtered, by their rule
+    assert counts.filtered == {"no_keyword": 1, "no_long_unsafe_response": 1, "degenerate_cuts": 1}
+    q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
+    assert all(r["reason"] == "stage failed on its batch: AssertionError: injected step bug" for r in q)
+    assert check_folder(out).ok

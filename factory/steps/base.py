@@ -159,7 +159,15 @@ class SafeprefStep(Step):
         ok = [r for r in rows if is_ok(r)]
         if ok:
             passing_through = [r for r in rows if not is_ok(r)]
-            replaced = self.process_rows(ok)
+            try:
+                replaced = self.process_rows(ok)
+            except Exception as exc:  # a bug or an outage for the whole batch: its rows, not the run
+                # (left to distilabel, the batch would come back as Nones, wiping the status of the
+                # rows that only passed through)
+                reason = f"stage failed on its batch: {type(exc).__name__}: {exc}"
+                for row in ok:
+                    mark(row, "quarantined", self.stage, reason)
+                replaced = None
             if replaced is not None:  # an expanding step: its children (and failed parents) replace `ok`
                 rows = passing_through + replaced
         report_batch(self.stage, len(inputs), _batch_tokens(rows, self.stage))

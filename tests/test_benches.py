@@ -1,0 +1,37 @@
+"""The bench scripts still run and measure what they say (tiny sizes; figures are not asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def bench(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, f"bench/{script}", *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_scale_bench_writes_15_pairs_per_kept_group_and_quarantines_nothing() -> None:
+    out = bench("c2syn_scale.py", "--requests", "300", "--batch-size", "100")
+    kept = int(re.search(r"groups kept\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    pairs = int(re.search(r"pairs written\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert kept > 250 and pairs == 15 * kept
+    assert re.search(r"quarantined 0\b", out)
+
+
+def test_overhead_bench_runs_both_paths_on_the_same_tokens() -> None:
+    out = bench("overhead.py", "--prompts", "2", "--max-new-tokens", "4", "--repeats", "1")
+    raw = re.search(r"raw backend\s+(\d+) tokens", out)
+    engine = re.search(r"engine\s+(\d+) tokens", out)
+    assert raw and engine and raw.group(1) == engine.group(1) == "8"
+    assert "ratio engine/raw" in out and "on CPU" in out
