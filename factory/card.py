@@ -124,7 +124,11 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
     ]
     if events:
         lines += ["Other events (rows kept, but changed on the way):", "", *events, ""]
+    lines += ["## Stage settings", "", "| stage | step | settings |", "|---|---|---|"]
+    for spec in recipe.stages:
+        lines.append(f"| {spec.name} | `{spec.step}` | {_settings(spec.params) or '-'} |")
     lines += [
+        "",
         "## Provenance",
         "",
         f"- recipe: `{manifest.recipe_name}` v{manifest.recipe_version}, sha256 `{manifest.recipe_hash}`"
@@ -141,3 +145,22 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
     if recipe.card.citation:
         lines += ["", "## Citation", "", "```bibtex", recipe.card.citation.strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _settings(params: dict[str, Any]) -> str:
+    """A stage's parameters as run, compact: long lists by their length, nested values as short JSON."""
+    import json
+
+    shown = []
+    for key, value in params.items():
+        if isinstance(value, list) and (len(value) > 4 or any(len(str(v)) > 40 for v in value)):
+            text = f"[{len(value)} items]"
+        elif isinstance(value, (dict, list)):
+            text = json.dumps(
+                {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+            )
+            text = text if len(text) <= 80 else text[:77] + "..."
+        else:
+            text = json.dumps(value) if isinstance(value, str) and len(value) <= 60 else str(value)[:60]
+        shown.append(f"{key}={text}")
+    return ", ".join(shown).replace("|", "\\|")

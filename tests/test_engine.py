@@ -304,7 +304,10 @@ def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path:
     )
     assert result.manifest.stages["truncate"].events == {"cuts_redrawn": expected}
     assert result.manifest.counts.output == 8
-    assert f"stage `truncate`: cuts_redrawn {expected}" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"stage `truncate`: cuts_redrawn {expected}" in card
+    assert '| truncate | `c2syn.truncate` | mode="strict", ' in card  # the settings as run
+    assert "openers=[15 items]" in card and check_folder(out).ok
 
 
 def test_a_crashed_safepref_step_is_named_as_the_stage_that_failed(tmp_path: Path) -> None:
