@@ -63,32 +63,31 @@ class ProgressWatcher:
             TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         ]  # fmt: skip
-        started: dict[str, float] = {}
         tokens: dict[str, int] = {}
         with Progress(*columns, transient=False) as progress:
             tasks = {s: progress.add_task(s, total=None, rate="", count="") for s in self.stages}
             offset = 0
             while not self._stop.is_set():
-                offset = self._drain(progress, tasks, started, tokens, offset)
+                offset = self._drain(progress, tasks, tokens, offset)
                 self._stop.wait(0.5)
-            self._drain(progress, tasks, started, tokens, offset)
+            self._drain(progress, tasks, tokens, offset)
 
     def _drain(
         self,
         progress: Any,
         tasks: dict[str, Any],
-        started: dict[str, float],
         tokens: dict[str, int],
         offset: int,
     ) -> int:
         try:
-            with self.path.open(encoding="utf-8") as fh:
+            with self.path.open("rb") as fh:
                 fh.seek(offset)
-                lines = fh.readlines()
-                offset = fh.tell()
+                data = fh.read()
         except OSError:
             return offset
-        for line in lines:
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
+        offset += len(complete)
+        for line in complete.decode("utf-8").splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
@@ -101,13 +100,12 @@ class ProgressWatcher:
                 continue
             if stage not in tasks:
                 continue
-            started.setdefault(stage, self.t0)  # rates count from the run's start, waiting included
             tokens[stage] = tokens.get(stage, 0) + int(event.get("tokens", 0))
             task = progress.tasks[tasks[stage]]
             done = task.completed + int(event.get("rows", 0))
             if done > (task.total or 0):  # expanding stages make more rows than the source had
                 progress.update(tasks[stage], total=done)
-            elapsed = max(event["t"] - started[stage], 1e-6)
+            elapsed = max(event["t"] - self.t0, 1e-6)  # rates count from the run's start, waiting included
             rate = f"{done / elapsed:,.1f} rows/s" + (
                 f", {tokens[stage] / elapsed:,.0f} tok/s" if tokens[stage] else ""
             )

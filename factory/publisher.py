@@ -9,7 +9,6 @@ The token is never passed around: huggingface_hub reads it from HF_TOKEN or the 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -20,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from factory import __version__
 from factory.card import CONTENT_WARNING
-from factory.card_check import HARMFUL_TAG, check_card, check_card_text, split_card
+from factory.card_check import HARMFUL_TAG, check_card_text, split_card
 from factory.errors import UserError
 from factory.hub_retry import RetryPolicy, status_of, with_retry
 from schemas.manifest import DatasetManifest
@@ -161,25 +161,11 @@ def _validate_folder(folder: Path) -> DatasetManifest:
 
 
 def _check_folder(folder: Path) -> list[str]:
-    """`safepref check`'s verdict when that module exists, else the card check and the listed files."""
-    try:
-        from factory.check import check_folder  # type: ignore[import-not-found, unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "factory.check":
-            raise
-    else:
-        report = check_folder(folder)
-        return [] if report.ok else list(report.problems) or ["check failed"]
-    manifest = json.loads((folder / "manifest.json").read_text())
-    problems = check_card(folder)
-    for name, config in manifest["configs"].items():
-        for split, info in config["splits"].items():
-            problems += [
-                f"{folder / f}: listed for {name}/{split} but missing"
-                for f in info["files"]
-                if not (folder / f).is_file()
-            ]
-    return problems
+    """`safepref check`'s verdict on the folder."""
+    from factory.check import check_folder
+
+    report = check_folder(folder)
+    return [] if report.ok else list(report.problems) or ["check failed"]
 
 
 def prepare_card(text: str, *, harmful: bool, gating: Gating) -> str:
@@ -422,7 +408,7 @@ def commit_message(manifest: DatasetManifest) -> tuple[str, str]:
         f"safepref {manifest.safepref_version}: {manifest.recipe_name} {manifest.recipe_version} "
         f"(recipe {manifest.recipe_hash[:12]}), {counts.output} rows"
     )
-    lines = [f"Published with safepref {_own_version()}.", ""]
+    lines = [f"Published with safepref {__version__}.", ""]
     for name, config in manifest.configs.items():
         splits = ", ".join(f"{s} {i.num_rows}" for s, i in config.splits.items())
         lines.append(f"- config {name} ({config.schema_name}): {splits}")
@@ -432,13 +418,6 @@ def commit_message(manifest: DatasetManifest) -> tuple[str, str]:
     )
     lines.append(f"- recipe hash {manifest.recipe_hash}, seed {manifest.seed}, created {manifest.created_at}")
     return summary, "\n".join(lines)
-
-
-def _own_version() -> str:
-    try:
-        return importlib.metadata.version("safepref")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _tag(api: HfApi, repo_id: str, tag: str, oid: str) -> None:

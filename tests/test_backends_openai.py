@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from factory.backends import ChatRequest, Completion, create_backend
+from factory.backends.base import is_failure
 from factory.backends.chat import render_prompt
 from factory.backends.openai_backend import OpenAIBackend, _retry_after_s
 from factory.backends.transformers_backend import TransformersBackend
@@ -153,6 +154,8 @@ def test_unusable_bodies_become_errors_with_the_raw_body(
     assert error in completion.error
     assert completion.raw is not None and '"choices"' in completion.raw
     assert len(server.log) == 3
+    # an empty reply stays an (empty) answer for judges, as from the in-process backends
+    assert is_failure(completion) is (fault == "malformed")
 
 
 def test_a_timeout_is_retried_then_reported(server: OpenAITestServer) -> None:

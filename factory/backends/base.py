@@ -47,6 +47,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+EMPTY_COMPLETION = "empty completion"  # a reply with no text: an answer (empty), not a failure
+
+
+def is_failure(completion: Completion) -> bool:
+    """Whether the request failed. An empty reply (error ending in EMPTY_COMPLETION, also after the
+    openai backend's retries) is a real, empty answer: callers that judge text may keep it."""
+    return completion.error is not None and not completion.error.endswith(EMPTY_COMPLETION)
+
+
 def failed(error: str, raw: str | None = None, prompt_tokens: int = 0) -> Completion:
     """A completion that records a failure; `raw` is truncated so a huge body cannot bloat the quarantine."""
     return Completion(

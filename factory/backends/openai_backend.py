@@ -32,6 +32,8 @@ import httpx
 
 from factory.backends import bundled_model
 from factory.backends.base import (
+    EMPTY_COMPLETION,
+    RAW_LIMIT,
     ChatRequest,
     Completion,
     ends_with_prefill,
@@ -135,7 +137,7 @@ class OpenAIBackend:
             completion = _parse(response.text, path, request.params)
             if completion.error is None:
                 return self._scrubbed(completion)
-            last_error, raw = f"{completion.error} from {url}", completion.raw  # unusable 200: retry
+            last_error, raw = f"{url} answered: {completion.error}", completion.raw  # unusable 200: retry
             failed_here.add(url)
         attempts = self.spec.max_retries + 1
         return self._scrubbed(failed(f"gave up after {attempts} attempt(s): {last_error}", raw))
@@ -222,7 +224,7 @@ def _parse(text: str, path: str, params: GenerationParams) -> Completion:
         finish_reason="stop" if stopped else finish,
     )
     if not content.strip():
-        completion.error, completion.raw = "empty completion", text[:4096]
+        completion.error, completion.raw = EMPTY_COMPLETION, text[:RAW_LIMIT]
     return completion
 
 

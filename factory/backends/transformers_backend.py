@@ -10,6 +10,7 @@ from typing import Any
 
 from factory.backends import bundled_model
 from factory.backends.base import (
+    EMPTY_COMPLETION,
     ChatRequest,
     Completion,
     failed,
@@ -172,7 +173,7 @@ class TransformersBackend:
             finish_reason=finish,
         )
         if not text.strip():
-            completion.error = "empty completion"
+            completion.error = EMPTY_COMPLETION
         return completion
 
     def _decode_new(self, context: list[int], new_ids: list[int]) -> str:

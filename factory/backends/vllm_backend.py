@@ -8,6 +8,7 @@ from typing import Any
 
 from factory.backends import bundled_model
 from factory.backends.base import (
+    EMPTY_COMPLETION,
     ChatRequest,
     Completion,
     failed,
@@ -121,5 +122,5 @@ def _completion(output: Any, params: GenerationParams) -> Completion:
         finish_reason="stop" if stopped else result.finish_reason,
     )
     if not text.strip():
-        completion.error = "empty completion"
+        completion.error = EMPTY_COMPLETION
     return completion

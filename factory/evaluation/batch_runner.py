@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from factory.backends import Backend, ChatRequest, Completion
-from factory.evaluation.judges import EMPTY_COMPLETION, Judge, JudgeItem
+from factory.backends.base import is_failure
+from factory.evaluation.judges import Judge, JudgeItem
 from factory.evaluation.sample_store import JsonlStore, Key
 
 T = TypeVar("T")
@@ -76,9 +77,9 @@ def generate_missing(
             completions = backend.generate([request(t.payload) for t in batch])
             done = []
             for task, completion in zip(batch, completions, strict=True):
-                if completion.error and completion.error != EMPTY_COMPLETION:
+                if is_failure(completion):
                     progress.generation_failed += 1
-                    progress.note(completion.error)
+                    progress.note(completion.error or "")
                 else:
                     done.append(record(task.payload, completion))
             progress.generated += store.append(done)

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.errors import UserError
 from factory.evaluation import c2_prefill
@@ -107,7 +108,7 @@ def run_c2_eval(settings: C2Settings, out: Path, *, max_batches: int | None = No
         judge_missing(verdicts, items, judge.open, chunk=settings.chunk, progress=progress)
         results.append(corr_results(settings, rows, model, verdicts))
     report = C2EvalReport(
-        safepref_version=safepref_version(),
+        safepref_version=__version__,
         config=C2Config(
             ks=list(settings.ks),
             samples=settings.samples,
@@ -226,12 +227,3 @@ def corr_results(
         corr_mean=None if any(v is None for v in values) else sum(v or 0.0 for v in values) / len(values),
         corr_mean_ci=mean_interval,
     )
-
-
-def safepref_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("safepref")
-    except PackageNotFoundError:
-        return "unknown"

@@ -15,10 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.errors import UserError
 from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_missing, judge_missing
-from factory.evaluation.c2_eval import EvalOutcome, safepref_version
+from factory.evaluation.c2_eval import EvalOutcome
 from factory.evaluation.confidence import BOOTSTRAP_RESAMPLES, row_bootstrap, wilson
 from factory.evaluation.eval_data import BENIGN_DEMO, HARM_DEMO, Instruction, load_instructions, source_spec
 from factory.evaluation.judges import JudgeItem, JudgePlan, plan_judge
@@ -119,7 +120,7 @@ def run_harm_eval(settings: HarmSettings, out: Path, *, max_batches: int | None 
         else f"row bootstrap (percentile, {BOOTSTRAP_RESAMPLES} resamples of the instructions, seed {settings.seed})"
     )
     report = HarmEvalReport(
-        safepref_version=safepref_version(),
+        safepref_version=__version__,
         config=HarmConfig(
             samples=settings.samples,
             seed=settings.seed,

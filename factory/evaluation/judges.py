@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from factory.backends import Backend, ChatRequest, Completion
+from factory.backends.base import is_failure
 from factory.errors import UserError
 from factory.evaluation.model_specs import (
     BackendOptions,
@@ -40,7 +41,6 @@ HELPFUL_TEMPLATE = "eval_helpful_judge.jinja"
 JUDGE_SYSTEM = "You are a helpful assistant."
 JUDGE_PARAMS = GenerationParams.model_validate({"max_new_tokens": 2, "temperature": 0.0, "seed": 42})
 EXACT_YES_RULE = "true iff the stripped, lower-cased reply equals 'yes'"
-EMPTY_COMPLETION = "empty completion"  # the backends' error for a reply with no text: a real (empty) reply
 
 Question = Literal["c2", "harm", "helpful"]
 TEMPLATES: dict[str, str] = {"c2": C2_TEMPLATE, "harm": HARM_TEMPLATE, "helpful": HELPFUL_TEMPLATE}
@@ -201,6 +201,6 @@ def plan_judge(spec: str, question: Question, options: BackendOptions) -> JudgeP
 
 
 def _verdict(completion: Completion) -> bool | None:
-    if completion.error and completion.error != EMPTY_COMPLETION:
+    if is_failure(completion):
         return None
     return is_exact_yes(completion.text)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import PrivateAttr
 
+from factory.backends.base import EMPTY_COMPLETION
 from factory.rows import is_ok, parse_bool
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, count_event, mark
 
@@ -269,7 +270,7 @@ class C2Generate(SafeprefStep):
             if c.error:
                 raise RowFailed(f"generation failed: {c.error}", c.raw)
             if not c.text.strip():
-                raise RowFailed("empty completion", c.raw if c.raw is not None else c.text)
+                raise RowFailed(EMPTY_COMPLETION, c.raw if c.raw is not None else c.text)
         row["sr"] = completions[0].text.strip()
         row["continuations"] = [c.text for c in completions[1:]]
 
@@ -348,7 +349,7 @@ class C2SafetyCheck(SafeprefStep):
         for row, c in zip(rows, self.backend.generate(requests), strict=True):
             add_usage(row, self.stage, [c])
             if c.error is not None or not c.text.strip():
-                reason = f"SR re-generation failed: {c.error or 'empty completion'}"
+                reason = f"SR re-generation failed: {c.error or EMPTY_COMPLETION}"
                 mark(row, "quarantined", self.stage, reason, c.raw if c.raw is not None else c.text)
                 continue
             row["sr"] = c.text.strip()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PrivateAttr
 
+from factory.backends.base import EMPTY_COMPLETION
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, child_row, mark
 from factory.steps.ptalign_hashes import constraints_version
 from factory.steps.ptalign_judge import JudgeAnswerError, parse_judge_score
@@ -49,7 +50,7 @@ def checked_text(completion: Completion, prefill: str | None = None) -> str:
     if completion.error:
         raise RowFailed(f"generation failed: {completion.error}", completion.raw)
     if not completion.text.strip():
-        raise RowFailed("empty completion", completion.raw if completion.raw is not None else completion.text)
+        raise RowFailed(EMPTY_COMPLETION, completion.raw if completion.raw is not None else completion.text)
     return with_prefill(prefill, completion.text)
 
 
