@@ -64,9 +64,7 @@ def build_pipeline(
                     params=stage.params,
                     seed=recipe.seed,
                     template_dir=str(loaded.base_dir.resolve()),
-                    backend_spec=recipe.backends[stage.backend].model_dump(mode="json")
-                    if stage.backend
-                    else None,
+                    backend_spec=spec.model_dump(mode="json") if spec is not None else None,
                 )
             else:
                 kwargs.update(stage.params)

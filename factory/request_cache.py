@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.backends.base import Backend, ChatRequest, Completion
+from factory.generators import model_id, model_revision
 from schemas.generation import BackendSpec
 
 ENV_VAR = "SAFEPREF_REQUEST_CACHE"
@@ -117,7 +118,7 @@ class CachedBackend:
     def __init__(self, make_backend: Callable[[], Backend], spec: BackendSpec, cache: RequestCache) -> None:
         self._make, self.kind, self.cache = make_backend, spec.kind, cache
         self._inner: Backend | None = None
-        self.model_id, self.revision = provenance_of(spec)
+        self.model_id, self.revision = model_id(spec.model), model_revision(spec.model, spec.revision)
         if self.revision is None and Path(spec.model).is_dir():  # a local folder: key on its content
             from factory.reproducibility import folder_fingerprint
 
@@ -158,12 +159,3 @@ class CachedBackend:
         if self._inner is not None:
             self._inner.close()
         self.cache.close()
-
-
-def provenance_of(spec: BackendSpec) -> tuple[str, str | None]:
-    """(model id, revision) as the backend reports them, without loading anything."""
-    if spec.model == "bundled":
-        from factory.backends.bundled_model import MODEL_ID, REVISION
-
-        return MODEL_ID, REVISION
-    return spec.model, spec.revision

@@ -39,6 +39,9 @@ class ListParams(LLMStepParams):
         description="also filter items whose word-set Jaccard with a kept one is >= this",
     )
 
+    def rows_out_per_row(self) -> float:
+        return float(self.n)  # at most: duplicates and unusable items are filtered
+
     @model_validator(mode="after")
     def _bounds(self) -> ListParams:
         if self.min_chars > self.max_chars:
@@ -70,6 +73,9 @@ class RefineConstraintsParams(LLMStepParams):
     keep_seed: bool = Field(True, description="the refined set starts with the seed's constraints")
     min_chars: int = Field(8, ge=1)
     max_chars: int = Field(300, ge=1)
+
+    def llm_calls_per_row(self) -> float:
+        return 2.0 * self.rounds  # the positive and the toxic set, each round
 
 
 class ResponseParams(LLMStepParams):
@@ -140,6 +146,11 @@ class RefineParams(StepParams):
     critique_template: str = "ptalign_critique.jinja"
     revise_template: str = "ptalign_revise.jinja"
     generation: DecodingOverride = Field(default_factory=DecodingOverride)
+
+    def llm_calls_per_row(self) -> float:
+        # a judge call per criterion before the first round and after each, and per round a
+        # critique and a revision of each of the two sides
+        return float(len(self.criteria) * (self.rounds + 1) + 4 * self.rounds)
 
     @model_validator(mode="after")
     def _check(self) -> RefineParams:

@@ -168,20 +168,8 @@ class C2Group(BaseModel):
         ]
 
     def pairs(self) -> list[PreferencePair]:
-        """The 15 preferences: every (i, j), i < j, of the ranked list; chosen = rank i."""
-        return [
-            PreferencePair(
-                prompt=self.prompt,
-                chosen=a.text,
-                rejected=b.text,
-                chosen_rank=a.rank,
-                rejected_rank=b.rank,
-                principle=c2_principle(a.rank, b.rank),
-                source_id=self.source_id,
-                group_id=self.group_id,
-            )
-            for a, b in combinations(self.responses, 2)
-        ]
+        """The 15 preferences: every (i, j), i < j, of the ranked list; chosen = rank i (validated)."""
+        return [PreferencePair.model_validate(r) for r in self.pair_records()]
 
 
 class ToxicSpan(BaseModel):

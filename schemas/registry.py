@@ -15,7 +15,7 @@ RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "prompt_response": PromptResponse,
 }
 
-# Schemas whose rows hold harmful text (C²-Syn rejected responses, PT-ALIGN toxic responses).
-HARMFUL_TEXT_SCHEMAS = frozenset(
-    {"preference_pair", "conversational_pair", "c2_group", "safety_triple", "kto_row"}
-)
+# Schemas whose rows hold harmful text (C²-Syn rejected responses, PT-ALIGN toxic responses): every
+# schema but the listed exceptions, so a new record schema is gated until it is listed here.
+SCHEMAS_WITHOUT_HARMFUL_TEXT = frozenset({"prompt_response"})
+HARMFUL_TEXT_SCHEMAS = frozenset(RECORD_SCHEMAS) - SCHEMAS_WITHOUT_HARMFUL_TEXT

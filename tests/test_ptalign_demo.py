@@ -91,3 +91,13 @@ def test_the_demo_card_warns_and_is_tagged(demo_run: Path) -> None:
     assert "private and gated by default" in card
     for config in CONFIGS:
         assert f"config_name: {config}" in card
+
+
+def test_plan_bounds_every_stages_llm_calls_of_the_run(demo_run: Path) -> None:
+    from factory.planning import plan_recipe
+    from factory.recipe_loader import load_recipe
+
+    manifest = json.loads((demo_run / "manifest.json").read_text())
+    planned = {s.name: s.calls for s in plan_recipe(load_recipe("ptalign-demo")).stages}
+    for stage, stats in manifest["stages"].items():
+        assert stats["llm_calls"] <= planned[stage], (stage, stats["llm_calls"], planned[stage])

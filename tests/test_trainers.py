@@ -315,10 +315,9 @@ def test_bundled_smollm2_lora_steps(
     }
     if algorithm == "dpo":
         body |= {"dataset_config": "groups", "dpo": {"group_forward": True}}
-    dataset = c2_dataset if algorithm == "dpo" else triple_dataset
-    if algorithm == "ptalign":
-        body["training"]["max_steps"] = 2
+    else:
         body["training"]["per_device_train_batch_size"] = 2
+    dataset = c2_dataset if algorithm == "dpo" else triple_dataset
     out = train(_config(tmp_path, body), dataset=str(dataset), out=str(tmp_path / "out"))
     summary = _summary(out)
     _assert_learned(summary, 2)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.errors import UserError
@@ -139,33 +138,12 @@ def resolve_config_path(config: str) -> Path:
     )
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in nested dicts; the value is parsed with yaml.safe_load."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--set {override!r}: expected key.path=value")
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise UserError(f"--set {override!r}: {part!r} is not a section")
-        node = child
-    try:
-        node[parts[-1]] = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {override!r}: value is not valid YAML ({exc.__class__.__name__})") from None
-
-
 def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainConfig, Path]:
     """Read, override and validate a training config; returns it with the file it came from."""
+    from factory.recipe_loader import apply_override, format_validation_error, read_yaml
+
     path = resolve_config_path(config)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
@@ -173,6 +151,4 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainC
     try:
         return TrainConfig.model_validate(data), path
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UserError(f"{path}: {where}: {first['msg']}") from None
+        raise UserError(f"{path}: {format_validation_error(exc)}") from None
