@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from factory.recipe_loader import LoadedRecipe
+from factory.rows import is_ok
 from factory.sources import read_source
+from schemas.generation import merged_decoding
 from schemas.step_params import STEP_PARAMS
 
 
@@ -38,7 +40,7 @@ class RecipePlan:
 def plan_recipe(loaded: LoadedRecipe) -> RecipePlan:
     recipe = loaded.recipe
     rows, label = read_source(recipe.source, loaded.base_dir)
-    n = float(sum(1 for r in rows if r.get("_sp_status") == "ok"))
+    n = float(sum(1 for r in rows if is_ok(r)))
     stages = []
     for stage in recipe.stages:
         model = STEP_PARAMS.get(stage.step)
@@ -47,9 +49,8 @@ def plan_recipe(loaded: LoadedRecipe) -> RecipePlan:
         calls = int(round(n * per_row))
         max_tokens = 0
         if stage.backend:
-            gen = recipe.backends[stage.backend].generation.max_new_tokens
-            override = (stage.params.get("generation") or {}).get("max_new_tokens")
-            max_tokens = calls * int(override or gen)
+            backend = recipe.backends[stage.backend].generation.model_dump()
+            max_tokens = calls * merged_decoding(backend, stage.params.get("generation")).max_new_tokens
         stages.append(StagePlan(stage.name, stage.step, stage.backend, per_row, int(n), calls, max_tokens))
         n *= params.rows_out_per_row() if params else 1.0
         cap = params.max_rows_out() if params else None

@@ -13,18 +13,11 @@ class Respond(SafeprefStep):
 
     @property
     def inputs(self) -> list[str]:  # type: ignore[override]
-        return [self.params.get("input_column", "prompt"), "_sp_id", "_sp_status"]
+        return [self.params["input_column"], *super().inputs]
 
     @property
     def outputs(self) -> list[str]:  # type: ignore[override]
-        return [
-            self.params.get("output_column", "response"),
-            "_sp_status",
-            "_sp_stage",
-            "_sp_reason",
-            "_sp_raw",
-            "_sp_usage",
-        ]
+        return [self.params["output_column"], *super().outputs]
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         from factory.backends import ChatRequest

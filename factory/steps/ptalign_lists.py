@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 _MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.):])(?:\s+|$)")
 _NUMBERED = re.compile(r"^\s*\(?(\d{1,3})[.):]\s")
 _QUOTES = "\"'\u201c\u201d\u2018\u2019`"
-_WORD = re.compile(r"\w+")
+WORD_RE = re.compile(r"\w+")
 
 
 def strip_list_marker(line: str) -> str:
@@ -58,7 +58,7 @@ def dedup_key(text: str) -> str:
 
 
 def word_set(text: str) -> frozenset[str]:
-    return frozenset(w.casefold() for w in _WORD.findall(text))
+    return frozenset(w.casefold() for w in WORD_RE.findall(text))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

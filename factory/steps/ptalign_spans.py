@@ -7,13 +7,11 @@ sorted and merged before they are stored, so they always satisfy `schemas.record
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-from factory.steps.ptalign_lists import strip_list_marker
+from factory.steps.ptalign_lists import WORD_RE, strip_list_marker, word_set
 
 Span = tuple[int, int]
-_WORD = re.compile(r"\w+")
 
 
 def clamp_spans(spans: Iterable[Span], length: int) -> list[Span]:
@@ -67,9 +65,9 @@ def locate_quotes(text: str, quotes: Iterable[str]) -> list[Span]:
 
 def diff_spans(toxic: str, positive: str, min_word_chars: int) -> list[Span]:
     """Words of `toxic` (at least `min_word_chars` long) that `positive` never uses; adjacent ones merge."""
-    used = {w.casefold() for w in _WORD.findall(positive)}
+    used = word_set(positive)
     spans: list[Span] = []
-    for m in _WORD.finditer(toxic):
+    for m in WORD_RE.finditer(toxic):
         word = m.group(0)
         if len(word) < min_word_chars or word.casefold() in used:
             continue
