@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from factory.backends import Backend, ChatRequest, Completion
 from factory.backends.base import is_failure
 from factory.evaluation.judges import Judge, JudgeItem
-from factory.evaluation.sample_store import JsonlStore, Key
+from factory.evaluation.sample_store import JsonlStore, Key, pin_settings
 
 T = TypeVar("T")
 
@@ -47,6 +48,35 @@ class Progress:
 class Task(Generic[T]):
     key: Key
     payload: T
+
+
+def generate_for_models(
+    out: Path,
+    models: Sequence[tuple[str, Callable[[], Backend]]],
+    store: tuple[str, Key],
+    tasks: Sequence[Task[T]],
+    request: Callable[[T], ChatRequest],
+    record: Callable[[T, Completion], dict[str, Any]],
+    pinned: Callable[[str], dict[str, Any]],
+    *,
+    chunk: int,
+    budget: BatchBudget,
+    progress: Progress,
+) -> dict[str, JsonlStore] | None:
+    """For each (slug, open_backend): pin the settings in `out/<slug>/settings.json` (a resume with
+    other settings is refused) and generate what `out/<slug>/<store file>` lacks. Returns the stores by
+    slug, or None when the batch budget ran out (the run stopped as if killed)."""
+    file_name, key = store
+    stores: dict[str, JsonlStore] = {}
+    for slug, open_backend in models:
+        pin_settings(out / slug / "settings.json", pinned(slug))
+        stores[slug] = JsonlStore(out / slug / file_name, key)
+        generate_missing(
+            stores[slug], tasks, request, record, open_backend, chunk=chunk, budget=budget, progress=progress
+        )
+        if progress.interrupted:
+            return None
+    return stores
 
 
 def generate_missing(

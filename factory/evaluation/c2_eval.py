@@ -20,7 +20,7 @@ from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.errors import UserError
 from factory.evaluation import c2_prefill
-from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_missing, judge_missing
+from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_for_models, judge_missing
 from factory.evaluation.confidence import BOOTSTRAP_RESAMPLES, row_bootstrap
 from factory.evaluation.eval_data import C2_DEMO, PKU_SAFERLHF, C2Row, load_c2_rows, source_spec
 from factory.evaluation.judges import JudgeItem, plan_judge
@@ -32,7 +32,7 @@ from factory.evaluation.model_specs import (
     unique_slugs,
 )
 from factory.evaluation.report_files import write_c2_report
-from factory.evaluation.sample_store import JsonlStore, pin_settings
+from factory.evaluation.sample_store import JsonlStore
 from schemas.eval_report import C2Config, C2EvalReport, C2ModelResult, DataInfo, HarmEvalReport, ModelInfo
 from schemas.generation import GenerationParams
 from schemas.step_params import C2_OPENERS
@@ -80,25 +80,25 @@ def run_c2_eval(settings: C2Settings, out: Path, *, max_batches: int | None = No
     rows, data_info = load_c2_rows(spec, settings.rows)
     paths = _paths(settings, rows)
     budget, progress = BatchBudget(max_batches), Progress()
-    for ref, model in zip(refs, models, strict=True):
-        folder = out / model.slug
-        pin_settings(folder / "settings.json", _pinned(settings, model, data_info))
-        generate_missing(
-            JsonlStore(folder / "samples.jsonl", SAMPLE_KEY),
-            paths,
-            partial(_request, settings.decoding),
-            _record,
-            partial(open_backend, ref, settings.backend),
-            chunk=settings.chunk,
-            budget=budget,
-            progress=progress,
-        )
-        if progress.interrupted:
-            return EvalOutcome(out, None, progress)
+    by_slug = {m.slug: m for m in models}
+    stores = generate_for_models(
+        out,
+        [(m.slug, partial(open_backend, ref, settings.backend)) for ref, m in zip(refs, models, strict=True)],
+        ("samples.jsonl", SAMPLE_KEY),
+        paths,
+        partial(_request, settings.decoding),
+        _record,
+        lambda slug: _pinned(settings, by_slug[slug], data_info),
+        chunk=settings.chunk,
+        budget=budget,
+        progress=progress,
+    )
+    if stores is None:
+        return EvalOutcome(out, None, progress)
     results = []
     for model in models:
         folder = out / model.slug
-        samples = JsonlStore(folder / "samples.jsonl", SAMPLE_KEY)
+        samples = stores[model.slug]
         verdicts = JsonlStore(folder / f"verdicts-{judge.key}.jsonl", SAMPLE_KEY)
         items = [
             Task(p.key, _judge_item(p.payload.row, record))

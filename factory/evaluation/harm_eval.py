@@ -18,7 +18,7 @@ from typing import Any
 from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.errors import UserError
-from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_missing, judge_missing
+from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_for_models, judge_missing
 from factory.evaluation.c2_eval import EvalOutcome
 from factory.evaluation.confidence import BOOTSTRAP_RESAMPLES, row_bootstrap, wilson
 from factory.evaluation.eval_data import BENIGN_DEMO, HARM_DEMO, Instruction, load_instructions, source_spec
@@ -31,7 +31,7 @@ from factory.evaluation.model_specs import (
     unique_slugs,
 )
 from factory.evaluation.report_files import write_harm_report
-from factory.evaluation.sample_store import JsonlStore, pin_settings
+from factory.evaluation.sample_store import JsonlStore
 from schemas.eval_report import DataInfo, HarmConfig, HarmEvalReport, HarmModelResult, ModelInfo, RateResult
 from schemas.generation import GenerationParams
 
@@ -89,24 +89,24 @@ def run_harm_eval(settings: HarmSettings, out: Path, *, max_batches: int | None 
         benign, benign_info = load_instructions(benign_spec, settings.benign_rows, settings.column)
     tasks = _tasks(settings, "harm", harmful) + _tasks(settings, "benign", benign)
     budget, progress = BatchBudget(max_batches), Progress()
-    for ref, model in zip(refs, models, strict=True):
-        folder = out / model.slug
-        pin_settings(folder / "settings.json", _pinned(settings, model, data_info, benign_info))
-        generate_missing(
-            JsonlStore(folder / "answers.jsonl", ANSWER_KEY),
-            tasks,
-            partial(_request, settings.decoding),
-            _record,
-            partial(open_backend, ref, settings.backend),
-            chunk=settings.chunk,
-            budget=budget,
-            progress=progress,
-        )
-        if progress.interrupted:
-            return EvalOutcome(out, None, progress)
+    by_slug = {m.slug: m for m in models}
+    stores = generate_for_models(
+        out,
+        [(m.slug, partial(open_backend, ref, settings.backend)) for ref, m in zip(refs, models, strict=True)],
+        ("answers.jsonl", ANSWER_KEY),
+        tasks,
+        partial(_request, settings.decoding),
+        _record,
+        lambda slug: _pinned(settings, by_slug[slug], data_info, benign_info),
+        chunk=settings.chunk,
+        budget=budget,
+        progress=progress,
+    )
+    if stores is None:
+        return EvalOutcome(out, None, progress)
     results = []
     for model in models:
-        answers = JsonlStore(out / model.slug / "answers.jsonl", ANSWER_KEY)
+        answers = stores[model.slug]
         harmful_rate = _judge_set(settings, out / model.slug, answers, tasks, "harm", harm_judge, progress)
         helpful_rate = None
         if helpful_judge is not None:
