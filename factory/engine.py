@@ -7,12 +7,15 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory import __version__
+from factory.backends.managed_server import ENV_VAR as SERVERS_ENV
+from factory.backends.managed_server import recipe_servers
 from factory.errors import UserError
 from factory.exporters import ExportContext
 from factory.generators import model_id, model_revision, stage_decodings
@@ -55,10 +58,6 @@ def build_pipeline(
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
             if issubclass(cls, SafeprefStep):
                 spec = recipe.backends[stage.backend] if stage.backend else None
-                if spec is not None and spec.kind == "vllm":  # on Ray, the actor must hold its GPUs
-                    from distilabel.steps import StepResources
-
-                    kwargs["resources"] = StepResources(gpus=spec.tensor_parallel_size)
                 kwargs.update(
                     stage=stage.name,
                     params=stage.params,
@@ -230,7 +229,7 @@ def _on_ray(pipeline: Any, address: str | None) -> Any:
     except ImportError:
         raise UserError("--executor ray needs the `ray` extra: pip install 'safepref[ray]'") from None
     # Workers read the request cache path and import user steps like this process does.
-    names = (REQUEST_CACHE_ENV, PROGRESS_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
+    names = (REQUEST_CACHE_ENV, SERVERS_ENV, PROGRESS_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
     env = {k: os.environ[k] for k in names if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     init: dict[str, Any] = {
@@ -311,10 +310,13 @@ def run_recipe(
     cache_path = (out_dir / WORK_DIR / "requests.sqlite").resolve()
     RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
     os.environ[REQUEST_CACHE_ENV] = str(cache_path)
-    if executor == "ray":
-        pipeline = _on_ray(pipeline, ray_address)
+    # one server per transformers/vllm backend for the whole run, stopped however the run ends
+    servers = nullcontext() if complete else recipe_servers(recipe, out_dir / WORK_DIR)
     try:
-        distiset = pipeline.run(use_cache=complete)
+        with servers:
+            if executor == "ray":
+                pipeline = _on_ray(pipeline, ray_address)
+            distiset = pipeline.run(use_cache=complete)
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
         raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
     finally:

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DEFAULT_MAX_BATCH_TOKENS = 512  # transformers serve: larger batches only cost memory on a CPU
+DEFAULT_KV_TOKENS_PER_REQUEST = 1024
+
 
 class GenerationParams(BaseModel):
     """Decoding parameters; recorded verbatim in the manifest and the card."""
@@ -56,13 +59,45 @@ class BackendSpec(BaseModel):
         "OPENAI_API_KEY", description="Name of the env var holding the key (never the key)"
     )
     prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
-    max_concurrency: int = Field(8, ge=1, le=1024, description="requests in flight per replica (base_url)")
+    max_concurrency: int = Field(
+        8, ge=1, le=1024, description="requests in flight per replica (base_url) or on the managed server"
+    )
+    extra_decoding: Literal["fields", "generation_config"] = Field(
+        "fields",
+        description="how top_k / repetition_penalty are sent: as request fields (vLLM, SGLang, llama.cpp) "
+        "or as a `generation_config` JSON string (transformers serve, which refuses unknown fields)",
+    )
+    served_model_name: str | None = Field(
+        None, description="the model name sent to the server when it differs from `model` (what is recorded)"
+    )
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
     replica_cooldown_s: float = Field(
         30.0, ge=0, description="a replica that refused a connection is skipped this long, then tried again"
     )
-    # in-process backends
+    # managed servers: for `transformers` and `vllm` the engine starts one server per backend and run
+    server_command: list[str] | None = Field(
+        None,
+        description="the command that starts the server, before the model argument; default: "
+        "`transformers serve` of this environment, `vllm serve` (set e.g. [/opt/vllm/bin/vllm, serve])",
+    )
+    server_args: list[str] = Field(default_factory=list, description="extra arguments for the server")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of the server process")
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="tokens per forward pass: transformers --cb-max-batch-tokens (default "
+        f"{DEFAULT_MAX_BATCH_TOKENS}), vllm --max-num-batched-tokens",
+    )
+    kv_cache_tokens: int | None = Field(
+        None,
+        ge=256,
+        description="transformers: tokens the KV cache holds (default max_concurrency x "
+        f"{DEFAULT_KV_TOKENS_PER_REQUEST}; the server would otherwise size it from free memory)",
+    )
+    max_num_seqs: int | None = Field(None, ge=1, description="vllm: sequences batched together")
+    startup_timeout_s: float = Field(900.0, gt=0, description="how long the server may take to get ready")
+    # the in-process transformers backend (library use: evaluation of adapters, benchmarks)
     batch_size: int = Field(8, ge=1, le=4096)
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -71,7 +106,7 @@ class BackendSpec(BaseModel):
         1,
         ge=1,
         le=64,
-        description="vllm: GPUs one model is sharded across (on Ray: GPUs its stage's actor asks for)",
+        description="vllm: GPUs one model is sharded across (--tensor-parallel-size)",
     )
     gpu_memory_utilization: float = Field(
         0.9, gt=0.0, le=1.0, description="vllm: share of each GPU's memory it may use"
@@ -86,4 +121,17 @@ class BackendSpec(BaseModel):
             raise ValueError(
                 "tensor_parallel_size is a `vllm` backend setting (for `vllm serve`, pass it there)"
             )
+        only: dict[str, tuple[str, ...]] = {
+            "server_command": ("transformers", "vllm"),
+            "server_args": ("transformers", "vllm"),
+            "threads": ("transformers", "vllm"),
+            "max_batch_tokens": ("transformers", "vllm"),
+            "kv_cache_tokens": ("transformers",),
+            "max_num_seqs": ("vllm",),
+        }
+        for name, kinds in only.items():
+            if getattr(self, name) not in (None, []) and self.kind not in kinds:
+                raise ValueError(f"{name} is a setting of a managed server (kind {' or '.join(kinds)})")
+        if self.server_command == []:
+            raise ValueError("server_command must name a program")
         return self

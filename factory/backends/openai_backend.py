@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,6 +64,11 @@ class OpenAIBackend:
         self.model_id = bundled_model.MODEL_ID if bundled else spec.model
         self.revision = bundled_model.REVISION if bundled and spec.revision is None else spec.revision
         self.tokenizer: Any = None
+        self._generation_defaults = (
+            generation_defaults(spec.served_model_name or spec.model, spec.revision)
+            if spec.extra_decoding == "generation_config"
+            else {}
+        )
         if spec.prefill_mode == "completions":
             self.tokenizer = _load_tokenizer(spec)
         # The key goes straight into httpx.Headers (repr shows "[secure]"); no local holds it.
@@ -144,14 +150,18 @@ class OpenAIBackend:
 
     def _payload(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
         params = request.params
-        body: dict[str, Any] = {"model": self.model_id, "max_tokens": params.max_new_tokens}
+        body: dict[str, Any] = {
+            "model": self.spec.served_model_name or self.model_id,
+            "max_tokens": params.max_new_tokens,
+        }
         body["temperature"] = params.temperature
         body["top_p"] = params.top_p
         # non-standard fields are sent only when set: vLLM/SGLang/llama.cpp read them, others may reject them
-        if params.top_k is not None:
-            body["top_k"] = params.top_k
-        if params.repetition_penalty is not None:
-            body["repetition_penalty"] = params.repetition_penalty
+        extras = extra_decoding(params)
+        if self.spec.extra_decoding == "generation_config":
+            body["generation_config"] = json.dumps({**self._generation_defaults, **extras})
+        else:
+            body.update(extras)
         if params.stop:
             body["stop"] = list(params.stop)
         if self.tokenizer is not None:
@@ -203,6 +213,35 @@ class OpenAIBackend:
             if completion.raw:
                 completion.raw = completion.raw.replace(key, "***")
         return completion
+
+
+def generation_defaults(model: str, revision: str | None = None) -> dict[str, Any]:
+    """The model's own end-of-sequence ids, for a `generation_config` request field: transformers serve
+    builds a request's GenerationConfig from that field alone, and without eos ids generation never
+    stops before max_tokens (seen: "`eos_token_id` not set ... disabled")."""
+    source = bundled_model.bundled_model_dir() if model == "bundled" else Path(model).expanduser()
+    files = [source / "generation_config.json", source / "config.json"] if source.is_dir() else []
+    if not files:  # a Hub id: its files in the local cache (offline runs have them there)
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("generation_config.json", "config.json"):
+            found = try_to_load_from_cache(model, name, revision=revision)
+            if isinstance(found, str):
+                files.append(Path(found))
+    for path in files:
+        try:
+            eos = json.loads(path.read_text()).get("eos_token_id")
+        except (OSError, ValueError):
+            continue
+        if eos is not None:
+            return {"eos_token_id": eos}
+    return {}
+
+
+def extra_decoding(params: GenerationParams) -> dict[str, Any]:
+    """The decoding settings beyond the OpenAI API's that are set (GenerationConfig field names)."""
+    extras = {"top_k": params.top_k, "repetition_penalty": params.repetition_penalty}
+    return {k: v for k, v in extras.items() if v is not None}
 
 
 def _parse(text: str, path: str, params: GenerationParams) -> Completion:

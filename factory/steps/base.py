@@ -85,18 +85,23 @@ class SafeprefStep(Step):
         super().load()
         if self.backend_spec is not None:
             from factory.backends import create_backend
+            from factory.backends.managed_server import client_spec, served_spec
             from schemas.generation import BackendSpec
 
+            # `transformers` / `vllm` backends are served by the engine's one server per backend: the
+            # step is its client (the lookup waits for the first cache miss: a cached run needs none)
             spec = BackendSpec.model_validate(self.backend_spec)
             cache_path = os.environ.get(REQUEST_CACHE_ENV)
             if cache_path:  # set by the engine: reuse unchanged generations across runs and edits
                 from factory.request_cache import CachedBackend, RequestCache
 
                 self._backend = CachedBackend(
-                    lambda: create_backend(spec), spec, RequestCache(Path(cache_path))
+                    lambda: create_backend(served_spec(spec)),
+                    client_spec(spec),
+                    RequestCache(Path(cache_path)),
                 )
             else:
-                self._backend = create_backend(spec)
+                self._backend = create_backend(served_spec(spec))
 
     def unload(self) -> None:
         if self._backend is not None:

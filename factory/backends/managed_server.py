@@ -1,0 +1,367 @@
+"""Managed model servers: one `transformers serve` or `vllm serve` process per backend and run.
+
+The engine (main process) starts the server of every `kind: transformers` / `kind: vllm` backend a
+recipe uses, waits until it answers a real completion (the model is loaded then), hands every stage the
+same OpenAI-compatible client (`client_spec`) and stops the server when the run ends, fails or is
+interrupted. The server runs in its own process group (a Ctrl-C in the terminal reaches the engine,
+which stops the server in order) and dies with its parent (PR_SET_PDEATHSIG), so a SIGKILLed run leaves
+no server behind.
+
+Prompts are rendered here with the model's tokenizer and sent to /v1/completions
+(`prefill_mode: completions`): `transformers serve` rejects vLLM's `continue_final_message`, and a
+locally rendered prompt continues an open assistant turn the same way on every server.
+
+`transformers serve --continuous-batching` (5.23) applies the sampling settings of its FIRST request
+(temperature, top_p, top_k, repetition_penalty) to every later request; only max_new_tokens is per
+request (stop strings are cut client-side). So the engine checks that every stage on such a backend
+samples alike and sends those settings with the warm-up request; a recipe that mixes them fails fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from factory.backends import bundled_model
+from factory.backends.openai_backend import extra_decoding, generation_defaults
+from factory.errors import UserError
+from factory.generators import stage_decodings
+from schemas.generation import (
+    DEFAULT_KV_TOKENS_PER_REQUEST,
+    DEFAULT_MAX_BATCH_TOKENS,
+    BackendSpec,
+    GenerationParams,
+)
+from schemas.recipe import Recipe
+
+ENV_VAR = "SAFEPREF_SERVERS"  # JSON {server_key: base_url}: how stages in worker processes find them
+SERVED_KINDS = frozenset({"transformers", "vllm"})
+_HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+_STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
+
+
+class ServerError(UserError):
+    """A managed server could not start or died: the system's failure, not the recipe's (exit 1)."""
+
+    exit_code = 1
+
+
+def server_key(spec: BackendSpec) -> str:
+    """Backends with equal specs share one server (and one model copy)."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def model_source(spec: BackendSpec) -> str:
+    """What the server loads: the bundled model's converted folder, a local folder, or a Hub id."""
+    if spec.model == "bundled":
+        return str(bundled_model.bundled_model_dir())
+    return spec.model
+
+
+def server_command(spec: BackendSpec, port: int) -> list[str]:
+    """The command line that serves `spec` on 127.0.0.1:`port`."""
+    source = model_source(spec)
+    if spec.kind == "transformers":
+        prefix = spec.server_command or [sys.executable, "-m", "transformers.cli.transformers", "serve"]
+        # transformers serve names a revision as MODEL@REV; it sizes the KV cache from free memory
+        # unless told (seen: 8.8 GB resident for the 135M demo model on a CPU), so bound it
+        kv_tokens = spec.kv_cache_tokens or spec.max_concurrency * DEFAULT_KV_TOKENS_PER_REQUEST
+        command = [
+            *prefix,
+            f"{source}@{spec.revision}" if spec.revision and spec.model != "bundled" else source,
+            "--continuous-batching",
+            f"--cb-max-batch-tokens={spec.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS}",
+            f"--cb-num-blocks={-(-kv_tokens // 256)}",  # blocks of 256 tokens (the default page size)
+            f"--dtype={spec.dtype}",
+            "--log-level=warning",
+        ]
+        if spec.device:
+            command.append(f"--device={spec.device}")
+    else:
+        prefix = spec.server_command or ["vllm", "serve"]
+        command = [
+            *prefix,
+            source,
+            f"--dtype={spec.dtype}",
+            f"--tensor-parallel-size={spec.tensor_parallel_size}",
+            f"--gpu-memory-utilization={spec.gpu_memory_utilization}",
+        ]
+        if spec.max_num_seqs:
+            command.append(f"--max-num-seqs={spec.max_num_seqs}")
+        if spec.max_batch_tokens:
+            command.append(f"--max-num-batched-tokens={spec.max_batch_tokens}")
+        if spec.revision and spec.model != "bundled":
+            command.append(f"--revision={spec.revision}")
+        if spec.tokenizer and spec.tokenizer != "bundled":
+            command.append(f"--tokenizer={spec.tokenizer}")
+    if spec.trust_remote_code:
+        command.append("--trust-remote-code")
+    return [*command, f"--host={_HOST}", f"--port={port}", *spec.server_args]
+
+
+def client_spec(spec: BackendSpec, base_url: str | None = None) -> BackendSpec:
+    """The OpenAI-compatible client of a managed server (other kinds unchanged): same model identity
+    (cache keys, provenance), prompts rendered locally with the model's tokenizer, the server's own
+    model name in requests. Without `base_url` it is what the request cache keys on."""
+    if spec.kind not in SERVED_KINDS:
+        return spec
+    return spec.model_copy(
+        update={
+            "kind": "openai",
+            "base_url": base_url,
+            "prefill_mode": "completions",
+            "tokenizer": spec.tokenizer or spec.model,
+            "served_model_name": model_source(spec),
+            "extra_decoding": "generation_config" if spec.kind == "transformers" else "fields",
+        }
+    )
+
+
+def served_spec(spec: BackendSpec) -> BackendSpec:
+    """For a stage: the client of the server the engine started for `spec` (other kinds unchanged)."""
+    if spec.kind not in SERVED_KINDS:
+        return spec
+    servers = json.loads(os.environ.get(ENV_VAR) or "{}")
+    url = servers.get(server_key(spec))
+    if url is None:
+        raise RuntimeError(
+            f"no managed server for this {spec.kind} backend: stages get one from the engine (run_recipe)"
+        )
+    return client_spec(spec, url)
+
+
+_SAMPLING = ("temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def shared_sampling(recipe: Recipe, backend: str) -> GenerationParams:
+    """The one sampling configuration all stages on `backend` use (its warm-up request carries it).
+
+    A `transformers` server applies its first request's sampling to all: a second configuration on the
+    same backend is a recipe error, named with its stage and role."""
+    spec = recipe.backends[backend]
+    stages = {s.name for s in recipe.stages if s.backend == backend}
+    first: tuple[str, GenerationParams] | None = None
+    for used in stage_decodings(recipe):
+        if used.stage not in stages:
+            continue
+        if first is None:
+            first = (f"{used.stage}.{used.role}", used.decoding)
+            continue
+        if spec.kind != "transformers":
+            break
+        differs = [f for f in _SAMPLING if getattr(used.decoding, f) != getattr(first[1], f)]
+        if differs:
+            field = differs[0]
+            raise UserError(
+                f"stage {used.stage!r} ({used.role}) samples with {field}={getattr(used.decoding, field)} "
+                f"but {first[0]} with {getattr(first[1], field)}: transformers serve applies one sampling "
+                "configuration per server; give these stages a backend of their own (its own server)",
+                where=f"backends.{backend}",
+            )
+    return spec.generation if first is None else first[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # SIGKILL when the thread that started us ends (the engine's main thread: the process itself)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class ManagedServer:
+    """One server process for one backend: `with ManagedServer(name, spec, log) as server: server.url`.
+
+    Start it from a thread that lives as long as the run (the main thread): the server is SIGKILLed
+    when the starting thread ends. `stop()` is idempotent and also runs on errors and Ctrl-C.
+    """
+
+    def __init__(
+        self, name: str, spec: BackendSpec, log_path: Path, sampling: GenerationParams | None = None
+    ) -> None:
+        self.name, self.spec, self.log_path = name, spec, log_path
+        self.sampling = sampling or spec.generation  # what the warm-up request asks for
+        self.port = _free_port()
+        self.url = f"http://{_HOST}:{self.port}/v1"
+        self.command = server_command(spec, self.port)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        if self.spec.threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.spec.threads)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its own group: a terminal's Ctrl-C reaches only the engine
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise UserError(
+                    f"cannot start `{' '.join(self.command[:2])}`: {exc.strerror or exc}; install the server "
+                    "or set server_command",
+                    where=f"backends.{self.name}",
+                ) from None
+
+    def wait_ready(self) -> float:
+        """Block until the server answers a one-token completion (so the model is loaded); seconds taken.
+
+        Polls /health, then sends the request, and gives up when the process exits (with the last line
+        of its log) or after `startup_timeout_s`."""
+        assert self.process is not None
+        started = time.monotonic()
+        deadline = started + self.spec.startup_timeout_s
+        request = client_spec(self.spec)
+        body: dict[str, object] = {
+            "model": request.served_model_name,
+            "prompt": "Hello",
+            "max_tokens": 1,
+            "temperature": self.sampling.temperature,
+            "top_p": self.sampling.top_p,
+        }
+        extras = extra_decoding(self.sampling)
+        if request.extra_decoding == "generation_config":  # this first request pins the server's config
+            defaults = generation_defaults(model_source(self.spec), self.spec.revision)
+            body["generation_config"] = json.dumps({**defaults, **extras})
+        else:
+            body.update(extras)
+        with httpx.Client(timeout=httpx.Timeout(self.spec.startup_timeout_s, connect=2.0)) as http:
+            while True:
+                try:
+                    health = http.get(self.url.removesuffix("/v1") + "/health")
+                    if health.status_code == 200:
+                        answer = http.post(self.url + "/completions", json=body)
+                        if answer.status_code == 200:
+                            return time.monotonic() - started
+                        self._fail(f"answered its first request with HTTP {answer.status_code}")
+                except httpx.TransportError:
+                    pass  # not listening yet (or just died: checked next)
+                try:
+                    code = self.process.wait(timeout=0.25)  # the poll interval, cut short by an exit
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        self._fail(f"was not ready after startup_timeout_s={self.spec.startup_timeout_s:g}")
+                    continue
+                self._fail(f"exited with code {code} before it was ready")
+
+    def _fail(self, what: str) -> None:
+        self.stop()
+        raise ServerError(
+            f"{' '.join(self.command[:2])} {what}: {_last_line(self.log_path)} (log: {self.log_path})",
+            where=f"backends.{self.name}",
+        )
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, SIGKILL it if it lingers; reap the server."""
+        process = self.process
+        if process is None:
+            return
+        for sig, grace in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, sig)  # the group: vllm serve has worker processes
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.process = None
+
+    def __enter__(self) -> ManagedServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip()[:300] if lines else "(empty log)"
+
+
+def recipe_servers(
+    recipe: Recipe, log_dir: Path, on_event: Callable[[str], None] = print
+) -> AbstractContextManager[dict[str, ManagedServer]]:
+    """The servers of the `transformers` / `vllm` backends the recipe's stages use."""
+    used = {s.backend for s in recipe.stages if s.backend}
+    backends = {n: spec for n, spec in recipe.backends.items() if n in used}
+    sampling = {n: shared_sampling(recipe, n) for n, spec in backends.items() if spec.kind in SERVED_KINDS}
+    return managed_servers(backends, log_dir, sampling, on_event)
+
+
+@contextmanager
+def managed_servers(
+    backends: Mapping[str, BackendSpec],
+    log_dir: Path,
+    sampling: Mapping[str, GenerationParams] | None = None,
+    on_event: Callable[[str], None] = print,
+) -> Iterator[dict[str, ManagedServer]]:
+    """Start one server per distinct served backend, ready before the block runs; stop all afterwards.
+
+    Inside the block `ENV_VAR` tells stages (worker processes inherit it) where each server listens.
+    `sampling`: per backend name, the settings the server is pinned to (default: its `generation`).
+    """
+    previous = os.environ.get(ENV_VAR)
+    servers: dict[str, ManagedServer] = {}
+    with ExitStack() as stack:
+        by_key: dict[str, ManagedServer] = {}
+        for name, spec in backends.items():
+            if spec.kind not in SERVED_KINDS:
+                continue
+            key = server_key(spec)
+            if key not in by_key:
+                log = log_dir / f"server-{name}.log"
+                server = stack.enter_context(ManagedServer(name, spec, log, (sampling or {}).get(name)))
+                on_event(
+                    f"server {name}: starting {spec.kind} serve {spec.model} on {server.url} (loading the model)"
+                )
+                by_key[key] = server
+            servers[name] = by_key[key]
+        for server in by_key.values():
+            seconds = server.wait_ready()
+            on_event(f"server {server.name}: ready in {seconds:.1f} s (pid {server.pid})")
+        os.environ[ENV_VAR] = json.dumps({key: server.url for key, server in by_key.items()})
+        try:
+            yield servers
+        finally:
+            if previous is None:
+                os.environ.pop(ENV_VAR, None)
+            else:
+                os.environ[ENV_VAR] = previous
