@@ -4,6 +4,8 @@
 quickly; the real-LLM path is covered by the c2syn-demo end-to-end tests.
 """
 
+import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from factory.distilabel_compat import Step, StepInput
@@ -45,3 +47,17 @@ class CrashingGenerate(CannedGenerate):
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         raise AssertionError("injected step bug")
+
+
+class HoldUntilReleased(SafeprefStep):
+    """Passes rows through; its first batch touches `params.holding`, then waits for `params.release`:
+    a test acts while the run is provably mid-way (every stage loaded, the LLM stages before it done)."""
+
+    def process(self, inputs: StepInput) -> Any:  # type: ignore[override]
+        Path(self.params["holding"]).touch()  # whatever the rows' status: filtered rows arrive too
+        while not Path(self.params["release"]).exists():
+            time.sleep(0.05)
+        yield from super().process(inputs)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        pass

@@ -255,24 +255,6 @@ def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(
     assert check_folder(out).ok
 
 
-def test_a_vllm_stage_asks_ray_for_its_tensor_parallel_gpus(tmp_path: Path) -> None:
-    from pydantic import ValidationError
-
-    from factory.engine import build_pipeline
-    from schemas.generation import BackendSpec
-
-    data = yaml.safe_load(yaml.safe_dump(DEMO))
-    data["backends"]["local"] = {"kind": "vllm", "model": "bundled", "tensor_parallel_size": 2}
-    path = tmp_path / "vllm.yaml"
-    path.write_text(yaml.safe_dump(data))
-    rows = [{**r, "_sp_id": str(i), "_sp_status": "ok"} for i, r in enumerate(DEMO_ROWS)]
-    _, steps = build_pipeline(load_recipe(str(path)), rows, tmp_path / "work", allow_import_steps=False)
-    gpus = {s.name: s.resources.gpus for s in steps}
-    assert gpus == {"select": None, "truncate": None, "generate": 2, "rank": None}  # vllm not imported
-    with pytest.raises(ValidationError, match="tensor_parallel_size is a `vllm` backend setting"):
-        BackendSpec(kind="openai", base_url="http://127.0.0.1:8000/v1", tensor_parallel_size=2)
-
-
 def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path: Path) -> None:
     from factory.steps.c2syn import row_rng, truncate
     from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
