@@ -22,7 +22,7 @@ from typing import Any
 
 from factory.backends.base import Backend, ChatRequest, Completion
 from factory.generators import model_id, model_revision
-from schemas.generation import BackendSpec
+from schemas.generation import BackendSpec, GenerationParams
 
 ENV_VAR = "SAFEPREF_REQUEST_CACHE"
 
@@ -92,20 +92,45 @@ class RequestCache:
                 for key, value in self._db.execute(
                     f"SELECT key, value FROM completions WHERE key IN ({marks})", chunk
                 ):
-                    found[key] = Completion(**json.loads(value))
+                    stored = json.loads(value)
+                    stored.pop("request", None)
+                    found[key] = Completion(**stored)
         return found
 
-    def put_many(self, items: list[tuple[str, Completion]]) -> None:
+    def put_many(self, items: list[tuple[str, Completion, ChatRequest | None]]) -> None:
+        """Store completions with the requests they answer (what `requests` reads back)."""
         with self._lock:
             self._db.executemany(
                 "INSERT OR REPLACE INTO completions (key, value) VALUES (?, ?)",
-                [(k, json.dumps({**asdict(c), "cached": False})) for k, c in items],
+                [(k, json.dumps({**asdict(c), "cached": False, "request": _stored(r)})) for k, c, r in items],
             )
             self._db.commit()
+
+    def requests(self) -> list[ChatRequest]:
+        """Every stored request, in insertion order (benchmarks replay a run's requests with them)."""
+        with self._lock:
+            rows = self._db.execute("SELECT value FROM completions ORDER BY rowid").fetchall()
+        out = []
+        for (value,) in rows:
+            request = json.loads(value).get("request")
+            if request is not None:
+                params = GenerationParams.model_validate(request.pop("params"))
+                out.append(ChatRequest(params=params, **request))
+        return out
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _stored(request: ChatRequest | None) -> dict[str, Any] | None:
+    if request is None:
+        return None
+    return {
+        "messages": request.messages,
+        "params": request.params.model_dump(mode="json"),
+        "close_final_turn": request.close_final_turn,
+    }
 
 
 class CachedBackend:
@@ -142,7 +167,7 @@ class CachedBackend:
         fresh = self.inner.generate([requests[i] for i in todo]) if todo else []
         self.cache.put_many(
             [
-                (key, c)
+                (key, c, requests[i])
                 for i, c in zip(todo, fresh, strict=True)
                 if (key := keys[i]) is not None and c.error is None
             ]

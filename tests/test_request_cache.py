@@ -22,7 +22,7 @@ def _open_and_write(path: str, barrier: mp.synchronize.Barrier, worker: int, err
     try:
         barrier.wait()
         cache = RequestCache(Path(path))
-        cache.put_many([(f"key-{worker}", _done(f"answer {worker}"))])
+        cache.put_many([(f"key-{worker}", _done(f"answer {worker}"), None)])
         cache.close()
     except Exception as exc:  # reported to the parent, which fails the test
         errors.put(f"worker {worker}: {type(exc).__name__}: {exc}")
@@ -54,7 +54,7 @@ def test_many_processes_open_a_fresh_store_at_once(tmp_path: Path) -> None:
 def test_prepare_twice_is_harmless_and_keeps_entries(tmp_path: Path) -> None:
     path = tmp_path / "requests.sqlite"
     cache = RequestCache(path)
-    cache.put_many([("k", _done("kept"))])
+    cache.put_many([("k", _done("kept"), None)])
     RequestCache.prepare(path)  # while a connection is open, as a second run's engine would
     assert cache.get_many(["k"])["k"].text == "kept"
     cache.close()
@@ -100,4 +100,14 @@ def test_keys_follow_a_local_model_folders_content_and_the_prefill_mode(tmp_path
 
     served = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
     assert key(**served) != key(**served, prefill_mode="completions", tokenizer=str(model))
+    cache.close()
+
+
+def test_each_answer_is_stored_with_its_request_for_replay(tmp_path: Path) -> None:
+    prefill = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Well,"}]
+    asked = ChatRequest(messages=prefill, params=GenerationParams(max_new_tokens=5), close_final_turn=True)
+    cache = RequestCache(tmp_path / "c.sqlite")
+    cache.put_many([("a", _done("one"), asked), ("b", _done("two"), None)])
+    assert cache.get_many(["a"])["a"].text == "one"
+    assert cache.requests() == [asked]
     cache.close()
