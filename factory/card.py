@@ -134,6 +134,9 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
         f"- recipe: `{manifest.recipe_name}` v{manifest.recipe_version}, sha256 `{manifest.recipe_hash}`"
         " (the resolved recipe is `recipe.resolved.yaml`)",
         f"- seed: {manifest.seed}",
+        "- reproducibility: greedy decoding on a batching server is not bitwise stable across batch"
+        " compositions, so a fresh run may word some generations differently; this data and the run's"
+        " request cache (`.work/requests.sqlite`) are what reproduce it exactly",
         f"- built with safepref {manifest.safepref_version} on {manifest.created_at}",
         f"- licence: `{recipe.license}`",
     ]
