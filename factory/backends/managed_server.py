@@ -204,6 +204,7 @@ class ManagedServer:
         self.port = _free_port()
         self.url = f"http://{_HOST}:{self.port}/v1"
         self.command = server_command(spec, self.port)
+        self.label = " ".join(spec.server_command[:2]) if spec.server_command else f"{spec.kind} serve"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -228,7 +229,7 @@ class ManagedServer:
                 )
             except OSError as exc:
                 raise UserError(
-                    f"cannot start `{' '.join(self.command[:2])}`: {exc.strerror or exc}; install the server "
+                    f"cannot start `{self.label}`: {exc.strerror or exc}; install the server "
                     "or set server_command",
                     where=f"backends.{self.name}",
                 ) from None
@@ -277,7 +278,7 @@ class ManagedServer:
     def _fail(self, what: str) -> None:
         self.stop()
         raise ServerError(
-            f"{' '.join(self.command[:2])} {what}: {_last_line(self.log_path)} (log: {self.log_path})",
+            f"{self.label} {what}: {_last_line(self.log_path)} (log: {self.log_path})",
             where=f"backends.{self.name}",
         )
 
@@ -289,7 +290,8 @@ class ManagedServer:
         for sig, grace in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, None)):
             try:
                 os.killpg(process.pid, sig)  # the group: vllm serve has worker processes
-            except ProcessLookupError:
+            except ProcessLookupError:  # the group is gone; reap the server if it has not been
+                process.wait()
                 break
             try:
                 process.wait(timeout=grace)
@@ -350,7 +352,7 @@ def managed_servers(
                 log = log_dir / f"server-{name}.log"
                 server = stack.enter_context(ManagedServer(name, spec, log, (sampling or {}).get(name)))
                 on_event(
-                    f"server {name}: starting {spec.kind} serve {spec.model} on {server.url} (loading the model)"
+                    f"server {name}: starting {server.label} {spec.model} on {server.url} (loading the model)"
                 )
                 by_key[key] = server
             servers[name] = by_key[key]
