@@ -14,7 +14,10 @@ business (most insert their own separator after the role header).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from factory.backends.base import ends_with_prefill
@@ -73,3 +76,76 @@ def strip_leading_bos(tokenizer: Any, prompt: str) -> str:
         return prompt
     adds_bos = tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos_id]
     return prompt[len(bos) :] if adds_bos else prompt
+
+
+_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+class ChatTokenizer:
+    """A model's chat template and token ids without transformers' tokenizer classes, which import torch
+    (~250 MB in every stage worker that only renders prompts for a server). Renders with transformers'
+    own `render_jinja_template`, given the special tokens, as `apply_chat_template(tokenize=False)` does;
+    encodes with the `tokenizers` library (a fast tokenizer's `tokenizer.json`)."""
+
+    def __init__(self, tokenizer_json: Path, config: dict[str, Any], chat_template: str | None) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.special_tokens_map = {
+            k: v["content"] if isinstance(v, dict) else v for k in _SPECIAL_TOKENS if (v := config.get(k))
+        }
+        self.chat_template = chat_template
+        self.bos_token = self.special_tokens_map.get("bos_token")
+        self.bos_token_id = None if self.bos_token is None else self._tokenizer.token_to_id(self.bos_token)
+
+    @classmethod
+    def load(cls, source: str, revision: str | None = None) -> ChatTokenizer:
+        """From a model folder or a Hub id (its files in the local Hub cache, or downloaded)."""
+        folder = Path(source).expanduser()
+
+        def fetch(name: str) -> Path | None:
+            if folder.is_dir():
+                return folder / name if (folder / name).is_file() else None
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
+
+            try:
+                return Path(hf_hub_download(source, name, revision=revision))
+            except EntryNotFoundError:
+                return None
+
+        tokenizer_json = fetch("tokenizer.json")
+        if tokenizer_json is None:
+            raise OSError(f"{source} has no tokenizer.json (a fast tokenizer is needed)")
+        config_file = fetch("tokenizer_config.json")
+        config = json.loads(config_file.read_text()) if config_file else {}
+        template_file = fetch("chat_template.jinja")
+        template = template_file.read_text() if template_file else config.get("chat_template")
+        if isinstance(template, list):  # named templates: the default one renders chats
+            template = {t["name"]: t["template"] for t in template}.get("default")
+        return cls(tokenizer_json, config, template)
+
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        tokenize: bool = False,
+        continue_final_message: bool = False,
+        add_generation_prompt: bool = False,
+    ) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        assert not tokenize and self.chat_template is not None
+        result: Any = render_jinja_template(  # (rendered conversations, generation indices)
+            [list(messages)],
+            chat_template=self.chat_template,
+            continue_final_message=continue_final_message,
+            add_generation_prompt=add_generation_prompt,
+            **self.special_tokens_map,
+        )
+        return str(result[0][0])
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(
+            input_ids=self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        )

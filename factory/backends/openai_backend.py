@@ -43,7 +43,7 @@ from factory.backends.base import (
     request_seed,
     truncate_at_stop,
 )
-from factory.backends.chat import TemplateMismatch, render_prompt, strip_leading_bos
+from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
 from factory.errors import UserError
 from schemas.generation import BackendSpec, GenerationParams
 
@@ -63,7 +63,7 @@ class OpenAIBackend:
         bundled = spec.model == "bundled"
         self.model_id = bundled_model.MODEL_ID if bundled else spec.model
         self.revision = bundled_model.REVISION if bundled and spec.revision is None else spec.revision
-        self.tokenizer: Any = None
+        self.tokenizer: ChatTokenizer | None = None
         self._generation_defaults = (
             generation_defaults(spec.served_model_name or spec.model, spec.revision)
             if spec.extra_decoding == "generation_config"
@@ -294,13 +294,11 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _load_tokenizer(spec: BackendSpec) -> Any:
-    from transformers import AutoTokenizer
-
+def _load_tokenizer(spec: BackendSpec) -> ChatTokenizer:
     name = spec.tokenizer or spec.model
     source = str(bundled_model.bundled_model_dir()) if name == "bundled" else name
     try:
-        return AutoTokenizer.from_pretrained(source, revision=None if name == "bundled" else spec.revision)
+        return ChatTokenizer.load(source, revision=None if name == "bundled" else spec.revision)
     except (OSError, ValueError) as exc:
         first = str(exc).splitlines()[0]
         raise UserError(
