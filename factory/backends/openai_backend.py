@@ -225,7 +225,10 @@ def generation_defaults(model: str, revision: str | None = None) -> dict[str, An
         from huggingface_hub import try_to_load_from_cache
 
         for name in ("generation_config.json", "config.json"):
-            found = try_to_load_from_cache(model, name, revision=revision)
+            try:
+                found = try_to_load_from_cache(model, name, revision=revision)
+            except ValueError:  # a served name that is no Hub id: the server's own defaults apply
+                break
             if isinstance(found, str):
                 files.append(Path(found))
     for path in files:
