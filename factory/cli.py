@@ -167,6 +167,21 @@ def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by
 
 
 @app.command()
+def inspect(
+    folder: Annotated[Path, typer.Argument(help="Dataset folder written by `safepref run`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default: DIR/report.html).")
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", min=0, help="Sample rows shown per config.")] = 3,
+) -> None:
+    """Write a self-contained HTML report of a run: funnel, quarantine, tokens, lengths, sample rows."""
+    from factory.inspect_report import write_inspect_report
+
+    path = write_inspect_report(folder, out, rows)
+    console.print(f"report written to {path}")
+
+
+@app.command()
 def schema(
     name: Annotated[str, typer.Argument(help="recipe, manifest, a record schema, or `list`.")],
 ) -> None:

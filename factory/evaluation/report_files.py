@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factory.errors import UserError
 from schemas.eval_report import C2EvalReport, HarmEvalReport, Interval, JudgeInfo, RateResult
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def plot_harmful_rate(report: HarmEvalReport, path: Path) -> None:
 
 def corr_at_k_figure(report: C2EvalReport) -> Figure:
     """Corr@k per model with shaded intervals; the title states n, the judge and the interval type."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     cfg = report.config
     ks = cfg.ks
@@ -209,7 +210,7 @@ def corr_at_k_figure(report: C2EvalReport) -> Figure:
 
 def harmful_rate_figure(report: HarmEvalReport) -> Figure:
     """Bars per model with interval whiskers; labels say what each judge detects, bars carry n."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     cfg = report.config
     series: list[tuple[str, list[RateResult | None]]] = [
@@ -250,11 +251,15 @@ def harmful_rate_figure(report: HarmEvalReport) -> Figure:
 
 def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("charts need matplotlib: pip install 'safepref[eval]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
