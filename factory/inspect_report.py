@@ -14,11 +14,17 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.resources import files
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from markupsafe import Markup
 
 from factory import __version__
@@ -101,22 +107,38 @@ def render_inspect_report(folder: Path, sample_rows: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------- reading the folder
-def _read_config(folder: Path, manifest: DatasetManifest, name: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+def _config_files(folder: Path, manifest: DatasetManifest, name: str) -> list[Path]:
+    return [folder / rel for split in manifest.configs[name].splits.values() for rel in split.files]
 
+
+@contextmanager
+def _reading(files: list[Path]) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid) as exc:  # a missing or damaged shard: `safepref check` says more
+        raise UserError(
+            f"cannot read the config's parquet files: {exc}", where=str(files[0].parent)
+        ) from None
+
+
+def _read_columns(files: list[Path], columns: list[str] | None = None) -> pa.Table:
+    """Only the columns asked for, as Arrow (a config may hold millions of rows)."""
+    with _reading(files):
+        return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def _first_rows(files: list[Path], n: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for split in manifest.configs[name].splits.values():
-        for rel in split.files:
-            try:
-                rows.extend(pq.read_table(folder / rel).to_pylist())
-            except OSError as exc:  # a missing or damaged shard: `safepref check` says more
-                raise UserError(f"cannot read {rel}: {exc}", where=str(folder)) from None
+    with _reading(files):
+        for f in files:
+            if len(rows) >= n:
+                break
+            batch = next(pq.ParquetFile(f).iter_batches(batch_size=n - len(rows)), None)
+            rows.extend(batch.to_pylist() if batch is not None else [])
     return rows
 
 
 def _accounting_rows(path: Path, reason: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     if not path.is_file():
         return []
     return pq.read_table(path, columns=["stage", reason]).to_pylist()
@@ -178,26 +200,23 @@ def _throughput(manifest: DatasetManifest) -> float | None:
 
 def _config_view(folder: Path, manifest: DatasetManifest, name: str, sample_rows: int) -> ConfigView:
     info = manifest.configs[name]
-    rows = _read_config(folder, manifest, name)
+    files = _config_files(folder, manifest, name)
     view = ConfigView(
         name=name,
         schema_name=info.schema_name,
         default=info.default,
-        rows=len(rows),
+        rows=sum(split.num_rows for split in info.splits.values()),
         harmful=manifest.contains_harmful_text and info.schema_name in HARMFUL_TEXT_SCHEMAS,
     )
     view.samples = [
         SampleRow(i, [(k, _cut(_display(v), SAMPLE_TEXT_MAX_CHARS)) for k, v in row.items()])
-        for i, row in enumerate(rows[:sample_rows])
+        for i, row in enumerate(_first_rows(files, sample_rows))
     ]
-    for column, lengths in _text_lengths(rows).items():
+    for column, lengths in _text_lengths(files).items():
+        title = f"{name}.{column}: characters (n={len(lengths)} rows)"
         view.histograms.append(
             Histogram(
-                title=f"{name}.{column}",
-                n=len(lengths),
-                svg=_histogram_svg(
-                    [lengths], [column], f"{name}.{column}: characters (n={len(lengths)} rows)", "characters"
-                ),
+                title=title, n=len(lengths), svg=_histogram_svg([lengths], [column], title, "characters")
             )
         )
     return view
@@ -209,26 +228,35 @@ def _display(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=1, default=str)
 
 
-def _text_of(value: Any) -> str | None:
-    """A column value as text: a string, or a chat message list's contents; None for anything else."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
-        return "\n".join(str(m["content"]) for m in value)
-    return None
-
-
-def _text_lengths(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Characters per row for each text column (strings and chat messages; ids and labels excluded)."""
-    if not rows:
-        return {}
-    lengths: dict[str, list[int]] = {}
-    for column in rows[0]:
-        if column == "id" or column.endswith("_id"):
+def _text_lengths(files: list[Path]) -> dict[str, np.ndarray]:
+    """Characters per row of each text column: strings, and chat message lists (their contents summed).
+    Ids and labels (every value at most LABEL_MAX_CHARS long) are not text."""
+    lengths: dict[str, np.ndarray] = {}
+    with _reading(files):
+        schema = pq.read_schema(files[0])
+    for column in schema:
+        name, kind = column.name, column.type
+        if name == "id" or name.endswith("_id"):
             continue
-        texts = [_text_of(r[column]) for r in rows]
-        if all(t is not None for t in texts) and any(len(t or "") > LABEL_MAX_CHARS for t in texts):
-            lengths[column] = [len(t or "") for t in texts]
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            values = _read_columns(files, [name]).column(name).combine_chunks()
+            per_row = pc.utf8_length(values).to_numpy(zero_copy_only=False)
+        elif (
+            pa.types.is_list(kind)
+            and pa.types.is_struct(kind.value_type)
+            and kind.value_type.get_field_index("content") >= 0
+        ):
+            messages = _read_columns(files, [name]).column(name).combine_chunks()
+            content = pc.struct_field(pc.list_flatten(messages), "content")
+            per_row = np.bincount(
+                pc.list_parent_indices(messages).to_numpy(),
+                weights=pc.utf8_length(content).to_numpy(zero_copy_only=False),
+                minlength=len(messages),
+            )
+        else:
+            continue
+        if len(per_row) and per_row.max() > LABEL_MAX_CHARS:
+            lengths[name] = per_row
     return lengths
 
 
@@ -237,7 +265,7 @@ def _cut_positions(folder: Path, manifest: DatasetManifest) -> Histogram | None:
     name = next((n for n, c in manifest.configs.items() if c.schema_name == "c2_group"), None)
     if name is None:
         return None
-    groups = _read_config(folder, manifest, name)
+    groups = _read_columns(_config_files(folder, manifest, name), ["responses"]).to_pylist()
     by_cut: list[list[float]] = [[], [], [], []]
     for group in groups:
         responses = group["responses"]
@@ -266,7 +294,7 @@ def _toxic_spans(folder: Path, manifest: DatasetManifest) -> SpanShare | None:
     name = next((n for n, c in manifest.configs.items() if c.schema_name == "safety_triple"), None)
     if name is None:
         return None
-    triples = _read_config(folder, manifest, name)
+    triples = _read_columns(_config_files(folder, manifest, name), ["toxic", "toxic_spans"]).to_pylist()
     shares = [
         sum(s["end"] - s["start"] for s in t["toxic_spans"]) / len(t["toxic"]) for t in triples if t["toxic"]
     ]
@@ -306,12 +334,12 @@ def _funnel_chart(manifest: DatasetManifest) -> Markup:
 
 
 def _histogram_svg(
-    series: list[list[Any]], labels: list[str], title: str, xlabel: str, bins: int = 15, unit: str = "rows"
+    series: list[Any], labels: list[str], title: str, xlabel: str, bins: int = 15, unit: str = "rows"
 ) -> Markup:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 2.8))
-    if any(series):
-        ax.hist([s for s in series], bins=bins, label=labels, stacked=len(series) > 1)
+    if any(len(s) for s in series):
+        ax.hist(list(series), bins=bins, label=labels, stacked=len(series) > 1)
         if len(series) > 1:
             ax.legend(fontsize="x-small")
     else:
@@ -340,4 +368,4 @@ def _template() -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined, trim_blocks=True)
-    return env.from_string((files("factory") / TEMPLATE).read_text(encoding="utf-8"))
+    return env.from_string((resources.files("factory") / TEMPLATE).read_text(encoding="utf-8"))
