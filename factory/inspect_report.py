@@ -329,7 +329,7 @@ def _funnel_chart(manifest: DatasetManifest) -> Markup:
     ax.set_yticks(list(ys), names)
     ax.set_xlabel("rows entering the stage, by what became of them")
     ax.set_title(f"row funnel (input {manifest.counts.input} rows, output {manifest.counts.output})")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, not on them
     return _svg(fig)
 
 
