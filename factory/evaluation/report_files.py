@@ -1,4 +1,8 @@
-"""Write an evaluation's report folder: report.json, report.md and PNG plots (matplotlib, Agg)."""
+"""Write an evaluation's report folder: report.json, report.md and PNG plots (matplotlib, Agg).
+
+The summary text (`c2_summary`, `harm_summary`) is built once: report.md renders it as Markdown and the
+CLI as a rich table.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +23,15 @@ HARM_PLOT = "harmful_rate.png"
 def write_c2_report(report: C2EvalReport, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(c2_markdown(report), encoding="utf-8")
-    plot_corr_at_k(report, out / C2_PLOT)
+    (out / "report.md").write_text(to_markdown(c2_summary(report)), encoding="utf-8")
+    _save(corr_at_k_figure(report), out / C2_PLOT)
 
 
 def write_harm_report(report: HarmEvalReport, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(harm_markdown(report), encoding="utf-8")
-    plot_harmful_rate(report, out / HARM_PLOT)
+    (out / "report.md").write_text(to_markdown(harm_summary(report)), encoding="utf-8")
+    _save(harmful_rate_figure(report), out / HARM_PLOT)
 
 
 def _pct(value: float | None) -> str:
@@ -150,22 +154,6 @@ def harm_summary(report: HarmEvalReport) -> ReportSummary:
         rows=rows,
         notes=notes,
     )
-
-
-def c2_markdown(report: C2EvalReport) -> str:
-    return to_markdown(c2_summary(report))
-
-
-def harm_markdown(report: HarmEvalReport) -> str:
-    return to_markdown(harm_summary(report))
-
-
-def plot_corr_at_k(report: C2EvalReport, path: Path) -> None:
-    _save(corr_at_k_figure(report), path)
-
-
-def plot_harmful_rate(report: HarmEvalReport, path: Path) -> None:
-    _save(harmful_rate_figure(report), path)
 
 
 def corr_at_k_figure(report: C2EvalReport) -> Figure:
