@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -13,6 +13,8 @@ from factory.errors import UserError
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
+
+    from factory.evaluation.batch_runner import BatchListener
 
 eval_app = typer.Typer(
     help="Measure models: C²-Eval course-correction (c2) and harmlessness (harm).",
@@ -200,7 +202,7 @@ def harm(
 
 
 @contextmanager
-def _batch_bar() -> Iterator[Callable[[str, int, int], None]]:
+def _batch_bar() -> Iterator[BatchListener]:
     """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
