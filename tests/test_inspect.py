@@ -118,6 +118,20 @@ def test_the_ptalign_page_shows_the_toxic_span_share(ptalign_demo_run: Path, tmp
     assert page.requests == []
 
 
+def test_a_run_that_kept_no_row_gets_a_report_with_empty_configs(tmp_path: Path) -> None:
+    from factory.engine import run_recipe
+    from factory.recipe_loader import load_recipe
+
+    out = tmp_path / "run"  # every row filtered at select: no LLM call, every config empty
+    run_recipe(load_recipe("c2syn-demo", ["stages.select.params.min_words=100000"], 3), out)
+    assert inspect(str(out)).returncode == 0
+    page = open_in_chromium(out / "report.html")
+    assert "Rows: input 3 = output 0 + filtered 3 + quarantined 0" in page.visible_text
+    assert page.visible_text.count("This config has no rows.") == 3
+    assert "No stage called an LLM." in page.visible_text
+    assert page.closed_details == 0 and page.requests == []
+
+
 def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = inspect(str(tmp_path))
     assert proc.returncode == 2
