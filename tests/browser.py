@@ -85,6 +85,7 @@ def _command(profile: str, proxy_port: int) -> list[str]:
         "--headless",
         "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
         "--disable-gpu",
+        "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MB
         "--no-first-run",
         # Chromium's own calls home (updates, time, sign-in) would show up as requests of the page.
         "--disable-background-networking",
