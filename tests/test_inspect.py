@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +31,22 @@ def inspect(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+MARKUP_PROMPT = '<img src="http://example.invalid/p.png"><b>bold?</b>'
+
+
 @pytest.fixture(scope="module")
 def c2syn_page(c2syn_demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Page:
-    out = tmp_path_factory.mktemp("inspect") / "c2syn.html"
-    proc = inspect(str(c2syn_demo_run), "--out", str(out), "--rows", "2")
+    """The report of a copy of the demo run whose first pair's prompt is HTML (it must stay text)."""
+    folder = tmp_path_factory.mktemp("inspect") / "run"
+    shutil.copytree(c2syn_demo_run, folder, ignore=shutil.ignore_patterns(".work"))
+    shard = folder / "pairs" / "train-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    prompts = table.column("prompt").to_pylist()
+    prompts[0] = MARKUP_PROMPT
+    i = table.schema.get_field_index("prompt")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(prompts, pa.string())), shard)
+    out = folder.parent / "c2syn.html"
+    proc = inspect(str(folder), "--out", str(out), "--rows", "2")
     assert proc.returncode == 0, proc.stderr
     return open_in_chromium(out)
 
@@ -89,21 +102,9 @@ def test_sample_rows_are_collapsed_behind_a_content_warning(c2syn_page: Page, c2
     assert c2syn_page.closed_details == 2 * 3  # 2 rows of each of the 3 configs
 
 
-def test_dataset_text_is_escaped_not_rendered_as_markup(c2syn_demo_run: Path, tmp_path: Path) -> None:
-    import shutil
-
-    folder = tmp_path / "run"
-    shutil.copytree(c2syn_demo_run, folder, ignore=shutil.ignore_patterns(".work"))
-    shard = folder / "pairs" / "train-00000-of-00001.parquet"
-    table = pq.read_table(shard)
-    prompts = table.column("prompt").to_pylist()
-    prompts[0] = '<img src="http://example.invalid/p.png"><b>bold?</b>'
-    i = table.schema.get_field_index("prompt")
-    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(prompts, pa.string())), shard)
-    assert inspect(str(folder), "--rows", "1").returncode == 0
-    page = open_in_chromium(folder / "report.html")
-    assert page.requests == []
-    assert "<b>bold?</b>" in page.collapsed_text  # shown as text, not as an element
+def test_dataset_text_is_escaped_not_rendered_as_markup(c2syn_page: Page) -> None:
+    assert "<b>bold?</b>" in c2syn_page.collapsed_text  # shown as text, not as an element
+    assert c2syn_page.requests == []  # so its <img> was never loaded
 
 
 def test_the_ptalign_page_shows_the_toxic_span_share(ptalign_demo_run: Path, tmp_path: Path) -> None:
