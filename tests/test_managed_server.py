@@ -26,7 +26,7 @@ from factory.backends.managed_server import (
 )
 from factory.backends.openai_backend import OpenAIBackend
 from factory.errors import UserError
-from factory.recipe_loader import builtin_recipes_dir, load_recipe
+from factory.recipe_loader import builtin_recipes_dir
 from schemas.generation import BackendSpec, GenerationParams
 from tests.conftest import REPO
 
@@ -132,27 +132,26 @@ def test_server_settings_belong_to_their_kind(fields: dict[str, object], message
         BackendSpec.model_validate(fields)
 
 
-def test_stages_sampling_differently_on_one_transformers_server_fail_fast() -> None:
-    regenerate = {
-        "name": "check",
-        "step": "c2syn.safety_check",
-        "backend": "local",
-        "params": {"judge": "keyword", "action": "regenerate"},
-    }
-    data = yaml.safe_load((builtin_recipes_dir() / "c2syn-demo.yaml").read_text())
-    data["stages"].insert(3, regenerate)
+def test_sampling_a_transformers_server_cannot_honour_fails_fast() -> None:
     from schemas.recipe import Recipe
 
-    recipe = Recipe.model_validate(data)
+    data = yaml.safe_load((builtin_recipes_dir() / "c2syn-demo.yaml").read_text())
+    check = {"name": "check", "step": "c2syn.safety_check", "backend": "local"}
+    data["stages"].insert(3, {**check, "params": {"judge": "keyword", "action": "regenerate"}})
     with pytest.raises(
         UserError, match=r"backends.local: stage 'check' \(regenerate\) samples with temperature"
     ):
-        shared_sampling(recipe, "local")
-    recipe.backends["local"] = BackendSpec(
-        kind="vllm", model="org/m", generation=data["backends"]["local"]["generation"]
-    )
-    assert shared_sampling(recipe, "local").repetition_penalty == 1.2  # vLLM samples per request
-    assert shared_sampling(load_recipe("ptalign-demo").recipe, "local").repetition_penalty == 1.2
+        shared_sampling(Recipe.model_validate(data), "local")  # one sampling configuration per server
+    data["stages"][3] = {
+        **check,
+        "params": {"judge": "llm"},
+    }  # greedy like `generate`: one server serves both
+    assert shared_sampling(Recipe.model_validate(data), "local").temperature == 0.0
+    data["backends"]["local"]["generation"]["repetition_penalty"] = 1.2
+    with pytest.raises(UserError, match="drops under continuous batching"):
+        shared_sampling(Recipe.model_validate(data), "local")
+    data["backends"]["local"].update(kind="vllm", model="org/m")  # vLLM samples per request
+    assert shared_sampling(Recipe.model_validate(data), "local").repetition_penalty == 1.2
 
 
 def test_a_server_that_dies_while_starting_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -172,7 +172,19 @@ def shared_sampling(recipe: Recipe, backend: str) -> GenerationParams:
                 "configuration per server; give these stages a backend of their own (its own server)",
                 where=f"backends.{backend}",
             )
-    return spec.generation if first is None else first[1]
+    sampling = spec.generation if first is None else first[1]
+    if spec.kind == "transformers":
+        _check_served_sampling(backend, first[0] if first else "generation", sampling)
+    return sampling
+
+
+def _check_served_sampling(backend: str, where: str, decoding: GenerationParams) -> None:
+    if decoding.repetition_penalty not in (None, 1.0):  # its logits processor has no batched version
+        raise UserError(
+            f"{where} asks for repetition_penalty={decoding.repetition_penalty}, which transformers serve "
+            "drops under continuous batching (transformers 5.23): unset it, or serve with kind vllm",
+            where=f"backends.{backend}",
+        )
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -213,8 +225,10 @@ class ManagedServer:
 
     def start(self) -> None:
         env = dict(os.environ)
-        if self.spec.threads:
-            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.spec.threads)
+        # torch's default (a thread per core) stalls when other processes hold the cores: seen on 2
+        # busy cores, one answer in six minutes; so half the cores unless the recipe or env says
+        threads = self.spec.threads or env.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // 2)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             try:
