@@ -11,3 +11,10 @@ class UserError(Exception):
     def __init__(self, message: str, *, where: str | None = None) -> None:
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class RunFailed(UserError):
+    """The system, not the recipe, failed the run (a full disk, a read-only output folder): still one
+    line naming the place, but exit 1."""
+
+    exit_code = 1
