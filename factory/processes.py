@@ -86,8 +86,7 @@ def _bind_child_to_run() -> None:
     os.dup2(fd, 2)
     os.close(fd)
     old = {id(sys.stdout), id(sys.stderr), id(sys.__stdout__), id(sys.__stderr__)}
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115 (lives as long as the process)
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stdout, sys.stderr = _line_buffered(1), _line_buffered(2)
     handlers = [logging.getLogger()] + [
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
     ]
@@ -96,6 +95,11 @@ def _bind_child_to_run() -> None:
             # assigned, not setStream(): that would flush the old stream, i.e. enter the display
             if isinstance(handler, logging.StreamHandler) and id(handler.stream) in old:
                 handler.stream = sys.stderr
+
+
+def _line_buffered(fd: int) -> Any:
+    # lives as long as the process, like the stream it replaces
+    return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def run_descendants() -> list[psutil.Process]:

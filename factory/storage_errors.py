@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +33,34 @@ def storage_problem(exc: BaseException) -> str | None:
 
 @contextlib.contextmanager
 def storage_errors_reported(out_dir: Path) -> Iterator[None]:
+    """Report a storage failure of the block, or of any thread it started (distilabel writes its
+    batches from a thread of its own, which died with ENOSPC and left the run to fail later with an
+    unrelated KeyError), as RunFailed."""
+    failures: list[BaseException] = []
+    previous_hook, raise_logging_errors = threading.excepthook, logging.raiseExceptions
+
+    def record(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and storage_problem(args.exc_value) is not None:
+            failures.append(args.exc_value)
+        else:
+            previous_hook(args)
+
+    threading.excepthook = record
+    # a log handler that cannot write (distilabel's pipeline.log) must not print its own traceback
+    logging.raiseExceptions = False
     try:
         yield
-    except (OSError, sqlite3.OperationalError) as exc:
-        problem = storage_problem(exc)
-        if problem is None:
-            raise
-        where = getattr(exc, "filename", None) or str(out_dir)
-        raise RunFailed(f"cannot write the run's files: {problem}", where=str(where)) from None
+    except BaseException as exc:
+        if storage_problem(exc) is not None:
+            raise _failed(exc, out_dir) from None
+        if failures and not isinstance(exc, KeyboardInterrupt):
+            raise _failed(failures[0], out_dir) from None
+        raise
+    finally:
+        threading.excepthook, logging.raiseExceptions = previous_hook, raise_logging_errors
+    if failures:
+        raise _failed(failures[0], out_dir)
+
+
+def _failed(exc: BaseException, out_dir: Path) -> RunFailed:
+    return RunFailed(f"cannot write the run's files: {storage_problem(exc)}", where=str(out_dir))

@@ -23,7 +23,7 @@ class HeldServer:
         self.holding = threading.Event()
         self._released = threading.Event()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -61,6 +61,11 @@ class HeldServer:
         self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A stopped or killed run resets its open connections: expected here, not worth a traceback."""
 
 
 def _handler(server: HeldServer) -> type[BaseHTTPRequestHandler]:

@@ -7,6 +7,7 @@ byte 0x03 typed into it, and the terminal driver signals the foreground process 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -45,7 +46,9 @@ class PtyRun:
         end = time.monotonic() + deadline_s
         while not done() and self.exit_code is None:
             if time.monotonic() > end:
-                raise AssertionError(f"hang guard: nothing happened for {deadline_s} s:\n{self.text()[-3000:]}")
+                raise AssertionError(
+                    f"hang guard: nothing happened for {deadline_s} s:\n{self.text()[-3000:]}"
+                )
             ready, _, _ = select.select([self.master], [], [], 0.2)
             if ready:
                 try:
@@ -103,15 +106,11 @@ class PtyRun:
     def close(self) -> None:
         """Leave nothing behind even when the test failed."""
         for proc in self.processes():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         if self.exit_code is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.wait()
         os.close(self.master)
 
