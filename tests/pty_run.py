@@ -93,15 +93,7 @@ class PtyRun:
         os.write(self.master, data)
 
     def processes(self) -> list[psutil.Process]:
-        """Every live process of this run (main and descendants), found by its tag."""
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.environ().get(RUN_TAG) == self.tag:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return [p for p in found if _alive(p)]
+        return tagged_processes(self.tag)
 
     def close(self) -> None:
         """Leave nothing behind even when the test failed."""
@@ -115,26 +107,34 @@ class PtyRun:
         os.close(self.master)
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def tagged_processes(tag: str) -> list[psutil.Process]:
+    """Every live process of the run tagged `tag` (main and descendants, re-parented ones too)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(RUN_TAG) == tag and proc.status() != "zombie":
+                found.append(proc)
+    return found
+
+
+def cli_env(tag: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p),
+        "OMP_NUM_THREADS": "1",
+        RUN_TAG: tag,
+        **extra,
+    }
+
+
+def new_tag() -> str:
+    return f"{os.getpid()}-{time.monotonic_ns()}"
 
 
 def start_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> PtyRun:
     """Start `python -m factory ARGS` on a new pseudo-terminal (120x40, TERM=xterm)."""
-    tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    child_env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p),
-        "OMP_NUM_THREADS": "1",
-        "TERM": "xterm",
-        "COLUMNS": "120",
-        "LINES": "40",
-        RUN_TAG: tag,
-        **(env or {}),
-    }
+    tag = new_tag()
+    child_env = cli_env(tag, TERM="xterm", COLUMNS="120", LINES="40", **(env or {}))
     pid, master = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
         try:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from factory.check import check_folder
@@ -25,7 +25,7 @@ from factory.engine import run_recipe
 from factory.recipe_loader import load_recipe
 from factory.request_cache import count_answers
 from tests.held_server import HeldServer
-from tests.pty_run import REPO, PtyRun, start_cli
+from tests.pty_run import cli_env, new_tag, start_cli, tagged_processes
 from tests.test_engine import canned_recipe
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -54,21 +54,20 @@ def overrides(args: list[str]) -> list[str]:
     return args[1::2]
 
 
-def gone_within(run: PtyRun, seconds: float) -> list[str]:
+def gone_within(tag: str, seconds: float) -> list[psutil.Process]:
     """The processes of the run still alive after `seconds` (polled; a hang guard, not a timing)."""
     end = time.monotonic() + seconds
-    while (left := run.processes()) and time.monotonic() < end:
+    while (left := tagged_processes(tag)) and time.monotonic() < end:
         time.sleep(0.2)
-    return [f"{p.pid} {p.cmdline()[:3]}" for p in left]
+    return left
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "factory", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(new_tag()),
         timeout=HANG_GUARD_S,
     )
 
@@ -89,8 +88,8 @@ def test_a_run_under_a_terminal_finishes_five_times_in_a_row(tmp_path: Path) -> 
         screen = ANSI.sub("", run.text())
         assert "rows: input 2" in screen and "Traceback" not in screen
         # the worker's output went to the run's log, never to the terminal
-        assert CHATTY in (out / ".work" / "workers.log").read_text()
         assert CHATTY not in screen
+        assert CHATTY in (out / ".work" / "workers.log").read_text()
 
 
 def test_ctrl_c_stops_the_tree_says_how_to_resume_and_the_rerun_resumes(
@@ -113,7 +112,7 @@ def test_ctrl_c_stops_the_tree_says_how_to_resume_and_the_rerun_resumes(
 
         run.type(b"\x03")  # Ctrl-C
         assert run.finish(HANG_GUARD_S) == 130
-        assert gone_within(run, 10) == []
+        assert gone_within(run.tag, 10) == []
     finally:
         run.close()
     screen = ANSI.sub("", run.text())
@@ -135,22 +134,30 @@ def test_ctrl_c_stops_the_tree_says_how_to_resume_and_the_rerun_resumes(
 def test_a_sigkilled_run_leaves_no_process_and_its_lock_is_taken_over(
     server: HeldServer, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
+    # no terminal here: a dying session leader's SIGHUP would end the workers and hide the orphans
+    out, tag = tmp_path / "out", new_tag()
     server.answer_first(0)
-    run = start_cli(["run", "c2syn-demo", "--limit", "2", "--out", str(out), *held_recipe(server)])
+    args = ["run", "c2syn-demo", "--limit", "2", "--out", str(out), *held_recipe(server)]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "factory", *args],
+        env=cli_env(tag),
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        run.read_until(server.holding.is_set, HANG_GUARD_S)
-        assert len(run.processes()) >= 3
-        os.kill(run.pid, signal.SIGKILL)  # the main process only
+        assert server.holding.wait(HANG_GUARD_S)
+        assert len(tagged_processes(tag)) >= 3, "the main process and its workers"
+        run.kill()  # SIGKILL, the main process only
         run.wait()
-        assert gone_within(run, 5) == []
+        assert gone_within(tag, 5) == []
     finally:
-        run.close()
+        for proc in tagged_processes(tag):
+            proc.kill()
     assert (out / ".work" / "run.lock").read_text().strip() == str(run.pid)  # stale: its owner is dead
 
     server.release()
-    again = run_cli(["run", "c2syn-demo", "--limit", "2", "--out", str(out), *held_recipe(server)])
-    assert again.returncode == 0, again.stderr
+    again = run_recipe(load_recipe("c2syn-demo", overrides(held_recipe(server)), limit=2), out)
+    assert again.manifest.counts.input == 2
     assert check_folder(out).ok
 
 
@@ -184,11 +191,10 @@ def test_a_full_disk_is_one_line_and_exit_1_and_the_next_run_resumes(
 ) -> None:
     out = small_disk / "out"
     args = ["run", "c2syn-demo", "--limit", "3", "--out", str(out), *held_recipe(server)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     server.answer_first(5)  # row 0's five requests; the first of row 1 is held
     filler = fill(small_disk) if fills == "before the run" else None
     run = subprocess.Popen(
-        [sys.executable, "-m", "factory", *args], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "factory", *args], env=cli_env(new_tag()), stderr=subprocess.PIPE, text=True
     )
     try:
         if filler is None:
