@@ -48,6 +48,7 @@ _QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
 }
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_SHOW_CURSOR = b"\x1b[?25h"
 # after SIGTERM, how long workers get to exit before SIGKILL (they hold nothing that needs saving)
 _STOP_GRACE_S = 3.0
 
@@ -125,8 +126,9 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     _interrupts += 1
     if _interrupts > 1:  # the second Ctrl-C: no more waiting
         _kill(run_descendants(), signal.SIGKILL)
-        sys.stderr.write("\nkilled\n")
-        sys.stderr.flush()
+        # straight to the terminal, below the display (which never gets to stop, so its hidden
+        # cursor is shown again here)
+        os.write(2, (_SHOW_CURSOR if os.isatty(2) else b"") + b"\nkilled\n")
         os._exit(130)
     threading.excepthook = _quiet_thread_deaths
     sys.stderr.write("\nstopping (Ctrl-C again to kill at once)…\n")

@@ -67,3 +67,27 @@ class ChattyStep(Step):
             pass
         print("chatty step says hello", file=sys.stderr, flush=True)
         yield inputs
+
+
+class StuckStep(Step):
+    """Touches `marker`, then blocks for ever and ignores SIGTERM, as a worker stuck in native code can."""
+
+    marker: str
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return []
+
+    def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
+        import signal
+        import threading
+        from pathlib import Path
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Path(self.marker).touch()
+        threading.Event().wait()
+        yield inputs  # pragma: no cover

@@ -131,6 +131,25 @@ def test_ctrl_c_stops_the_tree_says_how_to_resume_and_the_rerun_resumes(
     assert check_folder(out).ok
 
 
+def test_a_second_ctrl_c_kills_a_run_whose_stop_is_stuck(tmp_path: Path) -> None:
+    marker = tmp_path / "stuck"
+    stuck = {"name": "stuck", "step": "tests.steps_for_tests:StuckStep", "params": {"marker": str(marker)}}
+    recipe = canned_recipe(tmp_path, extra_stage=stuck)
+    run = start_cli(
+        ["run", str(recipe), "--out", str(tmp_path / "out"), "--limit", "1", "--allow-import-steps"]
+    )
+    try:
+        run.read_until(marker.exists, HANG_GUARD_S)
+        run.type(b"\x03")  # the stop waits for a worker that ignores SIGTERM ...
+        run.read_until(lambda: "stopping" in run.text(), HANG_GUARD_S)
+        run.type(b"\x03")  # ... until the second Ctrl-C
+        assert run.finish(HANG_GUARD_S) == 130
+        assert gone_within(run.tag, 10) == []
+    finally:
+        run.close()
+    assert ANSI.sub("", run.text()).strip().splitlines()[-1] == "killed"
+
+
 def test_a_sigkilled_run_leaves_no_process_and_its_lock_is_taken_over(
     server: HeldServer, tmp_path: Path
 ) -> None:
