@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from factory.errors import UserError
+from factory.errors import UserError, printable
 
 if TYPE_CHECKING:
     from schemas.manifest import DatasetManifest
@@ -115,11 +115,11 @@ def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
 @app.command()
 def validate(recipe: RecipeArg, overrides: SetOpt = None) -> None:
     """Validate a recipe without running it."""
+    from factory.preflight import preflight
     from factory.recipe_loader import load_recipe
-    from factory.reproducibility import input_hashes
 
     loaded = load_recipe(recipe, overrides)
-    input_hashes(loaded.recipe, loaded.base_dir)  # the source file and every prompt template exist
+    preflight(loaded)  # the checks `run` makes before reading a row: source, templates, model folders
     console.print(
         f"[green]ok[/] {loaded.path} (recipe {loaded.recipe.name} v{loaded.recipe.version}, sha256 {loaded.hash[:12]})"
     )
@@ -221,7 +221,7 @@ def publish(
         yes=yes,
         gated=gating,
         tag=tag,
-        confirm=lambda q: typer.confirm(q, default=False),
+        confirm=_ask,
     )
     if result.commit_oid is None:
         console.print(f"{result.repo_id}: already up to date (no commit)")
@@ -255,6 +255,11 @@ def train(
     console.print(f"model written to {out_dir}")
 
 
+def _ask(question: str) -> bool:
+    """Yes only from a person at a terminal: without one (CI, a pipe) the answer is no, not "Aborted."."""
+    return sys.stdin.isatty() and typer.confirm(question, default=False)
+
+
 def _register_subcommands() -> None:
     from factory.eval_cli import eval_app
 
@@ -266,14 +271,27 @@ _register_subcommands()
 
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; bugs keep their traceback."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
+
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here instead of typer's 5-line box
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")  # one plain line: no wrapping, no markup
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        _fail(str(exc), exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.format_message() + "\n")
+        sys.exit(2)
+    except UsageError as exc:  # a bad or missing option: the same one line as any user error
+        command = exc.ctx.command_path if exc.ctx is not None else "safepref"
+        _fail(f"{command}: {exc.format_message()}", 2)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {printable(message)}\n")  # one plain line: no wrapping, no markup
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""Source intake: every row's needed columns are checked before any LLM work.
+
+A row whose needed column is missing, null, of another kind than the other rows' (an int or a list
+among strings) or holds text that is not valid UTF-8 (a lone surrogate) is quarantined at stage
+`source` with the reason, and the offending value is made storable (None, or the text with the
+surrogate escaped): left as it was, it crashed the run when distilabel built its dataset, after all
+the LLM work.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from factory.errors import UserError
+from factory.rows import RAW, STATUS, mark
+from factory.sources import SOURCE_STAGE
+
+
+def needed_columns(step_classes: Sequence[type]) -> list[str]:
+    """Columns the stages read that no earlier stage produces: the source must provide them."""
+    produced: set[str] = set()
+    needed: list[str] = []
+    for cls in step_classes:
+        for column in getattr(cls, "required", ()):
+            if column not in produced and not column.startswith("_sp_") and column not in needed:
+                needed.append(column)
+        produced.update(getattr(cls, "produced", ()))
+    return needed
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool | int | float):  # flags arrive as bools, 0/1 or numbers alike
+        return "number"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, list | tuple):
+        return any(_has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(v) for v in value.values())
+    return False
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    return value
+
+
+def check_rows(rows: list[dict[str, Any]], needed: Sequence[str], label: str) -> int:
+    """Quarantine (in place) the `ok` rows whose needed columns are unusable; returns how many.
+    A column that no row has is the recipe's mistake, not the rows'."""
+    for column in needed:
+        if rows and not any(column in r for r in rows):
+            raise UserError(
+                f"source has no column {column!r} (a stage needs it); map one with source.field_map",
+                where=label,
+            )
+    kinds = {
+        column: Counter(_kind(r[column]) for r in rows if r.get(column) is not None).most_common(1)
+        for column in needed
+    }
+    bad = 0
+    for index, row in enumerate(rows):
+        if row.get(STATUS) != "ok":
+            continue
+        for column in needed:
+            problem = _problem(row, column, kinds[column][0][0] if kinds[column] else None)
+            if problem is None:
+                continue
+            original = row.get(column)
+            row[column] = _escaped(original) if problem.startswith("invalid") else None
+            mark(row, "quarantined", SOURCE_STAGE, f"row {index}: column {column!r} {problem}")
+            row[RAW] = repr(original)[:4096]
+            bad += 1
+            break
+    return bad
+
+
+def _problem(row: dict[str, Any], column: str, expected: str | None) -> str | None:
+    value = row.get(column)
+    if value is None:
+        return "is missing" if column not in row else "is null"
+    if expected is not None and _kind(value) != expected:
+        return f"holds {_kind(value)} ({type(value).__name__}) where the other rows hold {expected}"
+    if _has_lone_surrogate(value):
+        return "invalid UTF-8: a lone surrogate character"
+    return None
