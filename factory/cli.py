@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -273,6 +274,9 @@ def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; bugs keep their traceback."""
     from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 
+    # huggingface_hub logs each transport retry as two warnings (11 lines for an unreachable Hub)
+    # before the error that the command turns into its one line
+    logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)
     try:
         code = app(standalone_mode=False)  # usage errors come here instead of typer's 5-line box
     except UserError as exc:

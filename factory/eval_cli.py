@@ -46,6 +46,15 @@ PrefillOpt = Annotated[
     ),
 ]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="openai: parallel requests.")]
+FailShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-share",
+        min=0.0,
+        max=1.0,
+        help="Exit 1 when more than this share of the generations or judgements failed.",
+    ),
+]
 
 
 def _backend_options(batch_size: int, device: str | None, prefill_mode: str, concurrency: int) -> object:
@@ -108,6 +117,7 @@ def c2(
     device: DeviceOpt = None,
     prefill_mode: PrefillOpt = "continue_final_message",
     concurrency: ConcurrencyOpt = 16,
+    max_failed_share: FailShareOpt = 0.1,
 ) -> None:
     """C²-Eval: force a harmful prefix of k words as an open assistant turn; report Corr@k and Corr_mean."""
     from factory.evaluation.c2_eval import C2Settings, run_c2_eval
@@ -127,7 +137,7 @@ def c2(
         backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
     )
     outcome = run_c2_eval(settings, out)
-    _print_outcome(outcome, out)
+    _print_outcome(outcome, out, max_failed_share)
 
 
 @eval_app.command("harm")
@@ -159,6 +169,7 @@ def harm(
     device: DeviceOpt = None,
     prefill_mode: PrefillOpt = "continue_final_message",
     concurrency: ConcurrencyOpt = 16,
+    max_failed_share: FailShareOpt = 0.1,
 ) -> None:
     """Harmlessness: answer held-out red-team instructions, judge harmful/harmless, report the rate."""
     from factory.evaluation.harm_eval import HarmSettings, run_harm_eval
@@ -179,12 +190,14 @@ def harm(
         backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
     )
     outcome = run_harm_eval(settings, out)
-    _print_outcome(outcome, out)
+    _print_outcome(outcome, out, max_failed_share)
 
 
-def _print_outcome(outcome: object, out: Path) -> None:
+def _print_outcome(outcome: object, out: Path, max_failed_share: float) -> None:
+    """Print the counts and the report; exit 1 (one line) when too much of the work failed."""
     from rich.console import Console
 
+    from factory.errors import RunFailed
     from factory.evaluation.c2_eval import EvalOutcome
 
     assert isinstance(outcome, EvalOutcome)
@@ -200,3 +213,6 @@ def _print_outcome(outcome: object, out: Path) -> None:
             (out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True
         )
         console.print(f"report: {out / 'report.json'}")
+    failure = p.failure(max_failed_share)
+    if failure is not None:
+        raise RunFailed(failure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,30 +100,30 @@ def _read_file(path: Path) -> Iterable[dict[str, Any]]:
         raise UserError(
             f"unsupported source format {suffix!r} (use .jsonl, .json, .parquet or .csv)", where=str(path)
         )
-    try:
-        return _parse_file(path, suffix)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", where=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"line {exc.lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
-    except csv.Error as exc:
-        raise UserError(f"invalid CSV: {exc}", where=str(path)) from None
-
-
-def _parse_file(path: Path, suffix: str) -> list[dict[str, Any]]:
-    if suffix == ".jsonl":
-        return list(_read_jsonl(path))
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UserError("a .json source must hold a list of objects", where=str(path))
-        return data
     if suffix == ".parquet":
         from factory.parquet_files import read_parquet
 
-        return read_parquet(path).to_pylist()
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return read_parquet(path).to_pylist()  # type: ignore[no-any-return]
+    content = path.read_bytes()
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise UserError(f"line {line}: not UTF-8 text (byte {exc.start})", where=str(path)) from None
+    if suffix == ".jsonl":
+        return list(_read_jsonl(text, path))
+    if suffix == ".csv":
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise UserError(f"invalid CSV: {exc}", where=str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"line {exc.lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError("a .json source must hold a list of objects", where=str(path))
+    return data
 
 
 def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
@@ -164,18 +165,17 @@ def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
     return [{**shared, **record} for record in records]
 
 
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"line {lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
-            if not isinstance(obj, dict):
-                raise UserError(f"line {lineno}: expected a JSON object", where=str(path))
-            yield obj
+def _read_jsonl(text: str, path: Path) -> Iterable[dict[str, Any]]:
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON text may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"line {lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"line {lineno}: expected a JSON object", where=str(path))
+        yield obj
 
 
 def resolve_hub_revision(spec: SourceSpec) -> str | None:

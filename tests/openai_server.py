@@ -9,6 +9,8 @@ Serves POST /v1/chat/completions (honours vLLM's `continue_final_message` / `add
 POST /v1/completions and GET /v1/models. Faults apply to the next matching requests, first in first out:
   status     reply `status` with a JSON error (and `Retry-After: retry_after` when given)
   hang       sleep `hang_s` before answering (longer than the client timeout = a timeout)
+  stall      hold the request until the server has finished another one (or it is the only one
+             left), then close the connection without a reply: a stuck request, driven by events
   drop       close the connection without a reply
   malformed  200 with truncated JSON
   empty      200 with an empty completion
@@ -30,7 +32,7 @@ from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.backends.transformers_backend import TransformersBackend
 from schemas.generation import GenerationParams
 
-FAULTS = ("status", "hang", "drop", "malformed", "empty")
+FAULTS = ("status", "hang", "stall", "drop", "malformed", "empty")
 
 
 @dataclass
@@ -60,7 +62,12 @@ class _State:
     log: list[LoggedRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    finished: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
 
 class OpenAITestServer:
@@ -157,6 +164,15 @@ class OpenAITestServer:
     def _leave(self) -> None:
         with self._state.lock:
             self._state.in_flight -= 1
+            self._state.finished += 1
+            self._state.changed.notify_all()
+
+    def _stall(self) -> None:
+        """Wait until another request finishes, or until no other request is in flight."""
+        state = self._state
+        with state.lock:
+            finished = state.finished
+            state.changed.wait_for(lambda: state.finished > finished or state.in_flight == 1)
 
 
 def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
@@ -200,7 +216,9 @@ def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
                 self._json(fault.status, {"error": {"message": "injected failure"}}, headers)
                 return
-            if fault is not None and fault.kind == "drop":
+            if fault is not None and fault.kind == "stall":
+                server._stall()
+            if fault is not None and fault.kind in ("drop", "stall"):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
