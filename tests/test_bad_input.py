@@ -131,9 +131,11 @@ def test_a_template_syntax_error(safepref: Cli, tmp_path: Path) -> None:
     assert code == 2 and one_line(err).startswith("error: template judge.jinja: line 3: ")
 
 
-def test_a_model_folder_that_does_not_exist(safepref: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_model_folder_that_does_not_exist(safepref: Cli, tmp_path: Path, command: str) -> None:
     missing = tmp_path / "no-such-model"
-    code, _, err = safepref("validate", "c2syn-demo", "--set", f"backends.local.model={missing}")
+    out = ["--out", str(tmp_path / "out")] if command == "run" else []
+    code, _, err = safepref(command, "c2syn-demo", "--set", f"backends.local.model={missing}", *out)
     assert code == 2 and one_line(err) == f"error: backends.local.model: folder '{missing}' does not exist"
 
 
