@@ -18,7 +18,7 @@ from factory.exporters import ExportContext
 from factory.fail_fast import ENV_VAR as STOP_FILE_ENV
 from factory.fail_fast import raise_if_stopped, stop_file
 from factory.generators import model_id, model_revision, stage_decodings
-from factory.intake import check_rows, needed_columns
+from factory.intake import check_rows, missing_column, needed_columns
 from factory.preflight import preflight
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
@@ -89,11 +89,7 @@ def _check_source_columns(
     needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
     missing = [c for c in needed if c not in rows[0]]
     if missing:
-        stage = loaded.recipe.stages[0].name
-        raise UserError(
-            f"source has no column {missing[0]!r} (needed by stage {stage!r}); map one with source.field_map",
-            where=label,
-        )
+        raise missing_column(missing[0], loaded.recipe.stages[0].name, label)
 
 
 def _root_id(row_id: str, sources: dict[str, int]) -> str:
@@ -298,7 +294,7 @@ def run_recipe(
     report_total(len(rows))
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
-    classes = [resolve_step_class(s.step, allow_import=allow_import_steps) for s in recipe.stages]
+    classes = [(s.name, resolve_step_class(s.step, allow_import=allow_import_steps)) for s in recipe.stages]
     check_rows(rows, needed_columns(classes), label)  # bad rows are quarantined before any LLM work
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = input_hashes(recipe, loaded.base_dir, rows)

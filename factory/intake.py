@@ -18,16 +18,24 @@ from factory.rows import RAW, STATUS, mark
 from factory.sources import SOURCE_STAGE
 
 
-def needed_columns(step_classes: Sequence[type]) -> list[str]:
-    """Columns the stages read that no earlier stage produces: the source must provide them."""
+def needed_columns(stages: Sequence[tuple[str, type]]) -> dict[str, str]:
+    """Column -> the first stage that reads it, for the columns no earlier stage produces: the source
+    must provide them. `stages`: (stage name, step class)."""
     produced: set[str] = set()
-    needed: list[str] = []
-    for cls in step_classes:
+    needed: dict[str, str] = {}
+    for stage, cls in stages:
         for column in getattr(cls, "required", ()):
-            if column not in produced and not column.startswith("_sp_") and column not in needed:
-                needed.append(column)
+            if column not in produced and not column.startswith("_sp_"):
+                needed.setdefault(column, stage)
         produced.update(getattr(cls, "produced", ()))
     return needed
+
+
+def missing_column(column: str, stage: str, label: str) -> UserError:
+    return UserError(
+        f"source has no column {column!r} (needed by stage {stage!r}); map one with source.field_map",
+        where=label,
+    )
 
 
 def _kind(value: Any) -> str:
@@ -66,15 +74,12 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def check_rows(rows: list[dict[str, Any]], needed: Sequence[str], label: str) -> int:
+def check_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
     """Quarantine (in place) the `ok` rows whose needed columns are unusable; returns how many.
     A column that no row has is the recipe's mistake, not the rows'."""
-    for column in needed:
+    for column, stage in needed.items():
         if rows and not any(column in r for r in rows):
-            raise UserError(
-                f"source has no column {column!r} (a stage needs it); map one with source.field_map",
-                where=label,
-            )
+            raise missing_column(column, stage, label)
     kinds = {
         column: Counter(_kind(r[column]) for r in rows if r.get(column) is not None).most_common(1)
         for column in needed

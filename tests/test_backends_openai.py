@@ -161,8 +161,9 @@ def test_unusable_bodies_become_errors_with_the_raw_body(
 
 def test_a_timeout_is_retried_then_reported(server: OpenAITestServer) -> None:
     server.inject("hang", times=1, hang_s=3.0)
+    server.inject("canned", times=1)  # the retry is answered without generating: no race with 0.5 s
     [recovered] = client(server.url, timeout_s=0.5).generate([ChatRequest(ask("Hi."), SHORT)])
-    assert recovered.error is None and len(server.log) == 2
+    assert recovered.error is None and recovered.text == "canned reply" and len(server.log) == 2
     server.inject("hang", times=1, hang_s=3.0)
     [timed_out] = client(server.url, timeout_s=0.5, max_retries=0).generate([ChatRequest(ask("Hi."), SHORT)])
     assert timed_out.error is not None and "ReadTimeout" in timed_out.error
