@@ -35,6 +35,10 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a recipe value: key.path=value (YAML value). Repeatable."),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Read at most N source rows.")]
+AllowImportOpt = Annotated[
+    bool,
+    typer.Option("--allow-import-steps", help="Let the recipe import steps named by `module:Class`."),
+]
 
 
 @app.command()
@@ -45,10 +49,7 @@ def run(
     ] = None,
     overrides: SetOpt = None,
     limit: LimitOpt = None,
-    allow_import_steps: Annotated[
-        bool,
-        typer.Option("--allow-import-steps", help="Let the recipe import steps named by `module:Class`."),
-    ] = False,
+    allow_import_steps: AllowImportOpt = False,
     executor: Annotated[str, typer.Option("--executor", help="local (default) or ray.")] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray head node (ray://host:10001); default: a local Ray.")
@@ -114,13 +115,16 @@ def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
 
 
 @app.command()
-def validate(recipe: RecipeArg, overrides: SetOpt = None) -> None:
+def validate(recipe: RecipeArg, overrides: SetOpt = None, allow_import_steps: AllowImportOpt = False) -> None:
     """Validate a recipe without running it."""
+    from factory.intake import read_rows
     from factory.preflight import preflight
     from factory.recipe_loader import load_recipe
 
     loaded = load_recipe(recipe, overrides)
     preflight(loaded)  # the checks `run` makes before reading a row: source, templates, model folders
+    if loaded.recipe.source.kind in ("file", "bundled"):  # a Hub source is only read by `run`
+        read_rows(loaded, allow_import_steps=allow_import_steps)  # and those it makes on the rows
     console.print(
         f"[green]ok[/] {loaded.path} (recipe {loaded.recipe.name} v{loaded.recipe.version}, sha256 {loaded.hash[:12]})"
     )

@@ -18,7 +18,7 @@ from factory.exporters import ExportContext
 from factory.fail_fast import ENV_VAR as STOP_FILE_ENV
 from factory.fail_fast import raise_if_stopped, stop_file
 from factory.generators import model_id, model_revision, stage_decodings
-from factory.intake import check_rows, missing_column, needed_columns
+from factory.intake import missing_column, read_rows
 from factory.preflight import preflight
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
@@ -27,7 +27,7 @@ from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.request_cache import RequestCache
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
-from factory.sources import SOURCE_STAGE, read_source
+from factory.sources import SOURCE_STAGE
 from factory.steps.registry import resolve_step_class
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
@@ -289,13 +289,9 @@ def run_recipe(
     started = time.perf_counter()
     recipe = loaded.recipe
     preflight(loaded)
-    rows, label = read_source(recipe.source, loaded.base_dir)
+    rows, label = read_rows(loaded, allow_import_steps=allow_import_steps)  # bad rows quarantined here
     ids = [str(r[ROW_ID]) for r in rows]
     report_total(len(rows))
-    if len(set(ids)) != len(ids):
-        raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
-    classes = [(s.name, resolve_step_class(s.step, allow_import=allow_import_steps)) for s in recipe.stages]
-    check_rows(rows, needed_columns(classes), label)  # bad rows are quarantined before any LLM work
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = input_hashes(recipe, loaded.base_dir, rows)
     complete = _finished_before(out_dir, loaded.hash, inputs)

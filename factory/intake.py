@@ -14,8 +14,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from factory.errors import UserError
-from factory.rows import RAW, STATUS, mark
-from factory.sources import SOURCE_STAGE
+from factory.recipe_loader import LoadedRecipe
+from factory.rows import RAW, ROW_ID, STATUS, mark
+from factory.sources import SOURCE_STAGE, read_source
+
+
+def read_rows(loaded: LoadedRecipe, *, allow_import_steps: bool) -> tuple[list[dict[str, Any]], str]:
+    """The source rows as the run sees them (and `validate` checks them): read, ids unique, every
+    needed column present somewhere, unusable rows quarantined. Returns the rows and a label."""
+    from factory.steps.registry import resolve_step_class
+
+    recipe = loaded.recipe
+    rows, label = read_source(recipe.source, loaded.base_dir)
+    ids = [str(r[ROW_ID]) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
+    stages = [(s.name, resolve_step_class(s.step, allow_import=allow_import_steps)) for s in recipe.stages]
+    check_rows(rows, needed_columns(stages), label)
+    return rows, label
 
 
 def needed_columns(stages: Sequence[tuple[str, type]]) -> dict[str, str]:

@@ -151,6 +151,16 @@ def test_validate_with_a_missing_or_folder_source(safepref: Cli, tmp_path: Path,
     assert code == 2 and one_line(err) == f"error: {path}: source file {expected}"
 
 
+def test_validate_reads_a_local_source_as_run_does(safepref: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "How?", "response_0": "a", "response_1": "b", "is_response_0_safe": false}\n')
+    code, _, err = safepref(
+        "validate", "c2syn-demo", "--set", "source.kind=file", "--set", f"source.path={path}"
+    )
+    expected = "source has no column 'is_response_1_safe' (needed by stage 'select')"
+    assert code == 2 and one_line(err).startswith(f"error: {path}: {expected}")
+
+
 def test_an_import_step_that_is_not_a_class(safepref: Cli, tmp_path: Path) -> None:
     stages = [*DEMO["stages"], {"name": "oops", "step": "json:dumps"}]
     path = demo_with(tmp_path, stages=stages)
