@@ -23,7 +23,7 @@ MAX_YAML_BYTES = 4 * 1024 * 1024  # recipes, training configs and seed files are
 MAX_YAML_NODES = 1_000_000  # nodes after alias expansion: far above any real recipe or seed file
 
 
-class _BoundedLoader(yaml.SafeLoader):
+class BoundedLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys and documents that expand past MAX_YAML_NODES."""
 
     def construct_document(self, node: Node) -> Any:
@@ -80,7 +80,7 @@ def load_yaml(content: bytes | str, where: str) -> Any:
         except UnicodeDecodeError as exc:
             raise UserError(f"not a UTF-8 text file (byte {exc.start})", where=where) from None
     try:
-        return yaml.load(content, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(content, Loader=BoundedLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""

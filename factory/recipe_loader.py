@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.errors import UserError
-from factory.limits import load_yaml
+from factory.limits import BoundedLoader, load_yaml
 from schemas.recipe import Recipe
 
 
@@ -65,7 +65,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not sep or not key:
         raise UserError(f"--set expects key.path=value, got {assignment!r}")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=BoundedLoader) if raw else ""  # a SafeLoader with bounds
     except yaml.YAMLError:
         value = raw
     parts = key.split(".")
