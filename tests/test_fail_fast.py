@@ -112,6 +112,15 @@ def test_a_template_that_cannot_render_stops_the_run_before_any_request(
     assert server.log == []
 
 
+def test_a_model_that_cannot_be_loaded_stops_the_run(tmp_path: Path) -> None:
+    """A Hub id (no local folder to check beforehand) that is not there, offline: one error, not
+    every row quarantined and exit 0."""
+    overrides = ["backends.local.model=nobody/no-such-model"]
+    with pytest.raises(UserError, match=r"^backend: cannot load model 'nobody/no-such-model': "):
+        run_recipe(load_recipe("c2syn-demo", overrides, limit=3), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_an_endpoint_failing_every_request_stops_once_the_share_is_passed(
     server: OpenAITestServer, tmp_path: Path
 ) -> None:
