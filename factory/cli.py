@@ -161,7 +161,7 @@ def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by
         console.print(f"[green]ok[/] {folder}: {report.rows_checked} rows valid")
         return
     for problem in report.problems:
-        sys.stderr.write(f"{folder}: {problem}\n")
+        sys.stderr.write(printable(f"{folder}: {problem}") + "\n")
     raise typer.Exit(1)
 
 

@@ -340,12 +340,13 @@ def run_recipe(
 
     written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
     quarantined: int = sum(written.quarantined.values())
-    if written.output_rows == 0 and quarantined:
-        # no manifest: a run with nothing to show is not finished, so the next one starts afresh
+    filtered: int = sum(written.filtered.values())
+    if written.output_rows == 0 and quarantined > filtered:
+        # empty because of errors, not of the recipe's filters. No manifest: a run with nothing to show
+        # is not finished, so the next one starts afresh (finished requests come from the cache)
         raise RunFailed(
-            f"no output: {quarantined} rows quarantined (stage"
-            f" {', '.join(sorted(written.quarantined))}), none left; the reasons are in"
-            f" {out_dir / 'quarantine' / 'rows.parquet'}"
+            f"no output: {quarantined} rows quarantined (stage {', '.join(sorted(written.quarantined))}),"
+            f" {filtered} filtered; the reasons are in {out_dir / 'quarantine' / 'rows.parquet'}"
         )
     stages = tally.stats
     manifest = DatasetManifest(
