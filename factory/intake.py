@@ -1,7 +1,8 @@
-"""Source intake: every row's needed columns are checked before any LLM work.
+"""Source intake: every row's values are checked before any LLM work.
 
-A row whose needed column is missing, null, of another kind than the other rows' (an int or a list
-among strings) or holds text that is not valid UTF-8 (a lone surrogate) is quarantined at stage
+A row whose needed column is missing or null, or whose value in any column is of another kind than
+the other rows' (an int or a list among strings) or is text that is not valid UTF-8 (a lone
+surrogate), is quarantined at stage
 `source` with the reason, and the offending value is made storable (None, or the text with the
 surrogate escaped): left as it was, it crashed the run when distilabel built its dataset, after all
 the LLM work.
@@ -91,35 +92,40 @@ def _escaped(value: Any) -> Any:
 
 
 def check_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
-    """Quarantine (in place) the `ok` rows whose needed columns are unusable; returns how many.
-    A column that no row has is the recipe's mistake, not the rows'."""
+    """Quarantine (in place) the `ok` rows with an unusable value; returns how many. Needed columns
+    must hold a value; any column must hold one kind of value and valid UTF-8 (other columns too: a
+    mixed or unencodable column crashed distilabel's dataset). A column that no row has is the
+    recipe's mistake, not the rows'."""
     for column, stage in needed.items():
         if rows and not any(column in r for r in rows):
             raise missing_column(column, stage, label)
-    kinds = {
-        column: Counter(_kind(r[column]) for r in rows if r.get(column) is not None).most_common(1)
-        for column in needed
-    }
+    others = sorted({k for r in rows for k in r if k not in needed and not str(k).startswith("_sp_")})
+    columns = [*needed, *others]
+    kinds = {c: Counter(_kind(r[c]) for r in rows if r.get(c) is not None).most_common(1) for c in columns}
     bad = 0
     for index, row in enumerate(rows):
-        if row.get(STATUS) != "ok":
-            continue
-        for column in needed:
-            problem = _problem(row, column, kinds[column][0][0] if kinds[column] else None)
+        first: tuple[str, str, Any] | None = None
+        for column in columns:
+            expected = kinds[column][0][0] if kinds[column] else None
+            problem = _problem(row, column, expected, needed=column in needed)
             if problem is None:
                 continue
             original = row.get(column)
-            row[column] = _escaped(original) if problem.startswith("invalid") else None
+            row[column] = _escaped(original) if problem.startswith("invalid") else None  # storable
+            first = first or (column, problem, original)
+        if first is not None and row.get(STATUS) == "ok":
+            column, problem, original = first
             mark(row, "quarantined", SOURCE_STAGE, f"row {index}: column {column!r} {problem}")
             row[RAW] = repr(original)[:4096]
             bad += 1
-            break
     return bad
 
 
-def _problem(row: dict[str, Any], column: str, expected: str | None) -> str | None:
+def _problem(row: dict[str, Any], column: str, expected: str | None, *, needed: bool) -> str | None:
     value = row.get(column)
     if value is None:
+        if not needed:
+            return None
         return "is missing" if column not in row else "is null"
     if expected is not None and _kind(value) != expected:
         return f"holds {_kind(value)} ({type(value).__name__}) where the other rows hold {expected}"

@@ -171,24 +171,27 @@ def test_no_file_of_a_finished_run_holds_the_api_key(server: OpenAITestServer, t
 
 
 def test_bad_source_rows_are_quarantined_before_any_llm_work(tmp_path: Path) -> None:
-    rows = [dict(r) for r in DEMO_ROWS]
+    rows = [dict(r, note="mild") for r in DEMO_ROWS]  # `note`: a column no stage reads
     rows[1]["prompt"] = 7
     rows[2]["prompt"] = ["a", "list"]
     rows[4]["prompt"] = "half a surrogate pair: \ud800"
     del rows[6]["response_0"]
+    rows[7]["note"] = 5  # a mixed column crashed distilabel's dataset after all the LLM work
+    rows[8]["note"] = None  # a null in a column no stage reads is fine
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json escapes the lone surrogate
     out = tmp_path / "out"
     path = canned_recipe(tmp_path, source={"kind": "file", "path": str(src)})
     result = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
     counts = result.manifest.counts
-    assert counts.quarantined["source"] == 4
+    assert counts.quarantined["source"] == 5
     assert counts.input == len(rows)
     q = {r["_sp_id"]: r for r in pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()}
     assert q["1"]["reason"] == "row 1: column 'prompt' holds number (int) where the other rows hold text"
     assert q["2"]["reason"] == "row 2: column 'prompt' holds list (list) where the other rows hold text"
     assert q["4"]["reason"] == "row 4: column 'prompt' invalid UTF-8: a lone surrogate character"
     assert q["6"]["reason"] == "row 6: column 'response_0' is missing"
+    assert q["7"]["reason"] == "row 7: column 'note' holds number (int) where the other rows hold text"
     assert q["1"]["raw_output"] == "7" and "\\ud800" in q["4"]["raw_output"]
     assert all(r["stage"] == "source" for r in q.values())
     assert sum(s.llm_calls for s in result.manifest.stages.values()) == 0
