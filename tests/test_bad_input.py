@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -265,3 +266,18 @@ def test_publish_public_without_a_terminal_is_not_confirmed(safepref: Cli, tmp_p
     code, out, err = safepref("publish", str(folder), "--repo", "alice/open", "--public")
     assert code == 2 and "publicly was not confirmed (pass --yes" in one_line(err)
     assert "Aborted" not in out + err
+
+
+def test_a_failing_hub_gives_one_line_not_its_retry_warnings(
+    hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from tests import hub_server as hs
+
+    hub.server.inject(hs.RESOLVE_HEAD, 503, times=2)  # retried by huggingface_hub, which logs each retry
+    monkeypatch.setattr(sys, "argv", ["safepref", "train", "dpo-demo", "--dataset", "alice/none"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    err = capfd.readouterr().err
+    assert ended.value.code == 2
+    assert one_line(err).startswith("error: dataset alice/none: no such folder, and manifest.json could not")
+    assert hs.RESOLVE_HEAD in hub.server.routes_hit()
