@@ -53,17 +53,6 @@ METHODS = {
     ),
 }
 
-# What each config's rows are for, by record schema.
-FORMATS = {
-    "conversational_pair": "TRL conversational preference (DPO and friends): message lists",
-    "preference_pair": "TRL standard preference, plain text",
-    "conversational_kto_row": "TRL conversational unpaired preference (KTO): message lists + label",
-    "kto_row": "TRL standard unpaired preference (KTO), plain text",
-    "c2_group": "one request with its six ranked responses (group-aware DPO)",
-    "safety_triple": "instruction + positive + toxic answer + toxic spans (PT-ALIGN's MLE + unlikelihood)",
-    "prompt_response": "prompt and one response",
-}
-
 
 def method_of(recipe: Recipe) -> Method | None:
     prefixes = {o.exporter.split(".", 1)[0] for o in recipe.outputs}
@@ -150,14 +139,12 @@ def render_card(recipe: Recipe, manifest: DatasetManifest, folder: Path) -> str:
         source=_source_line(recipe, manifest),
         harmful=manifest.contains_harmful_text,
         content_warning=CONTENT_WARNING,
-        formats=FORMATS,
+        formats={name: _first_line(model.__doc__) for name, model in RECORD_SCHEMAS.items()},
         harmful_schemas=HARMFUL_TEXT_SCHEMAS,
         default_config=next(name for name, c in manifest.configs.items() if c.default),
         fields={name: field_tables(RECORD_SCHEMAS[name]) for name in schemas if name in RECORD_SCHEMAS},
         examples={name: example_rows(folder, info.splits) for name, info in manifest.configs.items()},
-        decodings=[
-            (d, _shown({k: v for k, v in d.decoding.model_dump().items()})) for d in stage_decodings(recipe)
-        ],
+        decodings=[(d, _shown(d.decoding.model_dump())) for d in stage_decodings(recipe)],
         generators=[(g, _shown(g.generation)) for g in manifest.generators],
         settings=[(spec, _settings(spec.params) or "-") for spec in recipe.stages],
         deviations=recipe.card.deviations,
@@ -248,6 +235,10 @@ def _cut(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _cut(v) for k, v in value.items() if v is not None}
     return value
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "-").strip().splitlines()[0].replace("|", "\\|")
 
 
 def _shown(values: dict[str, Any]) -> str:
