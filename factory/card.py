@@ -164,8 +164,8 @@ def _source_line(recipe: Recipe, manifest: DatasetManifest) -> str:
         )
     if src.kind == "bundled":
         return (
-            f"demo rows bundled with safepref (`recipes/data/{src.path}`), written for this tool: "
-            "they are not a published dataset"
+            f"a file bundled with safepref (`recipes/data/{src.path}`), written for this tool: "
+            "not taken from a published dataset"
         )
     if src.kind == "file":
         return f"the local file `{Path(src.path or '').name}` (sha256 in Provenance below)"

@@ -218,7 +218,10 @@ def test_the_demo_card_parses_with_huggingface_hub_and_says_what_a_reviewer_need
 
     card = DatasetCard.load(c2syn_demo_run / "README.md")
     assert card.data.source_datasets is None  # bundled demo rows are no Hub dataset
-    assert "demo rows bundled with safepref" in card.text and "PKU-SafeRLHF" not in card.text
+    assert (
+        "a file bundled with safepref (`recipes/data/c2syn_demo.jsonl`)" in card.text
+        and "PKU-SafeRLHF" not in card.text
+    )
     assert "safepref publish" not in card.text  # nothing that holds only when uploaded with this tool
     assert "https://arxiv.org/abs/2407.16637" in card.text
     for section in ("## Fields", "## Example rows", "## Uses", "## Out-of-scope use", "## Limitations"):
@@ -244,6 +247,7 @@ def test_the_ptalign_card_explains_its_counts_and_cites_the_paper_in_full(ptalig
         "default": True,
     }
     assert [i["config_name"] for i in card.data.dataset_info] == sorted(_configs(ptalign_folder))
+    assert "a file bundled with safepref (`recipes/data/ptalign_seed.yaml`)" in card.text
     assert "- input rows: 2 (items of the seed file's `domains`)" in card.text
     assert "- created by expanding stages: 1" in card.text
     assert "https://arxiv.org/abs/2502.08657" in card.text
