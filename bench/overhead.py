@@ -61,7 +61,10 @@ def main() -> None:
     from factory.recipe_loader import load_recipe
     from schemas.generation import BackendSpec, GenerationParams
 
-    generation = {"max_new_tokens": args.max_new_tokens, "temperature": 0.0, "repetition_penalty": 1.2}
+    generation = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": 0.0,
+    }  # no repetition_penalty: transformers serve drops it
     server = None
     if args.backend == "openai":
         base_url = args.base_url
