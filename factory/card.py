@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from factory.card_check import HARMFUL_TAG, size_category
+from factory.deviations import deviation_lines
 from factory.generators import stage_decodings
 from schemas.manifest import DatasetManifest
 from schemas.recipe import Recipe
@@ -124,6 +125,7 @@ def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
     ]
     if events:
         lines += ["Other events (rows kept, but changed on the way):", "", *events, ""]
+    lines += deviation_lines(recipe, manifest)
     lines += ["## Stage settings", "", "| stage | step | settings |", "|---|---|---|"]
     for spec in recipe.stages:
         lines.append(f"| {spec.name} | `{spec.step}` | {_settings(spec.params) or '-'} |")
