@@ -166,3 +166,22 @@ def test_strict_redraws_a_one_character_draw_with_the_other_admissible_t_k() -> 
     tr = _truncate(text, random.Random(seed), "strict")
     assert (tr.t_k, tr.redrawn, tr.degenerate) == (1, True, "one_character")
     assert tr.prefixes == ["a,", "a,b,", "a,b,c,", "a,b,c,d,"]
+
+
+def test_truncation_shares_are_exact_expectations_over_the_two_draws() -> None:
+    from bench.c2syn_truncation import outcome_shares
+
+    six = "a,b,c,d,e,f,g"  # t = 6: t_k = 0 is re-drawn to 1
+    whole = "a,b,c,d,e,f,g,h,"  # t = 8: t_k = 2 cuts the fourth time at the very end (kept)
+    one = "Only one, delimiter here"  # t = 1: t_k -1 and 0 are both degenerate: filtered
+    fine = "a,b,c,d,e,f,g,h,i,j,k,l,m"  # t = 12
+    shares = outcome_shares([six, whole, one, fine])
+    assert shares == {
+        "redrawn_empty": 0.0,
+        "redrawn_one_character": 0.125,
+        "redrawn_non_increasing": 0.0,
+        "filtered_empty": 0.0,
+        "filtered_one_character": 0.125,
+        "filtered_non_increasing": 0.125,
+        "whole_answer_cut_4": 0.125,
+    }
