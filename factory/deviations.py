@@ -25,10 +25,12 @@ C2SYN_REFERENCE_DECODING = (
 
 def deviation_lines(recipe: Recipe, manifest: DatasetManifest) -> list[str]:
     """The card section (markdown lines), or nothing for a recipe of neither method."""
-    lines = [*_c2syn(recipe, manifest), *_ptalign(recipe, manifest)]
-    if not lines:
+    c2syn, ptalign = _c2syn(recipe, manifest), _ptalign(recipe, manifest)
+    if not c2syn and not ptalign:
         return []
-    return ["## Deviations from the method", "", *lines, "", "Reasons: docs/c2syn.md, docs/ptalign.md.", ""]
+    docs = ["docs/c2syn.md"] * bool(c2syn) + ["docs/ptalign.md"] * bool(ptalign)
+    reasons = f"The reason for each: {', '.join(docs)} in the safepref repository."
+    return ["## Deviations from the method", "", *c2syn, *ptalign, "", reasons, ""]
 
 
 def _stage(recipe: Recipe, step: str) -> StageSpec | None:
