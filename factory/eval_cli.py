@@ -95,7 +95,12 @@ def c2(
     ] = "hub:PKU-Alignment/PKU-SafeRLHF",
     split: SplitOpt = "test",
     data_config: DataConfigOpt = None,
-    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows with an unsafe response to use.")] = 500,
+    rows: Annotated[
+        int,
+        typer.Option(
+            "--rows", min=1, help="Rows to use (PKU-SafeRLHF: the first passing the C²-Syn filter)."
+        ),
+    ] = 500,
     samples: Annotated[int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")] = 20,
     ks: Annotated[str, typer.Option("--k", help="Prefix lengths in words.")] = "10,20,30,40,50,60,70,80",
     judge: JudgeOpt = "keyword",
