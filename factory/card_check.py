@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from factory.limits import BoundedLoader
+
 HARMFUL_TAG = "not-for-all-audiences"
 
 # Licence ids as the Hub spells them (the subset a synthetic dataset plausibly carries; extend as needed).
@@ -69,7 +71,7 @@ def split_card(text: str) -> tuple[dict[str, Any] | None, str]:
     end = text.find("\n---", 3)
     if end < 0:
         raise ValueError("the YAML header has no closing `---`")
-    header = yaml.safe_load(text[3:end]) or {}
+    header = yaml.load(text[3:end], Loader=BoundedLoader) or {}  # a SafeLoader with bounds
     if not isinstance(header, dict):
         raise ValueError("the YAML header is not a mapping")
     body = text[end + 4 :]

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory import __version__
-from factory.errors import UserError
+from factory.errors import RunFailed, UserError
 from factory.exporters import ExportContext
+from factory.fail_fast import ENV_VAR as STOP_FILE_ENV
+from factory.fail_fast import raise_if_stopped, stop_file
 from factory.generators import model_id, model_revision, stage_decodings
+from factory.intake import missing_column, read_rows
+from factory.preflight import preflight
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
@@ -23,7 +27,7 @@ from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.request_cache import RequestCache
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
-from factory.sources import SOURCE_STAGE, read_source
+from factory.sources import SOURCE_STAGE
 from factory.steps.registry import resolve_step_class
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
@@ -65,6 +69,8 @@ def build_pipeline(
                     seed=recipe.seed,
                     template_dir=str(loaded.base_dir.resolve()),
                     backend_spec=spec.model_dump(mode="json") if spec is not None else None,
+                    max_quarantine_share=recipe.max_quarantine_share,
+                    quarantine_min_rows=recipe.quarantine_min_rows,
                 )
             else:
                 kwargs.update(stage.params)
@@ -83,11 +89,7 @@ def _check_source_columns(
     needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
     missing = [c for c in needed if c not in rows[0]]
     if missing:
-        stage = loaded.recipe.stages[0].name
-        raise UserError(
-            f"source has no column {missing[0]!r} (needed by stage {stage!r}); map one with source.field_map",
-            where=label,
-        )
+        raise missing_column(missing[0], loaded.recipe.stages[0].name, label)
 
 
 def _root_id(row_id: str, sources: dict[str, int]) -> str:
@@ -230,7 +232,7 @@ def _on_ray(pipeline: Any, address: str | None) -> Any:
     except ImportError:
         raise UserError("--executor ray needs the `ray` extra: pip install 'safepref[ray]'") from None
     # Workers read the request cache path and import user steps like this process does.
-    names = (REQUEST_CACHE_ENV, PROGRESS_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
+    names = (REQUEST_CACHE_ENV, PROGRESS_ENV, STOP_FILE_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
     env = {k: os.environ[k] for k in names if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     init: dict[str, Any] = {
@@ -286,11 +288,10 @@ def run_recipe(
 
     started = time.perf_counter()
     recipe = loaded.recipe
-    rows, label = read_source(recipe.source, loaded.base_dir)
+    preflight(loaded)
+    rows, label = read_rows(loaded, allow_import_steps=allow_import_steps)  # bad rows quarantined here
     ids = [str(r[ROW_ID]) for r in rows]
     report_total(len(rows))
-    if len(set(ids)) != len(ids):
-        raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = input_hashes(recipe, loaded.base_dir, rows)
     complete = _finished_before(out_dir, loaded.hash, inputs)
@@ -314,7 +315,9 @@ def run_recipe(
     if executor == "ray":
         pipeline = _on_ray(pipeline, ray_address)
     try:
-        distiset = pipeline.run(use_cache=complete)
+        with stop_file(out_dir / WORK_DIR):
+            distiset = pipeline.run(use_cache=complete)
+            raise_if_stopped()  # before anything is written: the re-run after the fix starts afresh
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
         raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
     finally:
@@ -336,6 +339,15 @@ def run_recipe(
             yield row
 
     written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
+    quarantined: int = sum(written.quarantined.values())
+    filtered: int = sum(written.filtered.values())
+    if written.output_rows == 0 and quarantined > filtered:
+        # empty because of errors, not of the recipe's filters. No manifest: a run with nothing to show
+        # is not finished, so the next one starts afresh (finished requests come from the cache)
+        raise RunFailed(
+            f"no output: {quarantined} rows quarantined (stage {', '.join(sorted(written.quarantined))}),"
+            f" {filtered} filtered; the reasons are in {out_dir / 'quarantine' / 'rows.parquet'}"
+        )
     stages = tally.stats
     manifest = DatasetManifest(
         safepref_version=__version__,

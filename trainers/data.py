@@ -141,13 +141,13 @@ def _pick_config(
 
 
 def _read_parquet_rows(files: list[Path], *, where: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    from factory.parquet_files import read_parquet
 
     rows: list[dict[str, Any]] = []
     for file in files:
         if not file.is_file():
             raise UserError(f"{where}: data file {file} listed in the manifest is missing")
-        rows.extend(pq.read_table(file).to_pylist())
+        rows.extend(read_parquet(file).to_pylist())
     return rows
 
 
