@@ -291,7 +291,6 @@ def test_beam_search_is_asked_for_in_the_servers_own_form(
     ],
 )
 def test_beam_settings_a_backend_cannot_run_are_refused(fields: dict[str, object], message: str) -> None:
-
     body = {"generation": {"num_beams": 2}} | fields
     with pytest.raises(ValidationError, match=message):
         BackendSpec.model_validate(body)
