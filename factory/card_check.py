@@ -15,6 +15,9 @@ from factory.limits import BoundedLoader
 HARMFUL_TAG = "not-for-all-audiences"
 
 # Licence ids as the Hub spells them (the subset a synthetic dataset plausibly carries; extend as needed).
+# Kept here because no library has them: huggingface_hub 2.4 ships no licence or task vocabulary (the Hub
+# checks them server-side, `DatasetCard.validate` -> /api/validate-yaml), and datasets 5.2 ships only
+# languages, creators and size buckets (read below) plus a deprecated task list without e.g. text-ranking.
 HUB_LICENSES = frozenset(
     {
         "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigcode-openrail-m",

@@ -1,8 +1,8 @@
-"""The dataset card's "Deviations from the method" section, generated from what the run did.
+"""The dataset card's deviation lines that depend on what the run did.
 
 Every line comes from the resolved recipe (modes, settings, templates) and the manifest (counts per
-kind), so the card states this run's deviations, not the defaults'. docs/c2syn.md and docs/ptalign.md
-give the reasons.
+kind), so the card states this run's deviations, not the defaults'; the card lists them after the
+recipe's own `card.deviations`. docs/c2syn.md and docs/ptalign.md give the reasons.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ C2SYN_REFERENCE_DECODING = (
 
 
 def deviation_lines(recipe: Recipe, manifest: DatasetManifest) -> list[str]:
-    """The card section (markdown lines), or nothing for a recipe of neither method."""
+    """One line per deviation (the card makes them list items), or none for a recipe of neither method."""
     c2syn, ptalign = _c2syn(recipe, manifest), _ptalign(recipe, manifest)
     if not c2syn and not ptalign:
         return []
     docs = ["docs/c2syn.md"] * bool(c2syn) + ["docs/ptalign.md"] * bool(ptalign)
-    reasons = f"The reason for each: {', '.join(docs)} in the safepref repository."
-    return ["## Deviations from the method", "", *c2syn, *ptalign, "", reasons, ""]
+    return [*c2syn, *ptalign, f"The reason for each: {', '.join(docs)} in the safepref repository."]
 
 
 def _stage(recipe: Recipe, step: str) -> StageSpec | None:
@@ -56,26 +55,26 @@ def _c2syn(recipe: Recipe, manifest: DatasetManifest) -> list[str]:
     events = stats.events if stats else {}
     mode = truncate.params["mode"]
     lines = [
-        "- Openers and triggers: seeded draws over the reference's 15 + 15 phrases in a fixed order (the "
+        "Openers and triggers: seeded draws over the reference's 15 + 15 phrases in a fixed order (the "
         "reference drew with unseeded `random.choice` over Python sets: not reproducible).",
-        "- Corrected responses continue an OPEN assistant turn (the reference left an end-of-turn token "
+        "Corrected responses continue an OPEN assistant turn (the reference left an end-of-turn token "
         "after the prefill).",
     ]
     if mode == "strict":
         lines.append(
-            "- Truncation `strict`: only truly degenerate cuts are changed (empty, one-character, "
+            "Truncation `strict`: only truly degenerate cuts are changed (empty, one-character, "
             "non-increasing); a fourth cut that is the whole answer is kept, as in the reference. "
             f"re-drawn: {_per_kind(events, 'cuts_redrawn_', rows)}; "
             f"filtered: {_per_kind(manifest.counts.filtered, 'degenerate_cuts_', rows)}."
         )
         if truncate.params.get("keep_first") is not None:
             lines.append(
-                f"- `keep_first` {truncate.params['keep_first']:,} counts rows with usable cuts (the "
+                f"`keep_first` {truncate.params['keep_first']:,} counts rows with usable cuts (the "
                 "reference keeps its first N rows that pass the filter and never filters a cut)."
             )
     else:
         lines.append(
-            "- Truncation `faithful`: the reference's cuts, degenerate ones kept: "
+            "Truncation `faithful`: the reference's cuts, degenerate ones kept: "
             f"{_per_kind(events, 'cuts_degenerate_kept_', rows)}."
         )
     select = _stage(recipe, "c2syn.select")
@@ -83,13 +82,13 @@ def _c2syn(recipe: Recipe, manifest: DatasetManifest) -> list[str]:
         column = select.params["dedup_on"]
         removed = manifest.counts.filtered.get(f"duplicate_{column}", 0)
         lines.append(
-            f"- Dedup on `{column}` among rows that pass the filter: {removed:,} rows removed (the reference "
+            f"Dedup on `{column}` among rows that pass the filter: {removed:,} rows removed (the reference "
             "does not dedup)."
         )
     check = _stage(recipe, "c2syn.safety_check")
     if check is not None:
         lines.append(
-            f"- SR safety check (`{check.params['judge']}` judge, action `{check.params['action']}`): "
+            f"SR safety check (`{check.params['judge']}` judge, action `{check.params['action']}`): "
             f"{manifest.counts.filtered.get('unsafe_safe_response', 0):,} groups filtered (the reference never "
             "checked SR)."
         )
@@ -97,7 +96,7 @@ def _c2syn(recipe: Recipe, manifest: DatasetManifest) -> list[str]:
     for d in stage_decodings(recipe):
         if generate is not None and d.stage == generate.name:
             shown = ", ".join(f"{k}={v}" for k, v in d.decoding.model_dump().items() if v not in (None, []))
-            lines.append(f"- Generator `{d.model}`, {shown}; the reference: {C2SYN_REFERENCE_DECODING}.")
+            lines.append(f"Generator `{d.model}`, {shown}; the reference: {C2SYN_REFERENCE_DECODING}.")
     return lines
 
 
@@ -113,22 +112,22 @@ def _ptalign(recipe: Recipe, manifest: DatasetManifest) -> list[str]:
         used = manifest.inputs_sha256.get(f"template:{name}")
         if used == template_sha256(name):
             lines.append(
-                f"- Toxic samples: the built-in `{name}` asks for mild, non-operational toxic answers, a "
+                f"Toxic samples: the built-in `{name}` asks for mild, non-operational toxic answers, a "
                 "content-safety choice for what safepref ships; the paper's toxic samples are extremely "
                 "harmful. Researchers supply their own templates beside the recipe (docs/ptalign.md)."
             )
         else:
-            lines.append(f"- Toxic samples: the recipe's own template `{name}` (sha256 `{used}`).")
+            lines.append(f"Toxic samples: the recipe's own template `{name}` (sha256 `{used}`).")
     spans = _stage(recipe, "ptalign.annotate_spans") or _stage(recipe, "ptalign.diff_spans")
     if spans is not None:
         how = "annotated by the LLM" if spans.step == "ptalign.annotate_spans" else "a word diff (no LLM)"
         lines.append(
-            f"- Harmful-token spans: {how} (stage `{spans.name}`); the trainer's default token rule `auto` "
+            f"Harmful-token spans: {how} (stage `{spans.name}`); the trainer's default token rule `auto` "
             "penalises exactly these spans and reports the share of toxic tokens it penalised."
         )
     models = sorted({g.model for g in manifest.generators})
     lines.append(
-        f"- Self-alignment is the method's premise: train {' / '.join(f'`{m}`' for m in models) or 'the generator'}"
+        f"Self-alignment is the method's premise: train {' / '.join(f'`{m}`' for m in models) or 'the generator'}"
         " on this data (`safepref train` records whether the trained model generated it and warns if not)."
     )
     return lines

@@ -295,6 +295,8 @@ def run_recipe(
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = input_hashes(recipe, loaded.base_dir, rows)
     complete = _finished_before(out_dir, loaded.hash, inputs)
+    # reusing a finished run rewrites the same manifest and card: keep when and how fast it was made
+    reused = json.loads((out_dir / "manifest.json").read_text()) if complete else {}
     if not complete:
         # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
         # unfinished or different earlier run is restarted from scratch: every LLM request it
@@ -354,7 +356,7 @@ def run_recipe(
         recipe_name=recipe.name,
         recipe_version=recipe.version,
         recipe_hash=loaded.hash,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=reused.get("created_at") or datetime.now(UTC).isoformat(timespec="seconds"),
         seed=recipe.seed,
         license=recipe.license,
         source=_source_record(recipe, label),
@@ -382,11 +384,11 @@ def run_recipe(
         contains_harmful_text=any(
             info["schema"] in HARMFUL_TEXT_SCHEMAS for info in written.configs.values()
         ),
-        wall_time_s=round(time.perf_counter() - started, 3),
+        wall_time_s=reused.get("wall_time_s") or round(time.perf_counter() - started, 3),
         prompt_tokens=sum(s.prompt_tokens for s in stages.values()),
         completion_tokens=sum(s.completion_tokens for s in stages.values()),
     )
     (out_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True))
     write_resolved_recipe(out_dir, recipe.model_dump(mode="json"))
-    (out_dir / "README.md").write_text(render_card(recipe, manifest))
+    (out_dir / "README.md").write_text(render_card(recipe, manifest, out_dir))
     return RunResult(out_dir=out_dir, manifest=manifest)

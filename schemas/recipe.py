@@ -124,6 +124,9 @@ class CardSpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     source_datasets: list[str] = Field(default_factory=list)
     description: str = ""
+    deviations: list[str] = Field(
+        default_factory=list, description="how this recipe departs from the method's reference (one per line)"
+    )
     citation: str | None = None
 
 

@@ -197,6 +197,7 @@ def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -
     out = tmp_path / "out"
     first = run_recipe(load_recipe("c2syn-demo", overrides, limit=3), out)
     before = {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")}
+    card, manifest_bytes = (out / "README.md").read_bytes(), (out / "manifest.json").read_bytes()
     assert first.manifest.counts.output == 3
     # any attempt to generate again would now fail to load the model (the folder itself stays: a
     # missing model folder is refused before the run starts)
@@ -205,6 +206,8 @@ def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -
     assert {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")} == before
     assert second.manifest.counts == first.manifest.counts
     assert second.manifest.stages["generate"].llm_calls == 15
+    # reusing the run rewrites the same card and manifest: no new wall time or created_at
+    assert (out / "README.md").read_bytes() == card and (out / "manifest.json").read_bytes() == manifest_bytes
 
 
 def test_prompt_dedup_keeps_the_first_passing_row_even_after_a_failing_duplicate(tmp_path: Path) -> None:
