@@ -70,19 +70,27 @@ def run(
     from factory.engine import run_recipe
 
     out_dir = out or Path("out") / loaded.recipe.name
+    from factory.processes import RunInterrupted, exit_interrupted
     from factory.progress import ENV_VAR, ProgressWatcher
+    from factory.storage_errors import storage_errors_reported
 
     progress_file = (out_dir / ".work" / "progress.jsonl").resolve()
     os.environ[ENV_VAR] = str(progress_file)  # the steps (in worker processes) append to it
     console.print(f"running [bold]{loaded.recipe.name}[/] → {out_dir}")
-    with ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]):
-        result = run_recipe(
-            loaded,
-            out_dir,
-            allow_import_steps=allow_import_steps,
-            executor="ray" if executor == "ray" else "local",
-            ray_address=address,
-        )
+    try:
+        with (
+            storage_errors_reported(out_dir),  # the display's own file, before the engine's
+            ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]),
+        ):
+            result = run_recipe(
+                loaded,
+                out_dir,
+                allow_import_steps=allow_import_steps,
+                executor="ray" if executor == "ray" else "local",
+                ray_address=address,
+            )
+    except RunInterrupted as exc:
+        exit_interrupted(str(exc))
     _print_summary(result.manifest, out_dir)
 
 

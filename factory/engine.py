@@ -17,18 +17,21 @@ from factory.errors import RunFailed, UserError
 from factory.exporters import ExportContext
 from factory.fail_fast import ENV_VAR as STOP_FILE_ENV
 from factory.fail_fast import raise_if_stopped, stop_file
+from factory.folder_lock import hold_output_folder
 from factory.generators import model_id, model_revision, stage_decodings
 from factory.intake import missing_column, read_rows
 from factory.preflight import preflight
+from factory.processes import resume_hint_on_interrupt, run_processes
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
-from factory.request_cache import RequestCache
+from factory.request_cache import REQUEST_CACHE_FILE, RequestCache
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
 from factory.sources import SOURCE_STAGE
 from factory.steps.registry import resolve_step_class
+from factory.storage_errors import storage_errors_reported
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
 
@@ -278,6 +281,29 @@ def run_recipe(
     executor: Literal["local", "ray"] = "local",
     ray_address: str | None = None,
 ) -> RunResult:
+    """Run the recipe into `out_dir`, as the only run writing there (factory.folder_lock), with quiet
+    workers bound to this process and Ctrl-C raising RunInterrupted (factory.processes), and a full
+    or read-only disk reported in one line (factory.storage_errors)."""
+    work_dir = out_dir / WORK_DIR
+    with (
+        storage_errors_reported(out_dir),
+        hold_output_folder(out_dir, work_dir),
+        run_processes(work_dir),
+        resume_hint_on_interrupt(out_dir, work_dir / REQUEST_CACHE_FILE),
+    ):
+        return _run_recipe(
+            loaded, out_dir, allow_import_steps=allow_import_steps, executor=executor, ray_address=ray_address
+        )
+
+
+def _run_recipe(
+    loaded: LoadedRecipe,
+    out_dir: Path,
+    *,
+    allow_import_steps: bool,
+    executor: Literal["local", "ray"],
+    ray_address: str | None,
+) -> RunResult:
     """Run the recipe into `out_dir`.
 
     Re-running the same recipe into the same folder reuses the finished run (distilabel's cache);
@@ -311,7 +337,7 @@ def run_recipe(
     # The request cache path reaches the workers through the environment, not a step field, so
     # moving the folder does not change distilabel's step signatures.
     previous = os.environ.get(REQUEST_CACHE_ENV)
-    cache_path = (out_dir / WORK_DIR / "requests.sqlite").resolve()
+    cache_path = (out_dir / WORK_DIR / REQUEST_CACHE_FILE).resolve()
     RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
     os.environ[REQUEST_CACHE_ENV] = str(cache_path)
     if executor == "ray":

@@ -17,7 +17,8 @@ class UserError(Exception):
 
 class RunFailed(UserError):
     """The run cannot go on for a reason outside the recipe (a server that refuses or is unreachable,
-    a stage failing on most rows, no output left): one line, exit 1 (the system's error, not the user's)."""
+    a stage failing on most rows, no output left, a full disk, a read-only output folder): one line,
+    exit 1 (the system's error, not the user's)."""
 
     exit_code = 1
 
