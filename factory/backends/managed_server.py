@@ -127,6 +127,7 @@ def client_spec(spec: BackendSpec, base_url: str | None = None) -> BackendSpec:
             "tokenizer": spec.tokenizer or spec.model,
             "served_model_name": model_source(spec),
             "extra_decoding": "generation_config" if spec.kind == "transformers" else "fields",
+            "server": spec.kind,
         }
     )
 

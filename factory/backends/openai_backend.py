@@ -168,6 +168,12 @@ class OpenAIBackend:
             body.update(extras)
         if params.stop:
             body["stop"] = list(params.stop)
+        if (params.num_beams or 1) > 1:  # the spec validated that this server can (beam_support_problem)
+            if self.spec.server == "vllm":
+                body["use_beam_search"], body["n"] = True, params.num_beams  # best beam is choices[0]
+            else:  # beside the eos ids and extras already there
+                config = {**json.loads(body.get("generation_config", "{}")), "num_beams": params.num_beams}
+                body["generation_config"] = json.dumps(config)
         if self.tokenizer is not None:
             prompt = render_prompt(
                 self.tokenizer, request.messages, continue_final=not request.close_final_turn
