@@ -22,6 +22,7 @@ from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.request_cache import RequestCache
+from factory.request_window import llm_stage_batch_size
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
 from factory.sources import SOURCE_STAGE, read_source
 from factory.steps.registry import resolve_step_class
@@ -55,6 +56,8 @@ def build_pipeline(
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
             if issubclass(cls, SafeprefStep):
                 spec = recipe.backends[stage.backend] if stage.backend else None
+                if spec is not None:
+                    kwargs["input_batch_size"] = llm_stage_batch_size(stage.batch_size, spec)
                 if spec is not None and spec.kind == "vllm":  # on Ray, the actor must hold its GPUs
                     from distilabel.steps import StepResources
 

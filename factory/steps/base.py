@@ -6,7 +6,6 @@ the base class quarantines that row with the error (and the raw LLM text when th
 of letting distilabel replace the whole batch by `None`s.
 """
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, PrivateAttr
 
 from factory.distilabel_compat import Step, StepInput
-from factory.progress import report_batch
+from factory.progress import MeteredBackend, report_batch
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.rows import (  # re-exported: steps import their helpers from here
     EXPANSION_SEP,
@@ -31,7 +30,6 @@ from factory.rows import (  # re-exported: steps import their helpers from here
     count_event,
     is_ok,
     mark,
-    read_usage,
 )
 
 __all__ = [
@@ -89,14 +87,14 @@ class SafeprefStep(Step):
 
             spec = BackendSpec.model_validate(self.backend_spec)
             cache_path = os.environ.get(REQUEST_CACHE_ENV)
+            backend: Backend
             if cache_path:  # set by the engine: reuse unchanged generations across runs and edits
                 from factory.request_cache import CachedBackend, RequestCache
 
-                self._backend = CachedBackend(
-                    lambda: create_backend(spec), spec, RequestCache(Path(cache_path))
-                )
+                backend = CachedBackend(lambda: create_backend(spec), spec, RequestCache(Path(cache_path)))
             else:
-                self._backend = create_backend(spec)
+                backend = create_backend(spec)
+            self._backend = MeteredBackend(self.stage, backend)
 
     def unload(self) -> None:
         if self._backend is not None:
@@ -170,15 +168,5 @@ class SafeprefStep(Step):
                 replaced = None
             if replaced is not None:  # an expanding step: its children (and failed parents) replace `ok`
                 rows = passing_through + replaced
-        report_batch(self.stage, len(inputs), _batch_tokens(rows, self.stage))
+        report_batch(self.stage, len(inputs), len(rows))
         yield rows
-
-
-def _batch_tokens(rows: list[dict[str, Any]], stage: str) -> int:
-    """Tokens generated in this batch by this stage (usage accumulates per row and stage)."""
-    total = 0
-    for row in rows:
-        usage = row.get(USAGE)
-        if usage and stage in usage:
-            total += read_usage(json.loads(usage).get(stage))["completion_tokens"]
-    return total
