@@ -44,13 +44,21 @@ class RunResult:
 def build_pipeline(
     loaded: LoadedRecipe, rows: list[dict[str, Any]], work_dir: Path, *, allow_import_steps: bool
 ) -> tuple[Pipeline, list[Any]]:
-    from factory.distilabel_compat import LoadDataFromDicts, Pipeline
+    from factory.distilabel_compat import Pipeline
+    from factory.source_step import LoadRowsFile, write_rows
     from factory.steps.base import SafeprefStep
 
     recipe = loaded.recipe
     classes = [resolve_step_class(s.step, allow_import=allow_import_steps) for s in recipe.stages]
+    source_file, batch_size = work_dir / "source.pickle", recipe.stages[0].batch_size
+    write_rows(source_file, rows, batch_size)  # the caller can let go of `rows` now
     with Pipeline(name=f"safepref-{recipe.name}", cache_dir=work_dir / "distilabel") as pipeline:
-        previous: Any = LoadDataFromDicts(name="source", data=rows, batch_size=recipe.stages[0].batch_size)
+        previous: Any = LoadRowsFile(
+            name="source",
+            path=str(source_file.resolve()),
+            columns=list(rows[0] if rows else []),
+            batch_size=batch_size,
+        )
         steps = []
         for stage, cls in zip(recipe.stages, classes, strict=True):
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
@@ -305,7 +313,12 @@ def run_recipe(
         shutil.rmtree(out_dir / WORK_DIR / "distilabel", ignore_errors=True)
     pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
     _check_source_columns(loaded, rows, label, steps[0])
-    del rows  # the pipeline's source step holds its own copy; keep one, not two, in this process
+    # the source step reads the rows from a file in its own process: rows kept here would be copied
+    # into every step's process when distilabel forks them
+    from factory.source_step import release_freed_memory
+
+    del rows
+    release_freed_memory()
     from distilabel.errors import DistilabelUserError
 
     # The request cache path reaches the workers through the environment, not a step field, so
