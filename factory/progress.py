@@ -113,10 +113,6 @@ class StageLine:
     first_request_t: float | None = None
     last_t: float | None = None
 
-    @property
-    def finished(self) -> bool:
-        return self.total is not None and self.rows_in >= self.total
-
     def count(self) -> str:
         return f"{self.rows_in:,}/{self.total:,} rows" if self.total is not None else f"{self.rows_in:,} rows"
 
@@ -126,6 +122,7 @@ class StageLine:
             parts.append(f"{self.rows_in / max(self.last_t - t0, 1e-6):,.1f} rows/s")
         if self.first_request_t is not None and self.last_t is not None:
             # generation speed counts from the stage's first request, not from the run's start
+            parts.append(f"{self.requests:,} answers")
             parts.append(f"{self.tokens / max(self.last_t - self.first_request_t, 1e-6):,.0f} tok/s")
             if self.in_flight is not None:
                 parts.append(f"{self.in_flight:,} in flight")
