@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from factory.console import print_unclipped
 from factory.errors import UserError
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help and errors: rich's help prints every flag as `<bool>`, errors boxed
 )
 console = Console()
 
@@ -32,6 +34,10 @@ RecipeArg = Annotated[
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value: key.path=value (YAML value). Repeatable."),
+]
+TrainSetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a training-config value: key.path=value (YAML value). Repeatable."),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Read at most N source rows.")]
 
@@ -93,7 +99,7 @@ def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
             str(st.llm_calls),
             str(st.completion_tokens),
         )
-    console.print(table)
+    print_unclipped(console, table)
     c = manifest.counts
     console.print(
         f"rows: input {c.input}"
@@ -140,7 +146,7 @@ def plan(recipe: RecipeArg, overrides: SetOpt = None, limit: LimitOpt = None) ->
         table.add_row(
             s.name, s.step, s.backend or "-", f"{s.calls_per_row:g}", f"{s.calls:,}", f"{s.max_new_tokens:,}"
         )
-    console.print(table)
+    print_unclipped(console, table)
     console.print(f"total: {p.total_calls:,} LLM calls, at most {p.total_new_tokens:,} generated tokens")
 
 
@@ -158,6 +164,21 @@ def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by
     for problem in report.problems:
         sys.stderr.write(f"{folder}: {problem}\n")
     raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    folder: Annotated[Path, typer.Argument(help="Dataset folder written by `safepref run`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default: DIR/report.html).")
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", min=0, help="Sample rows shown per config.")] = 3,
+) -> None:
+    """Write a self-contained HTML report of a run: funnel, quarantine, tokens, lengths, sample rows."""
+    from factory.inspect_report import write_inspect_report
+
+    path = write_inspect_report(folder, out, rows)
+    console.print(f"report written to {path}")
 
 
 @app.command()
@@ -246,7 +267,7 @@ def train(
         str | None, typer.Option("--model", help="Model path or Hub id (`bundled` = SmolLM2).")
     ] = None,
     out: Annotated[str | None, typer.Option("--out", help="Output folder for the model/adapter.")] = None,
-    overrides: SetOpt = None,
+    overrides: TrainSetOpt = None,
 ) -> None:
     """Fine-tune a model on a safepref dataset (DPO, group-aware DPO, PT-ALIGN MLE + unlikelihood)."""
     from trainers.run import train as run_training

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from factory.errors import UserError
 
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from factory.evaluation.batch_runner import BatchListener
+
 eval_app = typer.Typer(
-    help="Measure models: C²-Eval course-correction (c2) and harmlessness (harm).", no_args_is_help=True
+    help="Measure models: C²-Eval course-correction (c2) and harmlessness (harm).",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: rich's would print every flag as `<bool>`
 )
 
 ModelOpt = Annotated[
@@ -46,6 +55,11 @@ PrefillOpt = Annotated[
     ),
 ]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="openai: parallel requests.")]
+MaxNewTokensOpt = Annotated[
+    int, typer.Option("--max-new-tokens", min=1, help="New tokens per generated answer or continuation.")
+]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling temperature (0 = greedy).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep tokens up to this mass.")]
 
 
 def _backend_options(batch_size: int, device: str | None, prefill_mode: str, concurrency: int) -> object:
@@ -90,18 +104,21 @@ def c2(
         str,
         typer.Option(
             "--data",
-            help="PKU-SafeRLHF rows: hub:ID[@REV] (default: the paper's test split), bundled (demo rows) or a file.",
+            help="Rows in the PKU-SafeRLHF schema: bundled (demo rows, offline; the default), a file, or"
+            " hub:ID[@REV] — the paper: hub:PKU-Alignment/PKU-SafeRLHF with --split test --rows 500 --samples 20.",
         ),
-    ] = "hub:PKU-Alignment/PKU-SafeRLHF",
+    ] = "bundled",
     split: SplitOpt = "test",
     data_config: DataConfigOpt = None,
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows with an unsafe response to use.")] = 500,
     samples: Annotated[int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")] = 20,
-    ks: Annotated[str, typer.Option("--k", help="Prefix lengths in words.")] = "10,20,30,40,50,60,70,80",
+    ks: Annotated[
+        str, typer.Option("--k", help="Forced harmful prefix lengths in words, comma-separated.")
+    ] = "10,20,30,40,50,60,70,80",
     judge: JudgeOpt = "keyword",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.8,
-    top_p: Annotated[float, typer.Option("--top-p")] = 0.7,
+    max_new_tokens: MaxNewTokensOpt = 32,
+    temperature: TemperatureOpt = 0.8,
+    top_p: TopPOpt = 0.7,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 16,
     chunk: ChunkOpt = 64,
@@ -126,7 +143,8 @@ def c2(
         chunk=chunk,
         backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
     )
-    outcome = run_c2_eval(settings, out)
+    with _batch_bar() as on_batch:
+        outcome = run_c2_eval(settings, out, on_batch=on_batch)
     _print_outcome(outcome, out)
 
 
@@ -150,9 +168,9 @@ def harm(
     ] = None,
     judge: JudgeOpt = "keyword",
     samples: Annotated[int, typer.Option("--samples", min=1, help="Answers per instruction.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 16,
     chunk: ChunkOpt = 64,
@@ -178,14 +196,37 @@ def harm(
         chunk=chunk,
         backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
     )
-    outcome = run_harm_eval(settings, out)
+    with _batch_bar() as on_batch:
+        outcome = run_harm_eval(settings, out, on_batch=on_batch)
     _print_outcome(outcome, out)
+
+
+@contextmanager
+def _batch_bar() -> Iterator[BatchListener]:
+    """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def on_batch(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=total)
+            bars.update(tasks[label], completed=done, total=total)
+
+        yield on_batch
 
 
 def _print_outcome(outcome: object, out: Path) -> None:
     from rich.console import Console
+    from rich.table import Table
 
+    from factory.console import print_unclipped
     from factory.evaluation.c2_eval import EvalOutcome
+    from factory.evaluation.report_files import c2_summary, harm_summary
+    from schemas.eval_report import C2EvalReport
 
     assert isinstance(outcome, EvalOutcome)
     console = Console()
@@ -195,8 +236,16 @@ def _print_outcome(outcome: object, out: Path) -> None:
     )
     for error in p.errors:
         console.print(f"[yellow]generation error:[/] {error}", markup=True, highlight=False)
-    if outcome.report is not None:
-        console.print(
-            (out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True
-        )
-        console.print(f"report: {out / 'report.json'}")
+    if outcome.report is None:
+        return
+    report = outcome.report
+    summary = c2_summary(report) if isinstance(report, C2EvalReport) else harm_summary(report)
+    table = Table(title=summary.title, caption=summary.intro)
+    for i, column in enumerate(summary.columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in summary.rows:
+        table.add_row(*row)
+    print_unclipped(console, table)
+    for note in summary.notes:
+        console.print(f"• {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {out / 'report.json'} (also report.md and plots)", markup=False)

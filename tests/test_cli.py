@@ -54,3 +54,53 @@ def test_help_is_fast_and_lists_commands() -> None:
     assert proc.returncode == 0
     for command in ("run", "validate", "plan", "check", "schema", "recipes", "publish", "train"):
         assert command in proc.stdout
+
+
+def test_boolean_options_are_flags_in_help_and_a_value_after_one_is_a_plain_error() -> None:
+    for command in (["run"], ["publish"], ["eval", "c2"], ["eval", "harm"], ["inspect"]):
+        proc = cli(*command, "--help")
+        assert proc.returncode == 0 and "<bool>" not in proc.stdout, proc.stdout
+    assert "  --public  " in cli("publish", "--help").stdout
+    proc = cli("publish", "out/x", "--repo", "a/b", "--public", "true")
+    assert proc.returncode == 2
+    assert "Error: Got unexpected extra argument(s) (true)" in proc.stderr and "╭" not in proc.stderr
+
+
+def test_train_set_help_speaks_of_the_training_config() -> None:
+    help_text = " ".join(cli("train", "--help").stdout.split())
+    assert "--set <list[str]> Override a training-config value" in help_text
+    assert "recipe value" not in help_text
+
+
+def test_every_eval_option_has_help() -> None:
+    import typer.main
+
+    from factory.cli import app
+
+    eval_group = typer.main.get_command(app).commands["eval"]  # type: ignore[attr-defined]
+    for name, command in eval_group.commands.items():
+        for param in command.params:
+            assert getattr(param, "help", None), f"eval {name} {param.opts} has no help"
+
+
+def test_a_table_wider_than_80_columns_is_printed_whole_into_a_pipe() -> None:
+    proc = cli("plan", "c2syn-demo")  # stdout is a pipe
+    header = next(line for line in proc.stdout.splitlines() if "LLM calls/row" in line)
+    assert len(header) > 80
+    for column in ("stage", "step", "backend", "LLM calls/row", "LLM calls (max)", "new tokens (max)"):
+        assert column in header
+
+
+def test_the_run_summary_is_whole_in_a_log(c2syn_demo_run: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    import factory.cli
+    from factory.check import load_manifest
+
+    log = io.StringIO()  # not a terminal: rich would assume 80 columns
+    monkeypatch.setattr(factory.cli, "console", Console(file=log))
+    factory.cli._print_summary(load_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
+    header = next(line for line in log.getvalue().splitlines() if "quarantined" in line)
+    assert len(header) > 80 and "LLM calls" in header and "gen tokens" in header

@@ -20,13 +20,8 @@ CONFIGS = ("triples", "pairs", "kto")
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
-
-    out = tmp_path_factory.mktemp("ptalign-demo") / "out"
-    run_recipe(load_recipe("ptalign-demo"), out)
-    return out
+def demo_run(ptalign_demo_run: Path) -> Path:
+    return ptalign_demo_run  # one run per session, shared with the inspect report's tests
 
 
 def rows(out: Path, config: str) -> list[dict]:

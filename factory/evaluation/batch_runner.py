@@ -30,6 +30,10 @@ class BatchBudget:
         return True
 
 
+BatchListener = Callable[[str, int, int], None]
+"""Told `(label, done, total)` after every batch, e.g. ("generating bundled", 64, 320): drives a bar."""
+
+
 @dataclass
 class Progress:
     generated: int = 0
@@ -38,10 +42,15 @@ class Progress:
     judge_failed: int = 0
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)  # a few distinct error messages, for the user
+    listener: BatchListener | None = None
 
     def note(self, error: str) -> None:
         if error not in self.errors and len(self.errors) < 5:
             self.errors.append(error)
+
+    def advance(self, label: str, done: int, total: int) -> None:
+        if self.listener is not None:
+            self.listener(label, done, total)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,15 @@ def generate_for_models(
         pin_settings(out / slug / "settings.json", pinned(slug))
         stores[slug] = JsonlStore(out / slug / file_name, key)
         generate_missing(
-            stores[slug], tasks, request, record, open_backend, chunk=chunk, budget=budget, progress=progress
+            stores[slug],
+            tasks,
+            request,
+            record,
+            open_backend,
+            chunk=chunk,
+            budget=budget,
+            progress=progress,
+            label=f"generating {slug}",
         )
         if progress.interrupted:
             return None
@@ -89,6 +106,7 @@ def generate_missing(
     chunk: int,
     budget: BatchBudget,
     progress: Progress,
+    label: str = "generating",
 ) -> None:
     """Generate the tasks whose key `store` lacks; failed completions are not stored (a re-run retries)."""
     todo = [t for t in tasks if t.key not in store]
@@ -113,6 +131,7 @@ def generate_missing(
                 else:
                     done.append(record(task.payload, completion))
             progress.generated += store.append(done)
+            progress.advance(label, start + len(batch), len(todo))
     finally:
         backend.close()
 
@@ -124,6 +143,7 @@ def judge_missing(
     *,
     chunk: int,
     progress: Progress,
+    label: str = "judging",
 ) -> None:
     """Judge the items whose key `verdicts` lacks; failed verdicts are not stored (a re-run retries)."""
     todo = [t for t in items if t.key not in verdicts]
@@ -141,5 +161,6 @@ def judge_missing(
                 else:
                     done.append({**dict(zip(verdicts.key_fields, task.key, strict=True)), "verdict": verdict})
             progress.judged += verdicts.append(done)
+            progress.advance(label, start + len(batch), len(todo))
     finally:
         judge.close()

@@ -20,9 +20,16 @@ from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.errors import UserError
 from factory.evaluation import c2_prefill
-from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_for_models, judge_missing
+from factory.evaluation.batch_runner import (
+    BatchBudget,
+    BatchListener,
+    Progress,
+    Task,
+    generate_for_models,
+    judge_missing,
+)
 from factory.evaluation.confidence import BOOTSTRAP_RESAMPLES, row_bootstrap
-from factory.evaluation.eval_data import C2_DEMO, PKU_SAFERLHF, C2Row, load_c2_rows, source_spec
+from factory.evaluation.eval_data import C2_DEMO, C2Row, load_c2_rows, source_spec
 from factory.evaluation.judges import JudgeItem, plan_judge
 from factory.evaluation.model_specs import (
     BackendOptions,
@@ -44,7 +51,7 @@ SAMPLE_KEY = ("row_id", "k", "sample")
 @dataclass(frozen=True)
 class C2Settings:
     models: Sequence[str]
-    data: str = PKU_SAFERLHF
+    data: str = "bundled"  # offline demo rows; the paper's data is --data hub:PKU-Alignment/PKU-SafeRLHF
     split: str = "test"
     data_config: str | None = None
     rows: int = 500
@@ -65,10 +72,17 @@ class EvalOutcome:
     progress: Progress
 
 
-def run_c2_eval(settings: C2Settings, out: Path, *, max_batches: int | None = None) -> EvalOutcome:
+def run_c2_eval(
+    settings: C2Settings,
+    out: Path,
+    *,
+    max_batches: int | None = None,
+    on_batch: BatchListener | None = None,
+) -> EvalOutcome:
     """Generate, judge, aggregate and write the report; a re-run skips every finished path and verdict.
 
     `max_batches` stops after that many generation batches, as a killed run would (no report then).
+    `on_batch` is told each finished batch (a progress bar).
     """
     _check(settings)
     refs = [parse_model_spec(m) for m in settings.models]
@@ -79,7 +93,7 @@ def run_c2_eval(settings: C2Settings, out: Path, *, max_batches: int | None = No
     )
     rows, data_info = load_c2_rows(spec, settings.rows)
     paths = _paths(settings, rows)
-    budget, progress = BatchBudget(max_batches), Progress()
+    budget, progress = BatchBudget(max_batches), Progress(listener=on_batch)
     by_slug = {m.slug: m for m in models}
     stores = generate_for_models(
         out,
@@ -105,7 +119,14 @@ def run_c2_eval(settings: C2Settings, out: Path, *, max_batches: int | None = No
             for p in paths
             if (record := samples.get(p.key)) is not None
         ]
-        judge_missing(verdicts, items, judge.open, chunk=settings.chunk, progress=progress)
+        judge_missing(
+            verdicts,
+            items,
+            judge.open,
+            chunk=settings.chunk,
+            progress=progress,
+            label=f"judging {model.slug}",
+        )
         results.append(corr_results(settings, rows, model, verdicts))
     report = C2EvalReport(
         safepref_version=__version__,

@@ -18,7 +18,14 @@ from typing import Any
 from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.errors import UserError
-from factory.evaluation.batch_runner import BatchBudget, Progress, Task, generate_for_models, judge_missing
+from factory.evaluation.batch_runner import (
+    BatchBudget,
+    BatchListener,
+    Progress,
+    Task,
+    generate_for_models,
+    judge_missing,
+)
 from factory.evaluation.c2_eval import EvalOutcome
 from factory.evaluation.confidence import BOOTSTRAP_RESAMPLES, row_bootstrap, wilson
 from factory.evaluation.eval_data import BENIGN_DEMO, HARM_DEMO, Instruction, load_instructions, source_spec
@@ -66,7 +73,13 @@ class _Answer:
     seed: int
 
 
-def run_harm_eval(settings: HarmSettings, out: Path, *, max_batches: int | None = None) -> EvalOutcome:
+def run_harm_eval(
+    settings: HarmSettings,
+    out: Path,
+    *,
+    max_batches: int | None = None,
+    on_batch: BatchListener | None = None,
+) -> EvalOutcome:
     """Generate answers, judge them, write the report; a re-run skips finished answers and verdicts."""
     if not settings.models:
         raise UserError("name at least one --model")
@@ -88,7 +101,7 @@ def run_harm_eval(settings: HarmSettings, out: Path, *, max_batches: int | None 
         )
         benign, benign_info = load_instructions(benign_spec, settings.benign_rows, settings.column)
     tasks = _tasks(settings, "harm", harmful) + _tasks(settings, "benign", benign)
-    budget, progress = BatchBudget(max_batches), Progress()
+    budget, progress = BatchBudget(max_batches), Progress(listener=on_batch)
     by_slug = {m.slug: m for m in models}
     stores = generate_for_models(
         out,
@@ -181,7 +194,14 @@ def _judge_set(
         for t in mine
         if (record := answers.get(t.key)) is not None
     ]
-    judge_missing(verdicts, items, judge.open, chunk=settings.chunk, progress=progress)
+    judge_missing(
+        verdicts,
+        items,
+        judge.open,
+        chunk=settings.chunk,
+        progress=progress,
+        label=f"judging {which} {folder.name}",
+    )
     rows: dict[str, list[int]] = {}
     for t in mine:
         counts = rows.setdefault(t.payload.item.row_id, [0, 0])
