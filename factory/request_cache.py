@@ -142,9 +142,8 @@ class CachedBackend:
 
     @property
     def in_flight(self) -> int | None:
-        """Requests the wrapped backend has in flight, when it tells (None: it cannot)."""
-        if self._inner is None:
-            return 0
+        """Requests the wrapped backend has in flight, when it tells (None: it cannot, or it is still
+        being created, e.g. loading a model)."""
         return getattr(self._inner, "in_flight", None)
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
