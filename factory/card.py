@@ -1,29 +1,75 @@
-"""Dataset card (README.md) generated from the recipe, the schemas and the run's manifest."""
+"""Dataset card (README.md): huggingface_hub's `DatasetCard`, its body rendered from a Jinja template.
+
+The YAML header is a `DatasetCardData` (with `dataset_info` from `datasets`); the body is
+`recipes/templates/dataset_card.md.jinja`, rendered in the sandbox with facts from the recipe, the
+manifest, the record schemas and the written files. Nothing in it depends on the clock, so reusing
+a finished run rewrites the same bytes.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
+from pydantic import BaseModel
 
 from factory.card_check import HARMFUL_TAG, size_category
 from factory.generators import stage_decodings
 from schemas.manifest import DatasetManifest
 from schemas.recipe import Recipe
+from schemas.registry import HARMFUL_TEXT_SCHEMAS, RECORD_SCHEMAS
 
 CONTENT_WARNING = (
     "> **Content warning.** This dataset contains machine-generated harmful text (the rejected or toxic "
     "responses) produced for safety-alignment research. It is not for all audiences. Do not use it to "
     "build systems that produce such content."
 )
-
-GATED_NOTE = (
-    "Access: this dataset holds harmful text, so `safepref publish` makes it private and gated by default "
-    "(manual approval of an access request that states a research use)."
-)
+CARD_TEMPLATE = "dataset_card.md.jinja"
+EXAMPLE_ROWS = 3
+EXAMPLE_CHARS = 160  # longer strings in the example rows are cut, so the card stays readable
 
 
-def card_metadata(recipe: Recipe, manifest: DatasetManifest) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Method:
+    name: str
+    paper: str
+    arxiv: str
+
+
+# The methods by the prefix of their exporters' names (`c2syn.pairs` -> c2syn).
+METHODS = {
+    "c2syn": Method(
+        "C²-Syn", "Course-Correction: Safety Alignment Using Synthetic Preferences", "2407.16637"
+    ),
+    "ptalign": Method(
+        "PT-ALIGN",
+        "Refining Positive and Toxic Samples for Dual Safety Self-Alignment of LLMs with Minimal Human "
+        "Interventions",
+        "2502.08657",
+    ),
+}
+
+
+def method_of(recipe: Recipe) -> Method | None:
+    prefixes = {o.exporter.split(".", 1)[0] for o in recipe.outputs}
+    known = [METHODS[p] for p in sorted(prefixes) if p in METHODS]
+    return known[0] if len(known) == 1 else None
+
+
+def source_datasets(recipe: Recipe) -> list[str]:
+    """Hub datasets the rows derive from: a Hub source's id plus what the recipe's card declares."""
+    hub = [recipe.source.dataset] if recipe.source.kind == "hub" and recipe.source.dataset else []
+    return list(dict.fromkeys([*hub, *recipe.card.source_datasets]))
+
+
+def card_data(recipe: Recipe, manifest: DatasetManifest, folder: Path) -> Any:
+    """The card's YAML header as huggingface_hub's `DatasetCardData`, `dataset_info` included."""
+    from huggingface_hub import DatasetCardData
+
     default = next(name for name, c in manifest.configs.items() if c.default)
     n_default = sum(s.num_rows for s in manifest.configs[default].splits.values())
     tags = list(dict.fromkeys(["safety", "synthetic", "safepref", *recipe.card.tags]))
@@ -38,119 +84,169 @@ def card_metadata(recipe: Recipe, manifest: DatasetManifest) -> dict[str, Any]:
         if info.default:
             entry["default"] = True
         configs.append(entry)
-    meta: dict[str, Any] = {
-        "license": recipe.license,
-        "language": recipe.card.language,
-        "pretty_name": recipe.card.pretty_name,
-        "task_categories": recipe.card.task_categories,
-        "size_categories": [size_category(n_default)],
-        "tags": tags,
-        "annotations_creators": ["machine-generated"],
-        "configs": configs,
-    }
-    if recipe.card.source_datasets:
-        meta["source_datasets"] = recipe.card.source_datasets
-    return meta
+    data = DatasetCardData(
+        license=recipe.license,
+        language=recipe.card.language,
+        pretty_name=recipe.card.pretty_name,
+        task_categories=recipe.card.task_categories,
+        size_categories=[size_category(n_default)],
+        tags=tags,
+        annotations_creators=["machine-generated"],
+        source_datasets=source_datasets(recipe) or None,
+        configs=configs,
+    )
+    _dataset_infos(manifest, folder).to_dataset_card_data(data)
+    return data
 
 
-def render_card(recipe: Recipe, manifest: DatasetManifest) -> str:
-    meta = card_metadata(recipe, manifest)
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
-    lines.append(f"# {recipe.card.pretty_name}")
-    lines.append("")
-    if manifest.contains_harmful_text:
-        lines += [CONTENT_WARNING, "", GATED_NOTE, ""]
-    if recipe.card.description:
-        lines += [recipe.card.description.strip(), ""]
-    lines += ["## Configs", "", "| config | schema | split | rows |", "|---|---|---|---|"]
+def _dataset_infos(manifest: DatasetManifest, folder: Path) -> Any:
+    """`datasets`' own description of each config (features, rows and bytes per split), from the files."""
+    import pyarrow.parquet as pq
+    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+
+    infos = {}
     for name, info in manifest.configs.items():
+        features, splits, size = None, SplitDict(), 0
         for split, s in info.splits.items():
-            default = " (default)" if info.default else ""
-            lines.append(f"| `{name}`{default} | `{info.schema_name}` | {split} | {s.num_rows:,} |")
-    c = manifest.counts
-    lines += [
-        "",
-        "## Where every input row went",
-        "",
-        f"- input rows: {c.input:,}",
-        f"- kept (exported): {c.output:,}",
-    ]
-    for rule, n in sorted(c.filtered.items()):
-        lines.append(f"- filtered by `{rule}`: {n:,}")
-    for stage, n in sorted(c.quarantined.items()):
-        lines.append(
-            f"- quarantined at stage `{stage}`: {n:,} (raw output and error in `quarantine/rows.parquet`)"
+            metas = [pq.read_metadata(folder / f) for f in s.files]
+            if metas:
+                features = Features.from_arrow_schema(metas[0].schema.to_arrow_schema())
+            num_bytes = sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups))
+            splits.add(SplitInfo(name=split, num_bytes=num_bytes, num_examples=s.num_rows))
+            size += sum((folder / f).stat().st_size for f in s.files)
+        dataset_size = sum(sp.num_bytes for sp in splits.values())
+        infos[name] = DatasetInfo(
+            config_name=name, features=features, splits=splits, download_size=size, dataset_size=dataset_size
         )
-    lines += ["", "## Generation", ""]
-    if manifest.generators:
-        lines += ["| backend | kind | model | revision | decoding |", "|---|---|---|---|---|"]
-        for g in manifest.generators:
-            decoding = ", ".join(f"{k}={v}" for k, v in g.generation.items() if v not in (None, []))
-            lines.append(f"| {g.backend} | {g.kind} | `{g.model}` | {g.revision or '-'} | {decoding} |")
-        decodings = stage_decodings(recipe)
-        if decodings:
-            lines += ["", "Decoding per LLM stage (the backend's, with the stage's overrides):", ""]
-            lines += ["| stage | role | model | decoding |", "|---|---|---|---|"]
-            for d in decodings:
-                shown = ", ".join(
-                    f"{k}={v}" for k, v in d.decoding.model_dump().items() if v not in (None, [])
-                )
-                lines.append(f"| {d.stage} | {d.role} | `{d.model}` | {shown} |")
-    else:
-        lines.append("No LLM was used.")
-    lines += [
-        "",
-        f"Tokens: {manifest.prompt_tokens:,} prompt, {manifest.completion_tokens:,} generated"
-        + (
-            f"; wall time {manifest.wall_time_s:.1f} s"
-            f" ({manifest.completion_tokens / max(manifest.wall_time_s, 1e-9):,.1f} generated tokens/s overall)."
-            if manifest.wall_time_s is not None
-            else "."
-        ),
-        "",
-        "| stage | step | rows in | kept | filtered | quarantined | LLM calls | of them from cache | generated tokens |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *(
-            f"| {name} | `{st.step}` | {st.rows_in:,} | {st.rows_ok:,} | {st.filtered:,} | {st.quarantined:,}"
-            f" | {st.llm_calls:,} | {st.cached_calls:,} | {st.completion_tokens:,} |"
-            for name, st in manifest.stages.items()
-        ),
-        "",
+    return DatasetInfosDict(infos)
+
+
+def render_card(recipe: Recipe, manifest: DatasetManifest, folder: Path) -> str:
+    """The README.md text for the dataset folder `folder` that `manifest` describes."""
+    from huggingface_hub import DatasetCard
+
+    from factory.templates import render_template
+
+    schemas = list(dict.fromkeys(c.schema_name for c in manifest.configs.values()))
+    body = render_template(
+        CARD_TEMPLATE,
+        card_data=card_data(recipe, manifest, folder).to_yaml(),
+        recipe=recipe,
+        manifest=manifest,
+        method=method_of(recipe),
+        methods=METHODS,
+        source=_source_line(recipe, manifest),
+        harmful=manifest.contains_harmful_text,
+        content_warning=CONTENT_WARNING,
+        formats={name: _first_line(model.__doc__) for name, model in RECORD_SCHEMAS.items()},
+        harmful_schemas=HARMFUL_TEXT_SCHEMAS,
+        default_config=next(name for name, c in manifest.configs.items() if c.default),
+        fields={name: field_tables(RECORD_SCHEMAS[name]) for name in schemas if name in RECORD_SCHEMAS},
+        examples={name: example_rows(folder, info.splits) for name, info in manifest.configs.items()},
+        decodings=[(d, _shown(d.decoding.model_dump())) for d in stage_decodings(recipe)],
+        generators=[(g, _shown(g.generation)) for g in manifest.generators],
+        settings=[(spec, _settings(spec.params) or "-") for spec in recipe.stages],
+        deviations=recipe.card.deviations,
+        example_chars=EXAMPLE_CHARS,
+    )
+    return str(DatasetCard(re.sub(r"\n{3,}", "\n\n", body) + "\n"))
+
+
+def _source_line(recipe: Recipe, manifest: DatasetManifest) -> str:
+    """Where the input rows came from, as a reader needs to know it (demo rows are not a Hub dataset)."""
+    src = recipe.source
+    if src.kind == "hub":
+        read = manifest.source.get("read", f"hub:{src.dataset}")
+        return (
+            f"the Hub dataset [{src.dataset}](https://huggingface.co/datasets/{src.dataset}), split "
+            f"`{src.split}`, read as `{read}`"
+        )
+    if src.kind == "bundled":
+        return (
+            f"a file bundled with safepref (`recipes/data/{src.path}`), written for this tool: "
+            "not taken from a published dataset"
+        )
+    if src.kind == "file":
+        return f"the local file `{Path(src.path or '').name}` (sha256 in Provenance below)"
+    return "no input rows (the recipe generates everything)"
+
+
+def field_tables(model: type[BaseModel]) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(model name, [(field, type, description)]) for a record model and the record models inside it."""
+    tables: list[tuple[str, list[tuple[str, str, str]]]] = []
+    pending, seen = [model], set()
+    while pending:
+        current = pending.pop(0)
+        if current.__name__ in seen:
+            continue
+        seen.add(current.__name__)
+        rows = []
+        for name, f in current.model_fields.items():
+            rows.append((name, _type_name(f.annotation), (f.description or "").replace("|", "\\|")))
+            pending += [m for m in _models_in(f.annotation) if m.__module__ == "schemas.records"]
+        tables.append((current.__name__, rows))
+    return tables
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " (nullable)"
+    if origin is Literal:
+        return "string: " + " / ".join(str(a) for a in get_args(annotation))
+    if origin is list:
+        return f"list of {_type_name(get_args(annotation)[0])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.__name__
+    return {str: "string", int: "int64", float: "float64", bool: "bool"}.get(annotation, str(annotation))
+
+
+def example_rows(folder: Path, splits: dict[str, Any]) -> list[str]:
+    """The first rows of a config as short JSON: long strings cut, provenance left out (it is in the manifest)."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for split in splits.values():
+        for file in split.files:
+            for batch in pq.ParquetFile(folder / file).iter_batches(batch_size=EXAMPLE_ROWS):
+                rows += batch.to_pylist()[: EXAMPLE_ROWS - len(rows)]
+                break
+            if len(rows) >= EXAMPLE_ROWS:
+                break
+    return [
+        json.dumps(_cut({k: v for k, v in r.items() if k != "provenance"}), ensure_ascii=False, indent=1)
+        for r in rows
     ]
-    events = [
-        f"- stage `{name}`: " + ", ".join(f"{event} {n:,}" for event, n in sorted(st.events.items()))
-        for name, st in manifest.stages.items()
-        if st.events
-    ]
-    if events:
-        lines += ["Other events (rows kept, but changed on the way):", "", *events, ""]
-    lines += ["## Stage settings", "", "| stage | step | settings |", "|---|---|---|"]
-    for spec in recipe.stages:
-        lines.append(f"| {spec.name} | `{spec.step}` | {_settings(spec.params) or '-'} |")
-    lines += [
-        "",
-        "## Provenance",
-        "",
-        f"- recipe: `{manifest.recipe_name}` v{manifest.recipe_version}, sha256 `{manifest.recipe_hash}`"
-        " (the resolved recipe is `recipe.resolved.yaml`)",
-        f"- seed: {manifest.seed}",
-        f"- built with safepref {manifest.safepref_version} on {manifest.created_at}",
-        f"- licence: `{recipe.license}`",
-    ]
-    for name, sha in manifest.inputs_sha256.items():
-        lines.append(f"- {name.replace(':', ' ', 1)}: sha256 `{sha}`")
-    if manifest.source:
-        src = ", ".join(f"{k}={v}" for k, v in manifest.source.items() if v not in (None, {}, []))
-        lines.append(f"- source: {src}")
-    if recipe.card.citation:
-        lines += ["", "## Citation", "", "```bibtex", recipe.card.citation.strip(), "```"]
-    return "\n".join(lines) + "\n"
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > EXAMPLE_CHARS:
+        return value[:EXAMPLE_CHARS] + "…"
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _cut(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "-").strip().splitlines()[0].replace("|", "\\|")
+
+
+def _shown(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items() if v not in (None, []))
 
 
 def _settings(params: dict[str, Any]) -> str:
     """A stage's parameters as run, compact: long lists by their length, nested values as short JSON."""
-    import json
-
     shown = []
     for key, value in params.items():
         if isinstance(value, list) and (len(value) > 4 or any(len(str(v)) > 40 for v in value)):

@@ -10,9 +10,14 @@ from typing import Any
 
 import yaml
 
+from factory.limits import BoundedLoader
+
 HARMFUL_TAG = "not-for-all-audiences"
 
 # Licence ids as the Hub spells them (the subset a synthetic dataset plausibly carries; extend as needed).
+# Kept here because no library has them: huggingface_hub 2.4 ships no licence or task vocabulary (the Hub
+# checks them server-side, `DatasetCard.validate` -> /api/validate-yaml), and datasets 5.2 ships only
+# languages, creators and size buckets (read below) plus a deprecated task list without e.g. text-ranking.
 HUB_LICENSES = frozenset(
     {
         "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigcode-openrail-m",
@@ -69,7 +74,7 @@ def split_card(text: str) -> tuple[dict[str, Any] | None, str]:
     end = text.find("\n---", 3)
     if end < 0:
         raise ValueError("the YAML header has no closing `---`")
-    header = yaml.safe_load(text[3:end]) or {}
+    header = yaml.load(text[3:end], Loader=BoundedLoader) or {}  # a SafeLoader with bounds
     if not isinstance(header, dict):
         raise ValueError("the YAML header is not a mapping")
     body = text[end + 4 :]

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from factory.errors import UserError
+from factory.parquet_files import iter_parquet_batches, open_parquet
 from schemas.manifest import DatasetManifest
 from schemas.registry import HARMFUL_TEXT_SCHEMAS, RECORD_SCHEMAS
 
@@ -44,8 +45,6 @@ def load_manifest(folder: Path) -> DatasetManifest:
 
 def check_folder(folder: Path) -> CheckReport:
     """Every row of every config validates against its schema; files and counts match the manifest."""
-    import pyarrow.parquet as pq
-
     report = CheckReport(folder)
     try:
         manifest = load_manifest(folder)
@@ -70,16 +69,18 @@ def check_folder(folder: Path) -> CheckReport:
                 continue
             n = 0
             for rel in listed:
-                pf = pq.ParquetFile(folder / rel)
-                for batch in pf.iter_batches(batch_size=10_000):
-                    for i, row in enumerate(batch.to_pylist()):
-                        try:
-                            model.model_validate(row)
-                        except ValidationError as exc:
-                            err = exc.errors()[0]
-                            loc = ".".join(str(p) for p in err["loc"])
-                            report.add(f"{rel} row {n + i}: {loc + ': ' if loc else ''}{err['msg']}")
-                    n += batch.num_rows
+                try:
+                    for batch in iter_parquet_batches(folder / rel, batch_size=10_000):
+                        for i, row in enumerate(batch.to_pylist()):
+                            try:
+                                model.model_validate(row)
+                            except ValidationError as exc:
+                                err = exc.errors()[0]
+                                loc = ".".join(str(p) for p in err["loc"])
+                                report.add(f"{rel} row {n + i}: {loc + ': ' if loc else ''}{err['msg']}")
+                        n += batch.num_rows
+                except UserError as exc:  # a damaged shard is a problem of this folder, not a crash
+                    report.add(str(exc))
             report.rows_checked += n
             if n != split_info.num_rows:
                 report.add(f"{config}/{split}: {n} rows on disk, manifest says {split_info.num_rows}")
@@ -89,8 +90,6 @@ def check_folder(folder: Path) -> CheckReport:
 
 
 def _check_accounting(folder: Path, manifest: DatasetManifest, report: CheckReport) -> None:
-    import pyarrow.parquet as pq
-
     counts = manifest.counts
     for name, expected in (
         ("filtered", sum(counts.filtered.values())),
@@ -100,7 +99,11 @@ def _check_accounting(folder: Path, manifest: DatasetManifest, report: CheckRepo
         if not path.is_file():
             report.add(f"{name}/rows.parquet is missing")
             continue
-        n = pq.ParquetFile(path).metadata.num_rows
+        try:
+            n = open_parquet(path).metadata.num_rows
+        except UserError as exc:
+            report.add(str(exc))
+            continue
         if n != expected:
             report.add(f"{name}/rows.parquet has {n} rows, manifest counts {expected}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from factory.console import print_unclipped
-from factory.errors import UserError
+from factory.errors import UserError, printable
 
 if TYPE_CHECKING:
     from schemas.manifest import DatasetManifest
@@ -40,6 +41,10 @@ TrainSetOpt = Annotated[
     typer.Option("--set", help="Override a training-config value: key.path=value (YAML value). Repeatable."),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Read at most N source rows.")]
+AllowImportOpt = Annotated[
+    bool,
+    typer.Option("--allow-import-steps", help="Let the recipe import steps named by `module:Class`."),
+]
 
 
 @app.command()
@@ -50,10 +55,7 @@ def run(
     ] = None,
     overrides: SetOpt = None,
     limit: LimitOpt = None,
-    allow_import_steps: Annotated[
-        bool,
-        typer.Option("--allow-import-steps", help="Let the recipe import steps named by `module:Class`."),
-    ] = False,
+    allow_import_steps: AllowImportOpt = False,
     executor: Annotated[str, typer.Option("--executor", help="local (default) or ray.")] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray head node (ray://host:10001); default: a local Ray.")
@@ -68,19 +70,27 @@ def run(
     from factory.engine import run_recipe
 
     out_dir = out or Path("out") / loaded.recipe.name
+    from factory.processes import RunInterrupted, exit_interrupted
     from factory.progress import ENV_VAR, ProgressWatcher
+    from factory.storage_errors import storage_errors_reported
 
     progress_file = (out_dir / ".work" / "progress.jsonl").resolve()
     os.environ[ENV_VAR] = str(progress_file)  # the steps (in worker processes) append to it
     console.print(f"running [bold]{loaded.recipe.name}[/] → {out_dir}")
-    with ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]):
-        result = run_recipe(
-            loaded,
-            out_dir,
-            allow_import_steps=allow_import_steps,
-            executor="ray" if executor == "ray" else "local",
-            ray_address=address,
-        )
+    try:
+        with (
+            storage_errors_reported(out_dir),  # the display's own file, before the engine's
+            ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]),
+        ):
+            result = run_recipe(
+                loaded,
+                out_dir,
+                allow_import_steps=allow_import_steps,
+                executor="ray" if executor == "ray" else "local",
+                ray_address=address,
+            )
+    except RunInterrupted as exc:
+        exit_interrupted(str(exc))
     _print_summary(result.manifest, out_dir)
 
 
@@ -119,13 +129,16 @@ def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
 
 
 @app.command()
-def validate(recipe: RecipeArg, overrides: SetOpt = None) -> None:
+def validate(recipe: RecipeArg, overrides: SetOpt = None, allow_import_steps: AllowImportOpt = False) -> None:
     """Validate a recipe without running it."""
+    from factory.intake import read_rows
+    from factory.preflight import preflight
     from factory.recipe_loader import load_recipe
-    from factory.reproducibility import input_hashes
 
     loaded = load_recipe(recipe, overrides)
-    input_hashes(loaded.recipe, loaded.base_dir)  # the source file and every prompt template exist
+    preflight(loaded)  # the checks `run` makes before reading a row: source, templates, model folders
+    if loaded.recipe.source.kind in ("file", "bundled"):  # a Hub source is only read by `run`
+        read_rows(loaded, allow_import_steps=allow_import_steps)  # and those it makes on the rows
     console.print(
         f"[green]ok[/] {loaded.path} (recipe {loaded.recipe.name} v{loaded.recipe.version}, sha256 {loaded.hash[:12]})"
     )
@@ -162,7 +175,7 @@ def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by
         console.print(f"[green]ok[/] {folder}: {report.rows_checked} rows valid")
         return
     for problem in report.problems:
-        sys.stderr.write(f"{folder}: {problem}\n")
+        sys.stderr.write(printable(f"{folder}: {problem}") + "\n")
     raise typer.Exit(1)
 
 
@@ -242,7 +255,7 @@ def publish(
         yes=yes,
         gated=gating,
         tag=tag,
-        confirm=lambda q: typer.confirm(q, default=False),
+        confirm=_ask,
     )
     if result.commit_oid is None:
         console.print(f"{result.repo_id}: already up to date (no commit)")
@@ -276,6 +289,11 @@ def train(
     console.print(f"model written to {out_dir}")
 
 
+def _ask(question: str) -> bool:
+    """Yes only from a person at a terminal: without one (CI, a pipe) the answer is no, not "Aborted."."""
+    return sys.stdin.isatty() and typer.confirm(question, default=False)
+
+
 def _register_subcommands() -> None:
     from factory.eval_cli import eval_app
 
@@ -287,14 +305,30 @@ _register_subcommands()
 
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; bugs keep their traceback."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
+
+    # huggingface_hub logs each transport retry as two warnings (11 lines for an unreachable Hub)
+    # before the error that the command turns into its one line
+    logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here instead of typer's 5-line box
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")  # one plain line: no wrapping, no markup
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        _fail(str(exc), exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.format_message() + "\n")
+        sys.exit(2)
+    except UsageError as exc:  # a bad or missing option: the same one line as any user error
+        command = exc.ctx.command_path if exc.ctx is not None else "safepref"
+        _fail(f"{command}: {exc.format_message()}", 2)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {printable(message)}\n")  # one plain line: no wrapping, no markup
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory import __version__
-from factory.errors import UserError
+from factory.errors import RunFailed, UserError
 from factory.exporters import ExportContext
+from factory.fail_fast import ENV_VAR as STOP_FILE_ENV
+from factory.fail_fast import raise_if_stopped, stop_file
+from factory.folder_lock import hold_output_folder
 from factory.generators import model_id, model_revision, stage_decodings
+from factory.intake import missing_column, read_rows
+from factory.preflight import preflight
+from factory.processes import resume_hint_on_interrupt, run_processes
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
-from factory.request_cache import RequestCache
+from factory.request_cache import REQUEST_CACHE_FILE, RequestCache
 from factory.request_window import llm_stage_batch_size
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
-from factory.sources import SOURCE_STAGE, read_source
+from factory.sources import SOURCE_STAGE
 from factory.steps.registry import resolve_step_class
+from factory.storage_errors import storage_errors_reported
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
 
@@ -76,6 +83,8 @@ def build_pipeline(
                     seed=recipe.seed,
                     template_dir=str(loaded.base_dir.resolve()),
                     backend_spec=spec.model_dump(mode="json") if spec is not None else None,
+                    max_quarantine_share=recipe.max_quarantine_share,
+                    quarantine_min_rows=recipe.quarantine_min_rows,
                 )
             else:
                 kwargs.update(stage.params)
@@ -94,11 +103,7 @@ def _check_source_columns(
     needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
     missing = [c for c in needed if c not in rows[0]]
     if missing:
-        stage = loaded.recipe.stages[0].name
-        raise UserError(
-            f"source has no column {missing[0]!r} (needed by stage {stage!r}); map one with source.field_map",
-            where=label,
-        )
+        raise missing_column(missing[0], loaded.recipe.stages[0].name, label)
 
 
 def _root_id(row_id: str, sources: dict[str, int]) -> str:
@@ -241,7 +246,7 @@ def _on_ray(pipeline: Any, address: str | None) -> Any:
     except ImportError:
         raise UserError("--executor ray needs the `ray` extra: pip install 'safepref[ray]'") from None
     # Workers read the request cache path and import user steps like this process does.
-    names = (REQUEST_CACHE_ENV, PROGRESS_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
+    names = (REQUEST_CACHE_ENV, PROGRESS_ENV, STOP_FILE_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
     env = {k: os.environ[k] for k in names if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     init: dict[str, Any] = {
@@ -287,6 +292,29 @@ def run_recipe(
     executor: Literal["local", "ray"] = "local",
     ray_address: str | None = None,
 ) -> RunResult:
+    """Run the recipe into `out_dir`, as the only run writing there (factory.folder_lock), with quiet
+    workers bound to this process and Ctrl-C raising RunInterrupted (factory.processes), and a full
+    or read-only disk reported in one line (factory.storage_errors)."""
+    work_dir = out_dir / WORK_DIR
+    with (
+        storage_errors_reported(out_dir),
+        hold_output_folder(out_dir, work_dir),
+        run_processes(work_dir),
+        resume_hint_on_interrupt(out_dir, work_dir / REQUEST_CACHE_FILE),
+    ):
+        return _run_recipe(
+            loaded, out_dir, allow_import_steps=allow_import_steps, executor=executor, ray_address=ray_address
+        )
+
+
+def _run_recipe(
+    loaded: LoadedRecipe,
+    out_dir: Path,
+    *,
+    allow_import_steps: bool,
+    executor: Literal["local", "ray"],
+    ray_address: str | None,
+) -> RunResult:
     """Run the recipe into `out_dir`.
 
     Re-running the same recipe into the same folder reuses the finished run (distilabel's cache);
@@ -297,18 +325,19 @@ def run_recipe(
 
     started = time.perf_counter()
     recipe = loaded.recipe
-    rows, label = read_source(recipe.source, loaded.base_dir)
+    preflight(loaded)
+    rows, label = read_rows(loaded, allow_import_steps=allow_import_steps)  # bad rows quarantined here
     ids = [str(r[ROW_ID]) for r in rows]
     report_total(len(rows))
-    if len(set(ids)) != len(ids):
-        raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = input_hashes(recipe, loaded.base_dir, rows)
     complete = _finished_before(out_dir, loaded.hash, inputs)
+    # reusing a finished run rewrites the same manifest and card: keep when and how fast it was made
+    reused = json.loads((out_dir / "manifest.json").read_text()) if complete else {}
     if not complete:
         # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
         # unfinished or different earlier run is restarted from scratch: every LLM request it
-        # finished is answered by the request cache, so only the batches in flight are generated again.
+        # finished is answered by the request cache, so only the requests in flight are generated again.
         (out_dir / "manifest.json").unlink(missing_ok=True)
         shutil.rmtree(out_dir / WORK_DIR / "distilabel", ignore_errors=True)
     pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
@@ -324,13 +353,15 @@ def run_recipe(
     # The request cache path reaches the workers through the environment, not a step field, so
     # moving the folder does not change distilabel's step signatures.
     previous = os.environ.get(REQUEST_CACHE_ENV)
-    cache_path = (out_dir / WORK_DIR / "requests.sqlite").resolve()
+    cache_path = (out_dir / WORK_DIR / REQUEST_CACHE_FILE).resolve()
     RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
     os.environ[REQUEST_CACHE_ENV] = str(cache_path)
     if executor == "ray":
         pipeline = _on_ray(pipeline, ray_address)
     try:
-        distiset = pipeline.run(use_cache=complete)
+        with stop_file(out_dir / WORK_DIR):
+            distiset = pipeline.run(use_cache=complete)
+            raise_if_stopped()  # before anything is written: the re-run after the fix starts afresh
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
         raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
     finally:
@@ -352,13 +383,22 @@ def run_recipe(
             yield row
 
     written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
+    quarantined: int = sum(written.quarantined.values())
+    filtered: int = sum(written.filtered.values())
+    if written.output_rows == 0 and quarantined > filtered:
+        # empty because of errors, not of the recipe's filters. No manifest: a run with nothing to show
+        # is not finished, so the next one starts afresh (finished requests come from the cache)
+        raise RunFailed(
+            f"no output: {quarantined} rows quarantined (stage {', '.join(sorted(written.quarantined))}),"
+            f" {filtered} filtered; the reasons are in {out_dir / 'quarantine' / 'rows.parquet'}"
+        )
     stages = tally.stats
     manifest = DatasetManifest(
         safepref_version=__version__,
         recipe_name=recipe.name,
         recipe_version=recipe.version,
         recipe_hash=loaded.hash,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=reused.get("created_at") or datetime.now(UTC).isoformat(timespec="seconds"),
         seed=recipe.seed,
         license=recipe.license,
         source=_source_record(recipe, label),
@@ -386,11 +426,11 @@ def run_recipe(
         contains_harmful_text=any(
             info["schema"] in HARMFUL_TEXT_SCHEMAS for info in written.configs.values()
         ),
-        wall_time_s=round(time.perf_counter() - started, 3),
+        wall_time_s=reused.get("wall_time_s") or round(time.perf_counter() - started, 3),
         prompt_tokens=sum(s.prompt_tokens for s in stages.values()),
         completion_tokens=sum(s.completion_tokens for s in stages.values()),
     )
     (out_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True))
     write_resolved_recipe(out_dir, recipe.model_dump(mode="json"))
-    (out_dir / "README.md").write_text(render_card(recipe, manifest))
+    (out_dir / "README.md").write_text(render_card(recipe, manifest, out_dir))
     return RunResult(out_dir=out_dir, manifest=manifest)

@@ -55,6 +55,15 @@ PrefillOpt = Annotated[
     ),
 ]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="openai: parallel requests.")]
+FailShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-share",
+        min=0.0,
+        max=1.0,
+        help="Exit 1 when more than this share of the generations or judgements failed.",
+    ),
+]
 MaxNewTokensOpt = Annotated[
     int, typer.Option("--max-new-tokens", min=1, help="New tokens per generated answer or continuation.")
 ]
@@ -125,6 +134,7 @@ def c2(
     device: DeviceOpt = None,
     prefill_mode: PrefillOpt = "continue_final_message",
     concurrency: ConcurrencyOpt = 16,
+    max_failed_share: FailShareOpt = 0.1,
 ) -> None:
     """C²-Eval: force a harmful prefix of k words as an open assistant turn; report Corr@k and Corr_mean."""
     from factory.evaluation.c2_eval import C2Settings, run_c2_eval
@@ -146,6 +156,7 @@ def c2(
     with _batch_bar() as on_batch:
         outcome = run_c2_eval(settings, out, on_batch=on_batch)
     _print_outcome(outcome, out)
+    _fail_past_share(outcome, max_failed_share)
 
 
 @eval_app.command("harm")
@@ -177,6 +188,7 @@ def harm(
     device: DeviceOpt = None,
     prefill_mode: PrefillOpt = "continue_final_message",
     concurrency: ConcurrencyOpt = 16,
+    max_failed_share: FailShareOpt = 0.1,
 ) -> None:
     """Harmlessness: answer held-out red-team instructions, judge harmful/harmless, report the rate."""
     from factory.evaluation.harm_eval import HarmSettings, run_harm_eval
@@ -199,6 +211,7 @@ def harm(
     with _batch_bar() as on_batch:
         outcome = run_harm_eval(settings, out, on_batch=on_batch)
     _print_outcome(outcome, out)
+    _fail_past_share(outcome, max_failed_share)
 
 
 @contextmanager
@@ -217,6 +230,17 @@ def _batch_bar() -> Iterator[BatchListener]:
             bars.update(tasks[label], completed=done, total=total)
 
         yield on_batch
+
+
+def _fail_past_share(outcome: object, max_share: float) -> None:
+    """Exit 1 (one line) when more than `max_share` of the generations or judgements failed."""
+    from factory.errors import RunFailed
+    from factory.evaluation.c2_eval import EvalOutcome
+
+    assert isinstance(outcome, EvalOutcome)
+    failure = outcome.progress.failure(max_share)
+    if failure is not None:
+        raise RunFailed(failure)
 
 
 def _print_outcome(outcome: object, out: Path) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
 from schemas.provenance import Provenance, StageDecoding
-from schemas.records import C2Group, PromptResponse
+from schemas.records import C2Group, PromptResponse, assistant_turn, user_turn
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,18 @@ def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return list(_c2_group(row, ctx).pair_records())
 
 
+def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
+    """A plain-text pair in TRL's conversational form: the prompt a user turn, each response an assistant turn."""
+    return {
+        **pair,
+        "prompt": user_turn(pair["prompt"]),
+        "chosen": assistant_turn(pair["chosen"]),
+        "rejected": assistant_turn(pair["rejected"]),
+    }
+
+
 def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    out: list[Record] = []
-    for p in _c2_group(row, ctx).pair_records():
-        out.append(
-            {
-                **p,
-                "prompt": [{"role": "user", "content": p["prompt"]}],
-                "chosen": [{"role": "assistant", "content": p["chosen"]}],
-                "rejected": [{"role": "assistant", "content": p["rejected"]}],
-            }
-        )
-    return out
+    return [conversational_pair(p) for p in _c2_group(row, ctx).pair_records()]
 
 
 def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.errors import UserError
+from factory.limits import BoundedLoader, load_yaml
 from schemas.recipe import Recipe
 
 
@@ -52,16 +53,10 @@ def resolve_recipe_path(ref: str) -> Path:
 
 def read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        content = path.read_bytes()
     except OSError as exc:
         raise UserError(exc.strerror or str(exc), where=str(path)) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{line}invalid YAML: {problem}", where=str(path)) from None
+    return load_yaml(content, where=str(path))
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -70,7 +65,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not sep or not key:
         raise UserError(f"--set expects key.path=value, got {assignment!r}")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=BoundedLoader) if raw else ""  # a SafeLoader with bounds
     except yaml.YAMLError:
         value = raw
     parts = key.split(".")

@@ -26,6 +26,7 @@ from factory.generators import model_id, model_revision
 from schemas.generation import BackendSpec
 
 ENV_VAR = "SAFEPREF_REQUEST_CACHE"
+REQUEST_CACHE_FILE = "requests.sqlite"  # in DIR/.work
 
 
 def request_key(
@@ -110,6 +111,20 @@ class RequestCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def count_answers(path: Path) -> int:
+    """How many answers the store at `path` holds (0 when there is none yet); opens it read-only."""
+    if not path.is_file():
+        return 0
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    try:
+        (count,) = db.execute("SELECT count(*) FROM completions").fetchone()
+        return int(count)
+    except sqlite3.OperationalError:  # created but not yet prepared
+        return 0
+    finally:
+        db.close()
 
 
 class CachedBackend:

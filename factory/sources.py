@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from factory.errors import UserError
+from factory.limits import load_yaml
 from factory.rows import REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import SourceSpec
 
@@ -55,6 +56,13 @@ def read_source(spec: SourceSpec, base_dir: Path) -> tuple[list[dict[str, Any]],
 
 
 def _map_row(record: dict[str, Any], spec: SourceSpec, index: int, label: str) -> dict[str, Any]:
+    reserved = next((k for k in [*record, *spec.field_map] if str(k).startswith("_sp_")), None)
+    if reserved is not None:  # it would pass for the engine's own bookkeeping and forge the statistics
+        raise UserError(
+            f"row {index}: column {reserved!r} uses the prefix `_sp_`, reserved for the engine's bookkeeping;"
+            " rename or drop it",
+            where=label,
+        )
     row = dict(record)
     for target, column in spec.field_map.items():
         if column not in record:
@@ -86,25 +94,36 @@ def _mark_duplicates(rows: list[dict[str, Any]], spec: SourceSpec) -> None:
 
 def _read_file(path: Path) -> Iterable[dict[str, Any]]:
     if not path.is_file():
-        raise UserError("source file not found", where=str(path))
+        raise UserError("source file not found" if not path.exists() else "not a file", where=str(path))
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return list(_read_jsonl(path))
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise UserError("a .json source must hold a list of objects", where=str(path))
-        return data
+    if suffix not in (".jsonl", ".json", ".parquet", ".csv"):
+        raise UserError(
+            f"unsupported source format {suffix!r} (use .jsonl, .json, .parquet or .csv)", where=str(path)
+        )
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from factory.parquet_files import read_parquet
 
-        return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+        return read_parquet(path).to_pylist()  # type: ignore[no-any-return]
+    content = path.read_bytes()
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise UserError(f"line {line}: not UTF-8 text (byte {exc.start})", where=str(path)) from None
+    if suffix == ".jsonl":
+        return list(_read_jsonl(text, path))
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    raise UserError(
-        f"unsupported source format {suffix!r} (use .jsonl, .json, .parquet or .csv)", where=str(path)
-    )
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise UserError(f"invalid CSV: {exc}", where=str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"line {exc.lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError("a .json source must hold a list of objects", where=str(path))
+    return data
 
 
 def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
@@ -118,14 +137,7 @@ def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise UserError("records_key/file_schema need a .yaml, .yml or .json file", where=str(path))
     content = path.read_bytes()
-    try:
-        data = yaml.safe_load(content)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise UserError(
-            f"{line}invalid YAML: {getattr(exc, 'problem', None) or exc}", where=str(path)
-        ) from None
+    data = load_yaml(content, where=str(path))
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", where=str(path))
     if spec.file_schema is not None:
@@ -153,18 +165,17 @@ def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
     return [{**shared, **record} for record in records]
 
 
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"line {lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
-            if not isinstance(obj, dict):
-                raise UserError(f"line {lineno}: expected a JSON object", where=str(path))
-            yield obj
+def _read_jsonl(text: str, path: Path) -> Iterable[dict[str, Any]]:
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON text may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"line {lineno}: invalid JSON ({exc.msg})", where=str(path)) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"line {lineno}: expected a JSON object", where=str(path))
+        yield obj
 
 
 def resolve_hub_revision(spec: SourceSpec) -> str | None:

@@ -8,7 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -33,15 +33,22 @@ def _env(search_dir: str) -> ImmutableSandboxedEnvironment:
 
 def render_template(name: str, search_dir: str | None = None, **context: Any) -> str:
     """Render template `name` (looked up in `search_dir`, then the built-in templates)."""
+    template = compile_template(name, search_dir)
+    try:
+        return template.render(**context).strip()
+    except UndefinedError as exc:
+        raise UserError(str(exc), where=f"template {name}") from None
+
+
+def compile_template(name: str, search_dir: str | None = None) -> Template:
+    """The parsed template; a missing file or a syntax error is a UserError (before any row is read)."""
     env = _env(search_dir or str(builtin_templates_dir()))
     try:
-        return env.get_template(name).render(**context).strip()
+        return env.get_template(name)
     except TemplateNotFound:
         raise UserError(f"prompt template {name!r} not found", where=search_dir) from None
     except TemplateSyntaxError as exc:
         raise UserError(f"line {exc.lineno}: {exc.message}", where=f"template {name}") from None
-    except UndefinedError as exc:
-        raise UserError(str(exc), where=f"template {name}") from None
 
 
 def template_sha256(name: str, search_dir: str | None = None) -> str:

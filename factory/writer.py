@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
-from factory.arrow_schema import arrow_schema
+from factory.arrow_schema import arrow_schema, with_hf_features, write_table
 from factory.exporters import EXPORTER_FUNCTIONS, ExportContext
 from factory.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import OutputSpec
@@ -22,15 +22,13 @@ from schemas.registry import RECORD_SCHEMAS
 from schemas.step_params import EXPORTERS
 
 EXPORT_STAGE = "export"
-_ACCOUNTING_SCHEMA = pa.schema(
-    [
-        pa.field("_sp_id", pa.string()),
-        pa.field("stage", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("raw_output", pa.string()),
-        pa.field("input", pa.string()),
-    ]
-)
+_ACCOUNTING_FIELDS = [
+    pa.field("_sp_id", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("raw_output", pa.string()),
+    pa.field("input", pa.string()),
+]
 
 
 class ShardWriter:
@@ -74,7 +72,7 @@ class ShardWriter:
             self._writer = None
         if not self.parts:  # an empty config still gets one (empty) shard so loaders find its schema
             path = self.folder / ".part-00000.parquet"
-            pq.write_table(self.schema.empty_table(), path)
+            write_table(path, self.schema, [])
             self.parts.append(path)
         names = []
         total = len(self.parts)
@@ -173,11 +171,11 @@ def write_records(
 def _write_accounting(folder: Path, rows: list[dict[str, Any]], reason_name: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    schema = _ACCOUNTING_SCHEMA
+    schema = pa.schema(_ACCOUNTING_FIELDS)
     if reason_name != "reason":
         schema = schema.set(2, pa.field(reason_name, pa.string()))
         rows = [{**{k: v for k, v in r.items() if k != "reason"}, reason_name: r["reason"]} for r in rows]
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "rows.parquet")
+    write_table(folder / "rows.parquet", with_hf_features(schema), rows)
 
 
 def _short(exc: Exception) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,6 +38,25 @@ def merged_decoding(base: Mapping[str, Any] | None, override: Mapping[str, Any] 
     merged = dict(base or {})
     merged.update({k: v for k, v in (override or {}).items() if v is not None})
     return GenerationParams.model_validate(merged)
+
+
+def names_local_folder(model: str) -> bool:
+    """Whether a model/tokenizer reference is a local folder path rather than a Hub id (ORG/NAME)."""
+    return model.startswith(("/", "./", "../", "~"))
+
+
+def url_problem(url: str) -> None:
+    """Raise ValueError when `url` is not an http(s) server address without credentials. The message
+    never repeats the URL: it may hold a token (`http://user:TOKEN@host/v1`)."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(
+            f"base_url must be an http:// or https:// URL with a host (got scheme {parsed.scheme!r})"
+        )
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError(
+            "base_url must not embed credentials (user:token@); put the key in the env var api_key_env names"
+        )
 
 
 class BackendSpec(BaseModel):
@@ -77,11 +97,19 @@ class BackendSpec(BaseModel):
         0.9, gt=0.0, le=1.0, description="vllm: share of each GPU's memory it may use"
     )
     generation: GenerationParams = Field(default_factory=GenerationParams)
+    max_prompt_chars: int = Field(
+        200_000,
+        ge=1,
+        description="a request whose messages hold more characters is not sent; its row is quarantined",
+    )
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> BackendSpec:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("an `openai` backend needs `base_url` (e.g. http://127.0.0.1:8000/v1)")
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+        for url in urls:
+            url_problem(url)
         if self.kind != "vllm" and self.tensor_parallel_size != 1:
             raise ValueError(
                 "tensor_parallel_size is a `vllm` backend setting (for `vllm serve`, pass it there)"

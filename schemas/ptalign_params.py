@@ -202,4 +202,6 @@ PTALIGN_EXPORTERS: dict[str, str] = {
     "ptalign.triples": "safety_triple",
     "ptalign.pairs": "preference_pair",
     "ptalign.kto": "kto_row",
+    "ptalign.pairs_conversational": "conversational_pair",
+    "ptalign.kto_conversational": "conversational_kto_row",
 }

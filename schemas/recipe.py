@@ -122,6 +122,9 @@ class CardSpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     source_datasets: list[str] = Field(default_factory=list)
     description: str = ""
+    deviations: list[str] = Field(
+        default_factory=list, description="how this recipe departs from the method's reference (one per line)"
+    )
     citation: str | None = None
 
 
@@ -135,6 +138,14 @@ class Recipe(BaseModel):
     description: str = ""
     license: str = Field(description="SPDX-style id as the Hub spells it, e.g. cc-by-nc-4.0")
     seed: int = 0
+    max_quarantine_share: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="a stage that quarantines more than this share of its rows stops the run (exit 1), "
+        "judged once quarantine_min_rows rows have passed through it",
+    )
+    quarantine_min_rows: int = Field(10, ge=1)
     source: SourceSpec
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
     stages: list[StageSpec] = Field(min_length=1)

@@ -15,6 +15,24 @@ PRINCIPLE_SAFE_OVER_HARMFUL = "safe_over_harmful"
 PRINCIPLE_CORRECTION_OVER_NONE = "correction_over_no_correction"
 PRINCIPLE_EARLIER_CORRECTION = "earlier_correction_over_later"
 
+# Field descriptions shared by several records (they feed `safepref schema` and the dataset card).
+_RANK = "rank in the source ordering, 1 = best"
+_PRINCIPLE = "why chosen beats rejected (safe_over_harmful, correction_over_no_correction, ...)"
+_SOURCE_ID = "id of the source row (or seed item) this record derives from"
+_GROUP_ID = "the prompt group this record belongs to (all pairs of one request share it)"
+_PROVENANCE = "recipe, hash, model, decoding and seed that produced the record"
+_KTO_LABEL = "true: desirable (harmless) completion; false: undesirable (harmful)"
+
+
+def user_turn(text: str) -> list[dict[str, str]]:
+    """A plain prompt as TRL's conversational form: one user message."""
+    return [{"role": "user", "content": text}]
+
+
+def assistant_turn(text: str) -> list[dict[str, str]]:
+    """A plain response as TRL's conversational form: one assistant message."""
+    return [{"role": "assistant", "content": text}]
+
 
 def c2_principle(chosen_rank: int, rejected_rank: int) -> str:
     """The ranking principle that decides a C²-Syn pair (ranks are 1-based, 1 = SR, 6 = FHR)."""
@@ -30,14 +48,14 @@ class PreferencePair(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
-    chosen: str = Field(min_length=1)
-    rejected: str = Field(min_length=1)
-    chosen_rank: int = Field(ge=1)
-    rejected_rank: int = Field(ge=1)
-    principle: str = Field(min_length=1)
-    source_id: str
-    group_id: str
+    prompt: str = Field(min_length=1, description="the user request, plain text")
+    chosen: str = Field(min_length=1, description="the preferred response, plain text")
+    rejected: str = Field(min_length=1, description="the dispreferred response (may be harmful), plain text")
+    chosen_rank: int = Field(ge=1, description=_RANK)
+    rejected_rank: int = Field(ge=1, description=_RANK)
+    principle: str = Field(min_length=1, description=_PRINCIPLE)
+    source_id: str = Field(description=_SOURCE_ID)
+    group_id: str = Field(description=_GROUP_ID)
 
     @model_validator(mode="after")
     def _check(self) -> PreferencePair:
@@ -52,8 +70,8 @@ class PreferencePair(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant"] = Field(description="who speaks")
+    content: str = Field(description="the message text")
 
 
 class ConversationalPair(BaseModel):
@@ -61,14 +79,18 @@ class ConversationalPair(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: list[ChatMessage] = Field(min_length=1)
-    chosen: list[ChatMessage] = Field(min_length=1)
-    rejected: list[ChatMessage] = Field(min_length=1)
-    chosen_rank: int = Field(ge=1)
-    rejected_rank: int = Field(ge=1)
-    principle: str
-    source_id: str
-    group_id: str
+    prompt: list[ChatMessage] = Field(
+        min_length=1, description="the conversation so far, ending with the user"
+    )
+    chosen: list[ChatMessage] = Field(min_length=1, description="the preferred assistant reply")
+    rejected: list[ChatMessage] = Field(
+        min_length=1, description="the dispreferred assistant reply (may be harmful)"
+    )
+    chosen_rank: int = Field(ge=1, description=_RANK)
+    rejected_rank: int = Field(ge=1, description=_RANK)
+    principle: str = Field(description=_PRINCIPLE)
+    source_id: str = Field(description=_SOURCE_ID)
+    group_id: str = Field(description=_GROUP_ID)
 
     @model_validator(mode="after")
     def _check(self) -> ConversationalPair:
@@ -88,15 +110,17 @@ class RankedResponse(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rank: int = Field(ge=1, le=6)
-    kind: Literal["SR", "SYN", "FHR"]
-    text: str = Field(min_length=1)
+    rank: int = Field(ge=1, le=6, description="1 = best (SR) … 6 = worst (FHR)")
+    kind: Literal["SR", "SYN", "FHR"] = Field(
+        description="SR safe response, SYN corrected response, FHR full harmful response"
+    )
+    text: str = Field(min_length=1, description="the whole response")
     cut_index: int | None = Field(None, ge=1, le=4, description="1..4 for SYN responses")
     cut_char: int | None = Field(None, ge=0, description="length of the harmful prefix in characters")
-    opener: str | None = None
-    prefix: str | None = None
-    trigger: str | None = None
-    continuation: str | None = None
+    opener: str | None = Field(None, description="SYN: the compliant opener it starts with")
+    prefix: str | None = Field(None, description="SYN: the FHR's first `cut_char` characters")
+    trigger: str | None = Field(None, description="SYN: the correction trigger appended to the prefix")
+    continuation: str | None = Field(None, description="SYN: what the model wrote after the trigger")
 
 
 class C2Group(BaseModel):
@@ -104,15 +128,17 @@ class C2Group(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    group_id: str
-    source_id: str
-    prompt: str = Field(min_length=1)
-    responses: list[RankedResponse] = Field(min_length=6, max_length=6)
+    group_id: str = Field(description=_GROUP_ID)
+    source_id: str = Field(description=_SOURCE_ID)
+    prompt: str = Field(min_length=1, description="the user request, plain text")
+    responses: list[RankedResponse] = Field(
+        min_length=6, max_length=6, description="the six responses, best first"
+    )
     delimiter_count: int = Field(ge=0, description="t: delimiter characters in the FHR")
     t_k: int = Field(description="delimiters between cut points, drawn from randint(t//4-1, t//4)")
-    truncation_mode: Literal["strict", "faithful"]
-    seed: int
-    provenance: Provenance
+    truncation_mode: Literal["strict", "faithful"] = Field(description="how cut points were drawn")
+    seed: int = Field(description="the seed of this group's draws")
+    provenance: Provenance = Field(description=_PROVENANCE)
 
     @model_validator(mode="after")
     def _check(self) -> C2Group:
@@ -177,9 +203,9 @@ class ToxicSpan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: int = Field(ge=0)
-    end: int = Field(ge=1)
-    label: str | None = None
+    start: int = Field(ge=0, description="first character")
+    end: int = Field(ge=1, description="one past the last character")
+    label: str | None = Field(None, description="the kind of harm, when the annotator named one")
 
     @model_validator(mode="after")
     def _check(self) -> ToxicSpan:
@@ -193,8 +219,8 @@ class Score(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
-    value: float
+    name: str = Field(min_length=1, description="the judged criterion")
+    value: float = Field(description="the judge's score")
 
 
 class SafetyTriple(BaseModel):
@@ -202,17 +228,19 @@ class SafetyTriple(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    domain: str = Field(min_length=1)
-    topic: str = Field(min_length=1)
-    instruction: str = Field(min_length=1)
-    positive: str = Field(min_length=1)
-    toxic: str = Field(min_length=1)
-    toxic_spans: list[ToxicSpan] = Field(default_factory=list)
-    rounds: int = Field(ge=0)
-    scores: list[Score] = Field(default_factory=list)
-    constraints_version: str
-    provenance: Provenance
+    id: str = Field(description="stable id of the triple")
+    domain: str = Field(min_length=1, description="the seed's safety domain")
+    topic: str = Field(min_length=1, description="the generated topic inside the domain")
+    instruction: str = Field(min_length=1, description="the generated red-team instruction")
+    positive: str = Field(min_length=1, description="the harmless answer")
+    toxic: str = Field(min_length=1, description="the harmful answer")
+    toxic_spans: list[ToxicSpan] = Field(
+        default_factory=list, description="character spans of `toxic` that carry the harm"
+    )
+    rounds: int = Field(ge=0, description="critique/revise rounds the triple went through")
+    scores: list[Score] = Field(default_factory=list, description="the judge's last scores")
+    constraints_version: str = Field(description="hash of the constraint sets the answers were written under")
+    provenance: Provenance = Field(description=_PROVENANCE)
 
     @model_validator(mode="after")
     def _check(self) -> SafetyTriple:
@@ -235,10 +263,10 @@ class PromptResponse(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
-    response: str
-    source_id: str
-    provenance: Provenance
+    prompt: str = Field(min_length=1, description="the user request")
+    response: str = Field(description="the model's response")
+    source_id: str = Field(description=_SOURCE_ID)
+    provenance: Provenance = Field(description=_PROVENANCE)
 
 
 class KTORow(BaseModel):
@@ -246,7 +274,28 @@ class KTORow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
-    completion: str = Field(min_length=1)
-    label: bool
-    source_id: str
+    prompt: str = Field(min_length=1, description="the user request, plain text")
+    completion: str = Field(min_length=1, description="a response, plain text")
+    label: bool = Field(description=_KTO_LABEL)
+    source_id: str = Field(description=_SOURCE_ID)
+
+
+class ConversationalKTORow(BaseModel):
+    """Unpaired preference row in TRL's conversational KTO format: message lists and a label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: list[ChatMessage] = Field(
+        min_length=1, description="the conversation so far, ending with the user"
+    )
+    completion: list[ChatMessage] = Field(min_length=1, description="an assistant reply")
+    label: bool = Field(description=_KTO_LABEL)
+    source_id: str = Field(description=_SOURCE_ID)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConversationalKTORow:
+        if self.prompt[-1].role != "user":
+            raise ValueError("the prompt must end with a user message")
+        if any(m.role != "assistant" for m in self.completion):
+            raise ValueError("the completion must be assistant messages")
+        return self

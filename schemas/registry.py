@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from schemas.records import C2Group, ConversationalPair, KTORow, PreferencePair, PromptResponse, SafetyTriple
+from schemas.records import (
+    C2Group,
+    ConversationalKTORow,
+    ConversationalPair,
+    KTORow,
+    PreferencePair,
+    PromptResponse,
+    SafetyTriple,
+)
 
 RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "preference_pair": PreferencePair,
@@ -12,6 +20,7 @@ RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "c2_group": C2Group,
     "safety_triple": SafetyTriple,
     "kto_row": KTORow,
+    "conversational_kto_row": ConversationalKTORow,
     "prompt_response": PromptResponse,
 }
 

@@ -8,15 +8,20 @@
 Serves POST /v1/chat/completions (honours vLLM's `continue_final_message` / `add_generation_prompt`),
 POST /v1/completions and GET /v1/models. Faults apply to the next matching requests, first in first out:
   status     reply `status` with a JSON error (and `Retry-After: retry_after` when given)
-  hang       sleep `hang_s` before answering (longer than the client timeout = a timeout)
+  hang       answer only after `hang_s`, and not at all once the client hangs up (its timeout)
+  stall      hold the request until the server has finished another one (or it is the only one
+             left), then close the connection without a reply: a stuck request, driven by events
   drop       close the connection without a reply
   malformed  200 with truncated JSON
+  canned     200 with the text "canned reply" at once, without the model (for client timing tests)
   empty      200 with an empty completion
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,11 +31,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from factory.backends.base import Completion
 from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.backends.transformers_backend import TransformersBackend
 from schemas.generation import GenerationParams
 
-FAULTS = ("status", "hang", "drop", "malformed", "empty")
+FAULTS = ("status", "hang", "stall", "drop", "malformed", "empty", "canned")
 
 
 @dataclass
@@ -60,7 +66,12 @@ class _State:
     log: list[LoggedRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    finished: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
 
 class OpenAITestServer:
@@ -157,6 +168,15 @@ class OpenAITestServer:
     def _leave(self) -> None:
         with self._state.lock:
             self._state.in_flight -= 1
+            self._state.finished += 1
+            self._state.changed.notify_all()
+
+    def _stall(self) -> None:
+        """Wait until another request finishes, or until no other request is in flight."""
+        state = self._state
+        with state.lock:
+            finished = state.finished
+            state.changed.wait_for(lambda: state.finished > finished or state.in_flight == 1)
 
 
 def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
@@ -200,12 +220,18 @@ def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
                 self._json(fault.status, {"error": {"message": "injected failure"}}, headers)
                 return
-            if fault is not None and fault.kind == "drop":
+            if fault is not None and fault.kind == "stall":
+                server._stall()
+            if fault is not None and fault.kind in ("drop", "stall"):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            if fault is not None and fault.kind == "hang":
-                time.sleep(fault.hang_s)
+            if (
+                fault is not None
+                and fault.kind == "hang"
+                and _closed_by_client(self.connection, fault.hang_s)
+            ):
+                return  # the client timed out and hung up: nobody is left to answer
             if server.latency_s:
                 time.sleep(server.latency_s)
             chat = self.path == "/v1/chat/completions"
@@ -220,7 +246,10 @@ def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 self._json(400, {"error": {"message": f"bad request: {exc}"}})
                 return
             entry.prompt = prompt
-            completion = server.backend.generate_text([prompt], [params])[0]
+            if fault is not None and fault.kind == "canned":
+                completion = Completion("canned reply", 0, 2, "stop")
+            else:
+                completion = server.backend.generate_text([prompt], [params])[0]
             text = "" if fault is not None and fault.kind == "empty" else completion.text
             choice: dict[str, Any] = {"index": 0, "finish_reason": completion.finish_reason}
             if chat:
@@ -258,6 +287,12 @@ def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+def _closed_by_client(connection: socket.socket, wait_s: float) -> bool:
+    """Wait up to `wait_s` for the client to hang up (an event, not a fixed sleep)."""
+    readable, _, _ = select.select([connection], [], [], wait_s)
+    return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
 
 
 def _prompt_and_params(tokenizer: Any, body: dict[str, Any], chat: bool) -> tuple[str, GenerationParams]:

@@ -45,3 +45,49 @@ class CrashingGenerate(CannedGenerate):
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         raise AssertionError("injected step bug")
+
+
+class ChattyStep(Step):
+    """Passes rows through after drawing a tqdm bar and printing, in its worker process."""
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return []
+
+    def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
+        import sys
+
+        from tqdm import tqdm
+
+        for _ in tqdm(range(3), desc="chatty bar"):
+            pass
+        print("chatty step says hello", file=sys.stderr, flush=True)
+        yield inputs
+
+
+class StuckStep(Step):
+    """Touches `marker`, then blocks for ever and ignores SIGTERM, as a worker stuck in native code can."""
+
+    marker: str
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return []
+
+    def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
+        import signal
+        import threading
+        from pathlib import Path
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Path(self.marker).touch()
+        threading.Event().wait()
+        yield inputs  # pragma: no cover

@@ -63,7 +63,9 @@ def test_boolean_options_are_flags_in_help_and_a_value_after_one_is_a_plain_erro
     assert "  --public  " in cli("publish", "--help").stdout
     proc = cli("publish", "out/x", "--repo", "a/b", "--public", "true")
     assert proc.returncode == 2
-    assert "Error: Got unexpected extra argument(s) (true)" in proc.stderr and "╭" not in proc.stderr
+    # one line, like every user error (see tests/test_bad_input.py), not a box
+    assert proc.stderr.strip().endswith("publish: Got unexpected extra argument(s) (true)")
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_train_set_help_speaks_of_the_training_config() -> None:

@@ -12,6 +12,7 @@ import yaml
 
 from factory.check import check_folder
 from factory.engine import run_recipe
+from factory.errors import RunFailed
 from factory.recipe_loader import load_recipe
 from tests.conftest import REPO
 
@@ -76,15 +77,15 @@ def test_a_failing_row_is_quarantined_with_its_error_and_counts_add_up(tmp_path:
 def test_a_crashed_batch_ends_in_quarantine_not_in_the_data(tmp_path: Path) -> None:
     out = tmp_path / "out"
     crash = {"name": "crash", "step": "tests.steps_for_tests:CrashingStep"}
-    run_recipe(load_recipe(str(canned_recipe(tmp_path, extra_stage=crash))), out, allow_import_steps=True)
-    m = manifest(out)
-    assert m["counts"]["output"] == 0
-    assert m["counts"]["quarantined"] == {"crash": 9}
-    assert sum(m["counts"]["filtered"].values()) == 3
+    loaded = load_recipe(str(canned_recipe(tmp_path, extra_stage=crash)))
+    # nothing left to publish: the run fails (exit 1) and writes no manifest, so it counts as unfinished
+    with pytest.raises(RunFailed, match=r"no output: 9 rows quarantined \(stage crash\)"):
+        run_recipe(loaded, out, allow_import_steps=True)
+    assert not (out / "manifest.json").exists()
     q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
-    assert all("replaced its outputs with None" in r["reason"] for r in q)
+    assert len(q) == 9 and all("replaced its outputs with None" in r["reason"] for r in q)
+    assert pq.read_table(out / "filtered" / "rows.parquet").num_rows == 3
     assert pq.read_table(out / "pairs").num_rows == 0
-    assert check_folder(out).ok
 
 
 def test_pku_2024_schema_maps_through_field_map(tmp_path: Path) -> None:
@@ -192,12 +193,17 @@ def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -
     out = tmp_path / "out"
     first = run_recipe(load_recipe("c2syn-demo", overrides, limit=3), out)
     before = {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")}
+    card, manifest_bytes = (out / "README.md").read_bytes(), (out / "manifest.json").read_bytes()
     assert first.manifest.counts.output == 3
-    shutil.rmtree(model)  # any attempt to generate again would now fail to load the model
+    # any attempt to generate again would now fail to load the model (the folder itself stays: a
+    # missing model folder is refused before the run starts)
+    (model / "model.safetensors").unlink()
     second = run_recipe(load_recipe("c2syn-demo", overrides, limit=3), out)
     assert {p.name: p.read_bytes() for p in (out / "groups").glob("*.parquet")} == before
     assert second.manifest.counts == first.manifest.counts
     assert second.manifest.stages["generate"].llm_calls == 15
+    # reusing the run rewrites the same card and manifest: no new wall time or created_at
+    assert (out / "README.md").read_bytes() == card and (out / "manifest.json").read_bytes() == manifest_bytes
 
 
 def test_prompt_dedup_filters_later_duplicates_with_the_rule(tmp_path: Path) -> None:
@@ -316,11 +322,11 @@ def test_a_crashed_safepref_step_is_named_as_the_stage_that_failed(tmp_path: Pat
     path = tmp_path / "crash.yaml"
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
-    result = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
-    counts = result.manifest.counts
-    assert counts.quarantined == {"generate": 9}
+    with pytest.raises(RunFailed, match=r"no output: 9 rows quarantined \(stage generate\)"):
+        run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
     # the rows filtered earlier that only passed through the failing batch stay filtered, by their rule
-    assert counts.filtered == {"no_keyword": 1, "no_long_unsafe_response": 1, "degenerate_cuts": 1}
+    f = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
+    assert sorted(r["rule"] for r in f) == ["degenerate_cuts", "no_keyword", "no_long_unsafe_response"]
     q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
+    assert len(q) == 9
     assert all(r["reason"] == "stage failed on its batch: AssertionError: injected step bug" for r in q)
-    assert check_folder(out).ok

@@ -1,7 +1,9 @@
 """A whole run against an OpenAI-compatible server on 127.0.0.1 that injects every fault kind.
 
 Transient faults are retried and the rows come out; permanent ones end in quarantine with the raw
-server body and the reason; the run completes and the counts add up.
+server body and the reason; the run completes and the counts add up. The verdict does not depend on
+the machine's speed: the client's timeout is far above any generation here, and the stuck request is
+released by an event (another request finishing), not by a clock.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _recipe(server: OpenAITestServer) -> list[str]:
         f"backends.local.base_url={server.url}",
         "backends.local.model=bundled",
         "backends.local.max_retries=2",
-        "backends.local.timeout_s=2",
+        "backends.local.timeout_s=600",
         "backends.local.max_concurrency=4",
         "backends.local.generation.max_new_tokens=6",
         "stages.generate.batch_size=2",
@@ -59,7 +61,7 @@ def test_each_fault_kind_is_retried_or_quarantined_and_counts_add_up(
     server.inject("empty", times=100, match=json.dumps(PROMPTS[3])[1:-1])
     # transient faults: one each, then the retry succeeds
     server.inject("status", times=1, status=429, retry_after=0.1, match=json.dumps(PROMPTS[0])[1:-1])
-    server.inject("hang", times=1, hang_s=3, match=json.dumps(PROMPTS[4])[1:-1])
+    server.inject("stall", times=1, match=json.dumps(PROMPTS[4])[1:-1])
     server.inject("drop", times=1, match=json.dumps(PROMPTS[5])[1:-1])
     # a transient malformed body and a transient empty completion: retried, then fine
     server.inject("malformed", times=1, match=json.dumps(PROMPTS[0])[1:-1])
@@ -78,5 +80,5 @@ def test_each_fault_kind_is_retried_or_quarantined_and_counts_add_up(
     groups = pq.read_table(out / "groups").to_pylist()
     assert [g["source_id"] for g in groups] == ["0", "4", "5"]
     faults = [e.fault for e in server.log if e.fault]
-    assert {"status", "malformed", "empty", "hang", "drop"} <= set(faults)
+    assert {"status", "malformed", "empty", "stall", "drop"} <= set(faults)
     assert check_folder(out).ok

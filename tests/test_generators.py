@@ -3,6 +3,8 @@ every row's provenance and in the card."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from factory.card import render_card
 from factory.engine import export_context
 from factory.generators import stage_decodings
@@ -17,7 +19,7 @@ def test_merged_decoding_keeps_the_backend_value_where_the_override_is_none() ->
     assert (merged.max_new_tokens, merged.temperature, merged.repetition_penalty) == (32, 0.0, 1.2)
 
 
-def test_ptalign_demo_records_each_stage_and_the_judge_separately() -> None:
+def test_ptalign_demo_records_each_stage_and_the_judge_separately(tmp_path: Path) -> None:
     loaded = load_recipe("ptalign-demo")
     decodings = {(d.stage, d.role): d.decoding for d in stage_decodings(loaded.recipe)}
     assert decodings[("topics", "generation")].max_new_tokens == 48  # the backend's
@@ -47,7 +49,7 @@ def test_ptalign_demo_records_each_stage_and_the_judge_separately() -> None:
         counts=RowCounts(input=0, output=0),
         generators=[GeneratorInfo(backend="local", kind="transformers", model="m", generation={})],
     )
-    card = render_card(loaded.recipe, manifest)
+    card = render_card(loaded.recipe, manifest, tmp_path)
     assert "| refine | judge_generation | `HuggingFaceTB/SmolLM2-135M-Instruct` | max_new_tokens=6," in card
 
 

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.check import check_folder
-from schemas.records import KTORow, PreferencePair, SafetyTriple
+from schemas.records import ConversationalKTORow, ConversationalPair, KTORow, PreferencePair, SafetyTriple
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = ("triples", "pairs", "kto")
+CONFIGS = ("pairs_conversational", "kto_conversational", "triples", "pairs", "kto")
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +24,13 @@ def demo_run(ptalign_demo_run: Path) -> Path:
     return ptalign_demo_run  # one run per session, shared with the inspect report's tests
 
 
-def rows(out: Path, config: str) -> list[dict]:
+def rows(out: Path, config: str | None) -> list[dict]:
     import datasets
 
     return list(datasets.load_dataset(str(out), config, split="train"))
 
 
-def test_the_demo_output_passes_check_and_loads_in_all_three_configs(demo_run: Path) -> None:
+def test_the_demo_output_passes_check_and_loads_in_every_config(demo_run: Path) -> None:
     report = check_folder(demo_run)
     assert report.ok, report.problems
     triples = [SafetyTriple.model_validate(r) for r in rows(demo_run, "triples")]
@@ -45,6 +45,15 @@ def test_the_demo_output_passes_check_and_loads_in_all_three_configs(demo_run: P
     assert sorted((k.source_id, k.label) for k in kto) == sorted(
         [(t.id, True) for t in triples] + [(t.id, False) for t in triples]
     )
+    # the conversational configs (the default first) hold the same text with roles
+    default = [ConversationalPair.model_validate(r) for r in rows(demo_run, None)]
+    assert [(c.prompt[0].content, c.chosen[0].content, c.rejected[0].content) for c in default] == [
+        (p.prompt, p.chosen, p.rejected) for p in pairs
+    ]
+    kto_chat = [ConversationalKTORow.model_validate(r) for r in rows(demo_run, "kto_conversational")]
+    assert [(k.prompt[0].content, k.completion[0].content, k.label) for k in kto_chat] == [
+        (k.prompt, k.completion, k.label) for k in kto
+    ]
 
 
 def test_the_demo_counts_add_up_and_every_row_is_accounted_for(demo_run: Path) -> None:
@@ -83,7 +92,7 @@ def test_demo_triples_respect_the_recipe(demo_run: Path) -> None:
 def test_the_demo_card_warns_and_is_tagged(demo_run: Path) -> None:
     card = (demo_run / "README.md").read_text()
     assert "Content warning" in card and "not-for-all-audiences" in card
-    assert "private and gated by default" in card
+    assert "safepref publish" not in card  # the card describes the data, not how one tool uploads it
     for config in CONFIGS:
         assert f"config_name: {config}" in card
 

@@ -39,7 +39,9 @@ def test_dpo_demo_trains_on_the_demo_data_and_the_adapter_evaluates_offline(
     assert "dpo loss: start" in trained.stdout  # the loss curve's start and end, as the issue asks
     summary = json.loads((out / "training_summary.json").read_text())
     assert (
-        summary["steps"] == 3 and summary["group_forward"] and summary["record_schema"] == "preference_pair"
+        summary["steps"] == 3
+        and summary["group_forward"]
+        and summary["record_schema"] == "conversational_pair"  # the default config
     )
     assert json.loads((out / "base_model.json").read_text())["model"] == "bundled"
     card = (out / "README.md").read_text()

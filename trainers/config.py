@@ -1,6 +1,12 @@
 """Training config: one YAML file (or a built-in name), validated by pydantic, with `--set a.b=c` overrides.
 
 Pure: no torch import. Built-in configs live in `trainers/configs/<name>.yaml`.
+
+Every value has one place. TRL's own names are accepted where TRL puts them, at the top level (a
+`trl dpo --config` YAML: `beta: 0.1`, `learning_rate: ...`, `model_name_or_path: ...`), and are
+moved to their safepref place (`dpo.beta`, `training.learning_rate`, `model`); other top-level names
+go to `training.args`, which the trainer checks against TRL's config class. Setting one value in
+two places (`beta` and `dpo.beta`, or `training.args.beta` and `dpo.beta`) is an error.
 """
 
 from __future__ import annotations
@@ -138,6 +144,64 @@ def resolve_config_path(config: str) -> Path:
     )
 
 
+# TRL's names (ScriptArguments, ModelConfig) for values that safepref keeps elsewhere.
+_TRL_NAMES: dict[str, tuple[str, ...]] = {
+    "model_name_or_path": ("model",),
+    "dataset_name": ("dataset",),
+    "dataset_train_split": ("split",),
+    "output_dir": ("out",),
+    "lora_r": ("lora", "r"),
+    "lora_alpha": ("lora", "alpha"),
+    "lora_dropout": ("lora", "dropout"),
+    "lora_target_modules": ("lora", "target_modules"),
+}
+_TOP_LEVEL = frozenset(TrainConfig.model_fields)
+_TRAINING = frozenset(TrainingSettings.model_fields) - {"args"}
+_SECTIONS: dict[str, type[BaseModel]] = {"dpo": DPOSettings, "kto": KTOSettings}
+
+
+def _place(name: str, algorithm: Any) -> tuple[str, ...] | None:
+    """Where safepref keeps the value TRL calls `name` (None: nowhere, it stays a TRL argument)."""
+    if name in _TRL_NAMES:
+        return _TRL_NAMES[name]
+    if name in _TRAINING:
+        return ("training", name)
+    section = _SECTIONS.get(algorithm) if isinstance(algorithm, str) else None
+    if section is not None and name in section.model_fields:
+        return (str(algorithm), name)
+    return None
+
+
+def _one_place(data: dict[str, Any], where: Path) -> None:
+    """Move TRL-style values to their safepref place; a value set in two places is an error."""
+    algorithm = data.get("algorithm")
+    training = data.get("training") if isinstance(data.get("training"), dict) else None
+    extra = training.get("args") if training is not None and isinstance(training.get("args"), dict) else None
+    spelled: list[tuple[str, str, Any]] = []  # (how the user spelled it, TRL's name, value)
+    for name in [k for k in data if k not in _TOP_LEVEL and k != "use_peft"]:
+        spelled.append((name, name, data.pop(name)))
+    for name in [k for k in (extra or {}) if _place(k, algorithm) is not None]:
+        spelled.append((f"training.args.{name}", name, extra.pop(name)))  # type: ignore[union-attr]
+    if "use_peft" in data:  # TRL's switch for LoRA: on = safepref's defaults unless lora_* say more
+        use_peft = data.pop("use_peft")
+        if use_peft and data.get("lora") is None:
+            data["lora"] = {}
+        elif not use_peft and data.get("lora") is not None:
+            raise UserError(f"{where}: `use_peft: false` and `lora` both set LoRA; keep one")
+    for spelling, name, value in spelled:
+        place = _place(name, algorithm) or ("training", "args", name)
+        node = data
+        for key in place[:-1]:
+            if node.get(key) is None:  # e.g. `lora: null` with `lora_r: 8`: the TRL name turns LoRA on
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise UserError(f"{where}: {'.'.join(place[:-1])} must be a mapping to hold `{spelling}`")
+        if place[-1] in node:
+            raise UserError(f"{where}: `{spelling}` and `{'.'.join(place)}` both set {name}; keep one")
+        node[place[-1]] = value
+
+
 def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainConfig, Path]:
     """Read, override and validate a training config; returns it with the file it came from."""
     from factory.recipe_loader import apply_override, format_validation_error, read_yaml
@@ -148,6 +212,7 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainC
         raise UserError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
         apply_override(data, item)
+    _one_place(data, path)
     try:
         return TrainConfig.model_validate(data), path
     except ValidationError as exc:

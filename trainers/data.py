@@ -18,14 +18,23 @@ from pydantic import BaseModel, ValidationError
 
 from factory.errors import UserError
 from schemas.manifest import DatasetManifest
-from schemas.records import C2Group, ConversationalPair, KTORow, PreferencePair, SafetyTriple
+from schemas.records import (
+    C2Group,
+    ConversationalKTORow,
+    ConversationalPair,
+    KTORow,
+    PreferencePair,
+    SafetyTriple,
+    assistant_turn,
+    user_turn,
+)
 from schemas.registry import RECORD_SCHEMAS
 
 # Which record schemas each algorithm can train on.
 ACCEPTED_SCHEMAS: dict[str, tuple[str, ...]] = {
     "dpo": ("preference_pair", "conversational_pair", "c2_group"),
     "ptalign": ("safety_triple",),
-    "kto": ("kto_row",),
+    "kto": ("kto_row", "conversational_kto_row"),
 }
 
 Messages = list[dict[str, str]]
@@ -141,13 +150,13 @@ def _pick_config(
 
 
 def _read_parquet_rows(files: list[Path], *, where: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    from factory.parquet_files import read_parquet
 
     rows: list[dict[str, Any]] = []
     for file in files:
         if not file.is_file():
             raise UserError(f"{where}: data file {file} listed in the manifest is missing")
-        rows.extend(pq.read_table(file).to_pylist())
+        rows.extend(read_parquet(file).to_pylist())
     return rows
 
 
@@ -171,14 +180,6 @@ def _validate(rows: Iterable[dict[str, Any]], schema: str, *, where: str) -> lis
 # ---- shaping rows for the trainers ------------------------------------------------------------------------
 
 
-def _user(text: str) -> Messages:
-    return [{"role": "user", "content": text}]
-
-
-def _assistant(text: str) -> Messages:
-    return [{"role": "assistant", "content": text}]
-
-
 def _messages(msgs: Iterable[BaseModel]) -> Messages:
     return [m.model_dump() for m in msgs]
 
@@ -192,9 +193,9 @@ def preference_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
         elif isinstance(rec, PreferencePair):
             rows.append(
                 {
-                    "prompt": _user(rec.prompt),
-                    "chosen": _assistant(rec.chosen),
-                    "rejected": _assistant(rec.rejected),
+                    "prompt": user_turn(rec.prompt),
+                    "chosen": assistant_turn(rec.chosen),
+                    "rejected": assistant_turn(rec.rejected),
                 }
             )
         elif isinstance(rec, ConversationalPair):
@@ -220,14 +221,18 @@ def group_rows(records: Sequence[BaseModel], *, where: str = "dataset") -> list[
         if isinstance(rec, C2Group):
             pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
             groups[rec.group_id] = {
-                "prompt": _user(rec.prompt),
-                "responses": [_assistant(r.text) for r in rec.responses],
+                "prompt": user_turn(rec.prompt),
+                "responses": [assistant_turn(r.text) for r in rec.responses],
                 "chosen_index": [i for i, _ in pairs],
                 "rejected_index": [j for _, j in pairs],
             }
             continue
         if isinstance(rec, PreferencePair):
-            prompt, chosen, rejected = _user(rec.prompt), _assistant(rec.chosen), _assistant(rec.rejected)
+            prompt, chosen, rejected = (
+                user_turn(rec.prompt),
+                assistant_turn(rec.chosen),
+                assistant_turn(rec.rejected),
+            )
         elif isinstance(rec, ConversationalPair):
             prompt, chosen, rejected = _messages(rec.prompt), _messages(rec.chosen), _messages(rec.rejected)
         else:
@@ -263,7 +268,7 @@ def triple_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
             raise TypeError(f"not a safety triple: {type(rec).__name__}")
         rows.append(
             {
-                "prompt": _user(rec.instruction),
+                "prompt": user_turn(rec.instruction),
                 "positive": rec.positive,
                 "toxic": rec.toxic,
                 "toxic_spans": [[s.start, s.end] for s in rec.toxic_spans],
@@ -276,9 +281,11 @@ def kto_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
     """TRL conversational KTO rows: prompt / completion message lists and a bool label."""
     rows = []
     for rec in records:
-        if not isinstance(rec, KTORow):
+        if isinstance(rec, KTORow):
+            prompt, completion = user_turn(rec.prompt), assistant_turn(rec.completion)
+        elif isinstance(rec, ConversationalKTORow):
+            prompt, completion = _messages(rec.prompt), _messages(rec.completion)
+        else:
             raise TypeError(f"not a KTO row: {type(rec).__name__}")
-        rows.append(
-            {"prompt": _user(rec.prompt), "completion": _assistant(rec.completion), "label": rec.label}
-        )
+        rows.append({"prompt": prompt, "completion": completion, "label": rec.label})
     return rows

@@ -190,7 +190,10 @@ def _training_args(args_cls: Any, cfg: TrainConfig, out_dir: Path, bf16: bool, *
     known = {f.name for f in dataclasses.fields(args_cls)}
     unknown = sorted(set(t.args) - known)
     if unknown:
-        raise UserError(f"training.args: unknown {args_cls.__name__} field(s) {', '.join(unknown)}")
+        raise UserError(
+            f"unknown field(s) {', '.join(unknown)}: not safepref settings nor {args_cls.__name__} fields"
+            " (TRL's fields go at the top level or under training.args)"
+        )
     kwargs.update(t.args)
     try:
         return args_cls(**kwargs)

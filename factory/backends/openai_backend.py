@@ -57,7 +57,7 @@ class OpenAIBackend:
 
     def __init__(self, spec: BackendSpec, *, backoff_base_s: float = 0.5) -> None:
         urls = [spec.base_url] if isinstance(spec.base_url, str) else list(spec.base_url or [])
-        self.base_urls = [_check_url(u) for u in urls]
+        self.base_urls = [u.rstrip("/") for u in urls]  # BackendSpec checked scheme and credentials
         self.spec = spec
         self.backoff_base_s = backoff_base_s
         bundled = spec.model == "bundled"
@@ -145,6 +145,10 @@ class OpenAIBackend:
                 last_error, raw = f"HTTP {response.status_code} from {url}", response.text
                 failed_here.add(url)
                 continue
+            if response.status_code in (401, 403):  # no request can succeed with this key: stop the run
+                error = f"HTTP {response.status_code} from {url}: {_snippet(response.text)}"
+                hint = f"check the key in ${self.spec.api_key_env}"
+                raise UserError(f"{self._scrubbed(failed(error)).error} ({hint})", where="backend")
             if response.status_code >= 400:
                 error = f"HTTP {response.status_code} from {url}: {_snippet(response.text)}"
                 return self._scrubbed(failed(error, response.text))
@@ -262,15 +266,6 @@ def _retry_after_s(value: str | None) -> float | None:
 def _snippet(body: str) -> str:
     line = body.strip().splitlines()[0] if body.strip() else "(empty body)"
     return line[:200]
-
-
-def _check_url(url: str) -> str:
-    parsed = httpx.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise UserError(f"base_url {url!r} is not an http(s) URL", where="backend")
-    if parsed.userinfo:
-        raise UserError("base_url must not embed credentials; use api_key_env", where="backend")
-    return url.rstrip("/")
 
 
 def _load_tokenizer(spec: BackendSpec) -> Any:

@@ -20,7 +20,7 @@ from factory.backends.base import (
 )
 from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.errors import UserError
-from schemas.generation import BackendSpec, GenerationParams
+from schemas.generation import BackendSpec, GenerationParams, names_local_folder
 
 _DECODE_CONTEXT = 4  # prompt tokens decoded with the new ones so word-boundary spaces survive detokenising
 
@@ -252,7 +252,7 @@ def _resolve_source(model: str) -> str:
     path = Path(model).expanduser()
     if path.exists():
         return str(path)
-    if model.startswith(("/", "./", "../", "~")):
+    if names_local_folder(model):
         raise UserError(f"model folder {model!r} does not exist", where="backend")
     return model  # a Hub id
 

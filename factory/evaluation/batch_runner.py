@@ -52,6 +52,18 @@ class Progress:
         if self.listener is not None:
             self.listener(label, done, total)
 
+    def failure(self, max_share: float) -> str | None:
+        """Why this evaluation must not pass for a result: more than `max_share` of the generations or
+        of the judgements attempted failed (a report over the few that worked would mislead)."""
+        for what, failed, done in (
+            ("generations", self.generation_failed, self.generated),
+            ("judgements", self.judge_failed, self.judged),
+        ):
+            if failed > max_share * (failed + done):
+                first = f"; first error: {self.errors[0]}" if self.errors and what == "generations" else ""
+                return f"{failed} of {failed + done} {what} failed (more than --max-failed-share {max_share:g}){first}"
+        return None
+
 
 @dataclass(frozen=True)
 class Task(Generic[T]):

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, PrivateAttr
 
 from factory.distilabel_compat import Step, StepInput
+from factory.errors import UserError
+from factory.fail_fast import QuarantineWatch, stop_run, stopped
+from factory.limits import PromptCapped
 from factory.progress import MeteredBackend, report_batch
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.rows import (  # re-exported: steps import their helpers from here
@@ -62,6 +65,8 @@ class SafeprefStep(Step):
     template_dir: str | None = Field(
         None, description="the recipe's folder: prompt templates are looked up there, then built in"
     )
+    max_quarantine_share: float = 1.0  # the recipe's; above it the run stops (factory/fail_fast.py)
+    quarantine_min_rows: int = 10
 
     required: ClassVar[tuple[str, ...]] = ()
     produced: ClassVar[tuple[str, ...]] = ()
@@ -69,6 +74,7 @@ class SafeprefStep(Step):
     expands: ClassVar[bool] = False
 
     _backend: "Backend | None" = PrivateAttr(default=None)
+    _watch: QuarantineWatch | None = PrivateAttr(default=None)
 
     @property
     def inputs(self) -> "StepColumns":
@@ -94,7 +100,8 @@ class SafeprefStep(Step):
                 backend = CachedBackend(lambda: create_backend(spec), spec, RequestCache(Path(cache_path)))
             else:
                 backend = create_backend(spec)
-            self._backend = MeteredBackend(self.stage, backend)
+            # the cap outermost: it forwards unknown attributes, so under it a `stream` would bypass it
+            self._backend = PromptCapped(MeteredBackend(self.stage, backend), spec.max_prompt_chars)
 
     def unload(self) -> None:
         if self._backend is not None:
@@ -144,6 +151,8 @@ class SafeprefStep(Step):
             mark(row, "filtered", self.stage, exc.rule)
         except RowFailed as exc:
             mark(row, "quarantined", self.stage, exc.reason, exc.raw)
+        except UserError:  # a template, model or key that no row can fix: the run stops (see process)
+            raise
         except Exception as exc:  # a bad row must not take its batch down with it
             mark(row, "quarantined", self.stage, f"{type(exc).__name__}: {exc}")
 
@@ -154,11 +163,16 @@ class SafeprefStep(Step):
                 row.setdefault(col, None)
         # rows whose status is None come from a stage that crashed (distilabel imputed None): the
         # engine quarantines them; like filtered rows they pass through untouched
-        ok = [r for r in rows if is_ok(r)]
+        ok = [r for r in rows if is_ok(r)] if stopped() is None else []  # a stopping run does no LLM work
         if ok:
             passing_through = [r for r in rows if not is_ok(r)]
             try:
                 replaced = self.process_rows(ok)
+            except UserError as exc:
+                stop_run(str(exc), exc.exit_code)
+                for row in ok:
+                    mark(row, "quarantined", self.stage, f"run stopped: {exc}")
+                replaced = None
             except Exception as exc:  # a bug or an outage for the whole batch: its rows, not the run
                 # (left to distilabel, the batch would come back as Nones, wiping the status of the
                 # rows that only passed through)
@@ -168,5 +182,15 @@ class SafeprefStep(Step):
                 replaced = None
             if replaced is not None:  # an expanding step: its children (and failed parents) replace `ok`
                 rows = passing_through + replaced
+            self._watch_quarantine(len(ok), rows)
         report_batch(self.stage, len(inputs), len(rows))
         yield rows
+
+    def _watch_quarantine(self, processed: int, rows: list[dict[str, Any]]) -> None:
+        if self._watch is None:
+            self._watch = QuarantineWatch(self.stage, self.max_quarantine_share, self.quarantine_min_rows)
+        self._watch.add(processed, _quarantined_here(rows, self.stage)[:processed])
+
+
+def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:
+    return [str(r.get(REASON)) for r in rows if r.get(STATUS) == "quarantined" and r.get(STAGE) == stage]

@@ -34,7 +34,11 @@ def resolve_step_class(step: str, *, allow_import: bool) -> type[Step]:
         target = step
     module_name, _, class_name = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
-        return getattr(module, class_name)  # type: ignore[no-any-return]
+        found = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"cannot import step {target!r}: {exc}") from None
+    from factory.distilabel_compat import Step as StepBase
+
+    if not (isinstance(found, type) and issubclass(found, StepBase)):
+        raise UserError(f"step {target!r} is a {type(found).__name__}, not a distilabel Step class")
+    return found
