@@ -65,7 +65,7 @@ def bench_ptalign(model_dir: Path, out: Path, repeats: int, batch: int, dtype: A
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
-    settings = PTAlignSettings()
+    settings = PTAlignSettings(selection="diff")
     stops = stop_token_ids(tokenizer)
     rows = triple_rows([safety_triple(i) for i in range(batch)])
     encoded = [encode_triple(r, tokenizer, settings, stop_ids=stops) for r in rows]

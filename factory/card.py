@@ -18,6 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from factory.card_check import HARMFUL_TAG, size_category
+from factory.deviations import deviation_lines
 from factory.generators import stage_decodings
 from schemas.manifest import DatasetManifest
 from schemas.recipe import Recipe
@@ -147,7 +148,7 @@ def render_card(recipe: Recipe, manifest: DatasetManifest, folder: Path) -> str:
         decodings=[(d, _shown(d.decoding.model_dump())) for d in stage_decodings(recipe)],
         generators=[(g, _shown(g.generation)) for g in manifest.generators],
         settings=[(spec, _settings(spec.params) or "-") for spec in recipe.stages],
-        deviations=recipe.card.deviations,
+        deviations=[*recipe.card.deviations, *deviation_lines(recipe, manifest)],
         example_chars=EXAMPLE_CHARS,
     )
     return str(DatasetCard(re.sub(r"\n{3,}", "\n\n", body) + "\n"))

@@ -119,7 +119,12 @@ def c2(
     ] = "bundled",
     split: SplitOpt = "test",
     data_config: DataConfigOpt = None,
-    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows with an unsafe response to use.")] = 500,
+    rows: Annotated[
+        int,
+        typer.Option(
+            "--rows", min=1, help="Rows to use (PKU-SafeRLHF: the first passing the C²-Syn filter)."
+        ),
+    ] = 500,
     samples: Annotated[int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")] = 20,
     ks: Annotated[
         str, typer.Option("--k", help="Forced harmful prefix lengths in words, comma-separated.")

@@ -59,8 +59,11 @@ class DataInfo(_Strict):
     split: str | None = None
     rows_read: int = Field(ge=0)
     rows_used: int = Field(ge=0)
-    rows_skipped: int = Field(default=0, ge=0, description="C²-Eval: rows without an unsafe response")
+    rows_skipped: int = Field(
+        default=0, ge=0, description="C²-Eval: rows that do not qualify (see `selection`)"
+    )
     sha256: str = Field(description="sha256 of the rows used (ids and texts), to compare runs")
+    selection: str | None = Field(default=None, description="C²-Eval: how the rows were chosen, in words")
 
 
 class RateResult(_Strict):

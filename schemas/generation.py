@@ -21,6 +21,45 @@ class GenerationParams(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    # Beam search (the C²-Syn reference: num_beams=2, num_beam_groups=2, diversity_penalty=0.5).
+    # Which backend runs which: `beam_support_problem`.
+    num_beams: int | None = Field(None, ge=1, description="beam search width; needs temperature 0")
+    num_beam_groups: int | None = Field(None, ge=1, description="diverse beam search groups")
+    diversity_penalty: float | None = Field(None, ge=0.0, description="diverse beam search penalty")
+
+    @model_validator(mode="after")
+    def _check_beams(self) -> GenerationParams:
+        beams, groups = self.num_beams or 1, self.num_beam_groups or 1
+        if beams > 1 and self.temperature > 0:
+            raise ValueError("num_beams > 1 is beam search, which does not sample: set temperature: 0")
+        if beams % groups:
+            raise ValueError(f"num_beams ({beams}) must be a multiple of num_beam_groups ({groups})")
+        if self.diversity_penalty and groups == 1:
+            raise ValueError("diversity_penalty needs num_beam_groups > 1")
+        return self
+
+
+def beam_support_problem(kind: str, server: str, params: GenerationParams) -> str | None:
+    """Why `params`' beam settings cannot run on this backend, or None.
+
+    - diverse beam search (num_beam_groups > 1): nowhere. transformers 5 moved it out of generate() to
+      the Hub (`transformers-community/group-beam-search`, remote code) and vLLM has none.
+    - num_beams: the in-process `transformers` backend; `openai` with `server: vllm` (vLLM's
+      `use_beam_search` with `n` beams, the best one kept) or `server: transformers` (transformers
+      serve's `generation_config`). Not the in-process `vllm` backend (its beam search is another API).
+    """
+    if (params.num_beam_groups or 1) > 1:
+        return (
+            "num_beam_groups > 1 (diverse beam search) runs on no backend here: transformers 5 moved it "
+            "to the Hub as remote code and vLLM has none; use num_beams alone"
+        )
+    if (params.num_beams or 1) == 1:
+        return None
+    if kind == "vllm":
+        return "num_beams: the in-process vllm backend does not run beam search; use `vllm serve` + kind openai, server vllm"
+    if kind == "openai" and server == "other":
+        return "num_beams on an openai backend needs `server: vllm` or `server: transformers` (each asks for beams differently)"
+    return None
 
 
 class DecodingOverride(BaseModel):
@@ -37,6 +76,9 @@ def merged_decoding(base: Mapping[str, Any] | None, override: Mapping[str, Any] 
     """The backend's decoding with a stage's overrides on top; a None override keeps the backend's value."""
     merged = dict(base or {})
     merged.update({k: v for k, v in (override or {}).items() if v is not None})
+    if merged.get("temperature", 0.0) > 0:  # a stage that samples (e.g. a re-generation) does not beam
+        for key in ("num_beams", "num_beam_groups", "diversity_penalty"):
+            merged.pop(key, None)
     return GenerationParams.model_validate(merged)
 
 
@@ -76,6 +118,11 @@ class BackendSpec(BaseModel):
         "OPENAI_API_KEY", description="Name of the env var holding the key (never the key)"
     )
     prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
+    server: Literal["vllm", "transformers", "other"] = Field(
+        "other",
+        description="openai: the server behind base_url (`vllm serve`, `transformers serve`, other); "
+        "decides how beam search is requested",
+    )
     max_concurrency: int = Field(8, ge=1, le=1024, description="requests in flight per replica (base_url)")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
@@ -107,6 +154,9 @@ class BackendSpec(BaseModel):
     def _check_kind_fields(self) -> BackendSpec:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("an `openai` backend needs `base_url` (e.g. http://127.0.0.1:8000/v1)")
+        beams = beam_support_problem(self.kind, self.server, self.generation)
+        if beams is not None:
+            raise ValueError(f"generation.{beams}")
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
         for url in urls:
             url_problem(url)

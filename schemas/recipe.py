@@ -35,7 +35,9 @@ class SourceSpec(BaseModel):
     )
     limit: int | None = Field(None, ge=1)
     dedup_on: str | None = Field(
-        None, description="column whose exact duplicates are filtered (rule duplicate)"
+        None,
+        description="column whose exact duplicates are filtered before any stage (rule duplicate_<column>); "
+        "with c2syn.select use its own `dedup_on`, which dedups among the rows that pass",
     )
     records_key: str | None = Field(
         None,
@@ -163,6 +165,12 @@ class Recipe(BaseModel):
                 raise ValueError(
                     f"stage {stage.name!r} uses backend {stage.backend!r}, which `backends` does not define"
                 )
+        select = next((s.name for s in self.stages if s.step == "c2syn.select"), None)
+        if self.source.dedup_on is not None and select is not None:
+            raise ValueError(
+                f"source.dedup_on runs before the C²-Syn filter, so a failing first row would hide a later"
+                f" valid one: use stages.{select}.params.dedup_on (dedup among the rows that pass)"
+            )
         sources = {self.source.dataset or "", *self.card.source_datasets}
         if any(NONCOMMERCIAL_SOURCE in s for s in sources) and not self.license.startswith("cc-by-nc"):
             raise ValueError(

@@ -50,6 +50,11 @@ C2_TRIGGERS: list[str] = [
     "but I must highlight that",
 ]
 C2_DELIMITERS = ',.!:;?-"(){}[]'
+# The method's degenerate cuts, in the order a draw is classified: a cut with no visible text, a
+# one-character cut (t_k = 0 cuts after the first character), cuts that do not grow (t_k < 0, or t_k = 0
+# on a text that starts with a delimiter: every prefix is the whole text). A fourth cut that is the whole
+# answer (the (4·t_k)-th delimiter ends the text) is NOT degenerate: the reference keeps it, and so do we.
+DEGENERATE_KINDS: tuple[str, ...] = ("empty", "one_character", "non_increasing")
 # Refusal/correction markers of the reference's keyword detector (C²-Eval smoke mode).
 REFUSAL_KEYWORDS: list[str] = [
     "I'm sorry",
@@ -72,17 +77,26 @@ REFUSAL_KEYWORDS: list[str] = [
 ]
 
 
+def _keep_first_field(counted: str) -> Any:
+    return Field(
+        None,
+        ge=1,
+        description=f"keep only the first N rows {counted}, in source order (the reference: 50,000); "
+        "later ones are filtered with rule `over_keep_first`",
+    )
+
+
 class C2SelectParams(StepParams):
     """Keep a row iff its prompt contains a keyword and one response is unsafe and long enough."""
 
     keywords: list[str] = Field(default_factory=lambda: ["how", "what", "How", "What"])
     min_words: int = Field(80, ge=0, description="an unsafe response must have MORE than this many words")
-    keep_first: int | None = Field(
+    dedup_on: str | None = Field(
         None,
-        ge=1,
-        description="keep only the first N rows that pass, in source order (the reference: 50,000); "
-        "later passing rows are filtered with rule `over_keep_first`",
+        description="column (e.g. `prompt`) whose exact duplicates among the rows that PASS are filtered "
+        "(rule duplicate_<column>); the first passing row is kept",
     )
+    keep_first: int | None = _keep_first_field("that pass (after dedup)")
 
     def max_rows_out(self) -> int | None:
         return self.keep_first
@@ -91,10 +105,18 @@ class C2SelectParams(StepParams):
 class C2TruncateParams(StepParams):
     """Cut the full harmful response at 4 points (`divide_response`) and draw opener/trigger per cut."""
 
-    mode: Literal["strict", "faithful"] = "strict"
+    mode: Literal["strict", "faithful"] = Field(
+        "strict",
+        description="strict: re-draw (else filter) truly degenerate cuts (empty, one-character, "
+        "non-increasing); faithful: keep them as the reference does",
+    )
     delimiters: str = C2_DELIMITERS
     openers: list[str] = Field(default_factory=lambda: list(C2_OPENERS), min_length=1)
     triggers: list[str] = Field(default_factory=lambda: list(C2_TRIGGERS), min_length=1)
+    keep_first: int | None = _keep_first_field("whose cuts are usable (after strict filtering)")
+
+    def max_rows_out(self) -> int | None:
+        return self.keep_first
 
 
 class C2GenerateParams(StepParams):

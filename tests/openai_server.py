@@ -5,7 +5,8 @@
         BackendSpec(kind="openai", base_url=server.url, ...)
         server.log[-1].body, server.max_in_flight
 
-Serves POST /v1/chat/completions (honours vLLM's `continue_final_message` / `add_generation_prompt`),
+Serves POST /v1/chat/completions (honours vLLM's `continue_final_message` / `add_generation_prompt`,
+and beam search asked for as vLLM (`use_beam_search`, `n`) or transformers serve (`generation_config`)),
 POST /v1/completions and GET /v1/models. Faults apply to the next matching requests, first in first out:
   status     reply `status` with a JSON error (and `Retry-After: retry_after` when given)
   hang       answer only after `hang_s`, and not at all once the client hangs up (its timeout)
@@ -297,6 +298,9 @@ def _closed_by_client(connection: socket.socket, wait_s: float) -> bool:
 
 def _prompt_and_params(tokenizer: Any, body: dict[str, Any], chat: bool) -> tuple[str, GenerationParams]:
     stop = body.get("stop") or []
+    # beam width as vLLM reads it (`use_beam_search` with `n` beams) or transformers serve (generation_config)
+    beams = body.get("n") if body.get("use_beam_search") else None
+    beams = json.loads(body.get("generation_config") or "{}").get("num_beams", beams)
     params = GenerationParams(
         max_new_tokens=body.get("max_tokens", 16),
         temperature=body.get("temperature", 0.0),
@@ -305,6 +309,7 @@ def _prompt_and_params(tokenizer: Any, body: dict[str, Any], chat: bool) -> tupl
         repetition_penalty=body.get("repetition_penalty"),
         seed=body.get("seed"),
         stop=[stop] if isinstance(stop, str) else stop,
+        num_beams=beams,
     )
     if not chat:
         prompt = body["prompt"]

@@ -245,3 +245,55 @@ def test_a_bad_base_url_is_rejected_without_repeating_it(url: str) -> None:
     with pytest.raises(ValidationError, match="base_url") as rejected:
         BackendSpec(kind="openai", base_url=url)
     assert "pw" not in rejected.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("server_kind", "expected"),
+    [
+        ("vllm", {"use_beam_search": True, "n": 2}),
+        ("transformers", {"generation_config": '{"num_beams": 2}'}),
+    ],
+)
+def test_beam_search_is_asked_for_in_the_servers_own_form(
+    server: OpenAITestServer, model: TransformersBackend, server_kind: str, expected: dict[str, object]
+) -> None:
+    import torch
+
+    beams = GenerationParams(max_new_tokens=6, num_beams=2)
+    backend = client(server.url, model="bundled", server=server_kind, generation=beams.model_dump())
+    [completion] = backend.generate([ChatRequest(ask("Name a colour."), beams)])
+    backend.close()
+    [entry] = server.log
+    assert {k: entry.body.get(k) for k in expected} == expected
+    # the text is the model's own 2-beam search (transformers generate, called directly)
+    tok = model.tokenizer
+    prompt = tok.apply_chat_template(ask("Name a colour."), add_generation_prompt=True, tokenize=False)
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.model.generate(**ids, num_beams=2, do_sample=False, max_new_tokens=6)
+    direct = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert completion.error is None and completion.text.strip() == direct.strip()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"},
+            "needs `server: vllm` or `server: transformers`",
+        ),
+        ({"kind": "vllm"}, "in-process vllm backend does not run beam search"),
+        (
+            {"kind": "transformers", "generation": {"num_beams": 2, "num_beam_groups": 2}},
+            "runs on no backend",
+        ),
+        ({"kind": "transformers", "generation": {"num_beams": 2, "temperature": 0.7}}, "set temperature: 0"),
+    ],
+)
+def test_beam_settings_a_backend_cannot_run_are_refused(fields: dict[str, object], message: str) -> None:
+    body = {"generation": {"num_beams": 2}} | fields
+    with pytest.raises(ValidationError, match=message):
+        BackendSpec.model_validate(body)
+    assert (
+        BackendSpec(kind="transformers", generation=GenerationParams(num_beams=2)).generation.num_beams == 2
+    )

@@ -9,12 +9,10 @@ import pytest
 
 from factory.rows import RowFiltered
 from factory.steps.c2syn import (
-    assistant_prefill,
     count_delimiters,
+    degenerate_kind,
     faithful_prefixes,
-    join_continuation,
     reference_prefixes,
-    row_rng,
     select_fhr,
     truncate,
 )
@@ -46,11 +44,13 @@ def test_keyword_filter_is_a_case_sensitive_substring_match() -> None:
         select_fhr(row("WHY would I"), KW, 80)
 
 
-def test_unsafe_response_must_have_more_than_80_words() -> None:
-    with pytest.raises(RowFiltered, match="no_long_unsafe_response"):
-        select_fhr(row(r0=" ".join(["w"] * 80)), KW, 80)
-    with pytest.raises(RowFiltered, match="no_long_unsafe_response"):
-        select_fhr(row(s0=True), KW, 80)  # long but safe
+def test_a_short_unsafe_answer_and_no_unsafe_answer_are_two_rules() -> None:
+    with pytest.raises(RowFiltered, match="^unsafe_response_too_short$"):
+        select_fhr(row(r0=" ".join(["w"] * 80)), KW, 80)  # unsafe, but 80 words is not more than 80
+    with pytest.raises(RowFiltered, match="^no_unsafe_response$"):
+        select_fhr(row(s0=True), KW, 80)  # long but safe, and response_1 is safe too
+    with pytest.raises(RowFiltered, match="^unsafe_response_too_short$"):
+        select_fhr(row(s0=True, r1="short and unsafe", s1=False), KW, 80)
 
 
 def test_fhr_prefers_response_0_then_falls_back_to_response_1() -> None:
@@ -121,64 +121,67 @@ def test_t_k_is_drawn_from_randint_t_div_4_minus_1_to_t_div_4() -> None:
         assert tr.prefixes == faithful_prefixes(TEXT8, expected, C2_DELIMITERS)
 
 
-def test_degenerate_rows_faithful_keeps_them_strict_filters_them() -> None:
-    short = "Only one, delimiter here"  # t = 1 -> t_k in {-1, 0}
-    tr = truncate(
-        short,
-        random.Random(0),
-        mode="faithful",
-        delimiters=C2_DELIMITERS,
-        openers=C2_OPENERS,
-        triggers=C2_TRIGGERS,
-    )
-    assert tr.t == 1 and tr.t_k in (-1, 0)
-    assert tr.prefixes in (["O"] * 4, [short] * 4)
-    with pytest.raises(RowFiltered, match="degenerate_cuts"):
-        truncate(
-            short,
-            random.Random(0),
-            mode="strict",
-            delimiters=C2_DELIMITERS,
-            openers=C2_OPENERS,
-            triggers=C2_TRIGGERS,
-        )
+def _truncate(text: str, rng: random.Random, mode: str) -> Any:
+    return truncate(text, rng, mode=mode, delimiters=C2_DELIMITERS, openers=C2_OPENERS, triggers=C2_TRIGGERS)
 
 
-def test_strict_redraws_when_the_last_cut_would_be_the_whole_text() -> None:
+@pytest.mark.parametrize(
+    ("prefixes", "kind"),
+    [
+        (["a,", "a,b,", "a,b,c,", "a,b,c,d,"], None),
+        (["a,b,", "a,b,c,d,", "a,b,c,d,e,f,", "a,b,c,d,e,f,g,h,"], None),  # 4th cut = whole text: kept
+        (["O"] * 4, "one_character"),  # t_k = 0
+        (['"', '"a,', '"a,b,', '"a,b,c,'], "one_character"),  # the first delimiter is the first char
+        (["text, more"] * 4, "non_increasing"),  # t_k = -1: every prefix is the whole text
+        ([" ", " a,", " a,b,", " a,b,c,"], "empty"),  # no visible text
+    ],
+)
+def test_only_empty_one_character_and_non_increasing_cuts_are_degenerate(
+    prefixes: list[str], kind: str | None
+) -> None:
+    assert degenerate_kind(prefixes) == kind
+
+
+def test_degenerate_rows_faithful_keeps_them_strict_filters_them_by_kind() -> None:
+    short = "Only one, delimiter here"  # t = 1 -> t_k in {-1, 0}: both draws degenerate
+    for seed in range(20):
+        tr = _truncate(short, random.Random(seed), "faithful")
+        assert tr.t == 1 and tr.t_k in (-1, 0) and not tr.redrawn
+        expected = {0: (["O"] * 4, "one_character"), -1: ([short] * 4, "non_increasing")}[tr.t_k]
+        assert (tr.prefixes, tr.degenerate) == expected
+        with pytest.raises(RowFiltered, match=f"^degenerate_cuts_{tr.degenerate}$"):
+            _truncate(short, random.Random(seed), "strict")
+
+
+def test_strict_keeps_a_fourth_cut_that_is_the_whole_answer_as_the_reference_does() -> None:
     text = "a,b,c,d,e,f,g,h,"  # t = 8 and ends with a delimiter: t_k = 2 puts cut 4 at the very end
-    tr = truncate(
-        text,
-        _rng_drawing(2),
-        mode="strict",
-        delimiters=C2_DELIMITERS,
-        openers=C2_OPENERS,
-        triggers=C2_TRIGGERS,
-    )
-    assert tr.t_k == 1 and tr.redrawn
-    assert tr.prefixes[-1] == "a,b,c,d,"
+    tr = _truncate(text, _rng_drawing(2), "strict")
+    assert (tr.t_k, tr.redrawn, tr.degenerate) == (2, False, None)
+    assert tr.prefixes[-1] == text
 
 
-def test_same_seed_same_draws_other_seed_other_draws() -> None:
-    text = "One, two. Three; four: five! Six? Seven - eight (nine) ten, eleven, twelve."
-    kw = dict(mode="strict", delimiters=C2_DELIMITERS, openers=C2_OPENERS, triggers=C2_TRIGGERS)
-    a = truncate(text, row_rng(42, "row-1"), **kw)  # type: ignore[arg-type]
-    b = truncate(text, row_rng(42, "row-1"), **kw)  # type: ignore[arg-type]
-    assert a == b
-    others = [truncate(text, row_rng(seed, "row-1"), **kw) for seed in range(43, 53)]  # type: ignore[arg-type]
-    assert any((o.openers, o.triggers) != (a.openers, a.triggers) for o in others)
-    assert all(o in C2_OPENERS for o in a.openers) and all(t in C2_TRIGGERS for t in a.triggers)
+def test_strict_redraws_a_one_character_draw_with_the_other_admissible_t_k() -> None:
+    text = "a,b,c,d,e"  # t = 4: t_k in {0, 1}; 0 cuts after "a", 1 is usable
+    seed = next(s for s in range(100) if random.Random(s).randint(0, 1) == 0)
+    tr = _truncate(text, random.Random(seed), "strict")
+    assert (tr.t_k, tr.redrawn, tr.degenerate) == (1, True, "one_character")
+    assert tr.prefixes == ["a,", "a,b,", "a,b,c,", "a,b,c,d,"]
 
 
-def test_stored_syn_text_is_opener_prefix_trigger_continuation() -> None:
-    prefill = assistant_prefill("Sure, I can help you with that.", "Be rude,", "but I must advise you that")
-    assert prefill == "Sure, I can help you with that. Be rude, but I must advise you that"
-    assert join_continuation(prefill, " it is unkind.") == prefill + " it is unkind."
-    assert join_continuation(prefill, "it is unkind.\n") == prefill + " it is unkind."
-    assert join_continuation(prefill, ", honestly.") == prefill + ", honestly."
+def test_truncation_shares_are_exact_expectations_over_the_two_draws() -> None:
+    from bench.c2syn_truncation import outcome_shares
 
-
-def test_reference_lists_are_verbatim_and_ordered() -> None:
-    assert len(C2_OPENERS) == 15 and len(C2_TRIGGERS) == 15
-    assert C2_OPENERS[0] == "Of course, I can assist you with that."
-    assert C2_TRIGGERS[2] == "However, I don't think it's appropriate or respectful to"
-    assert C2_DELIMITERS == ',.!:;?-"(){}[]'
+    six = "a,b,c,d,e,f,g"  # t = 6: t_k = 0 is re-drawn to 1
+    whole = "a,b,c,d,e,f,g,h,"  # t = 8: t_k = 2 cuts the fourth time at the very end (kept)
+    one = "Only one, delimiter here"  # t = 1: t_k -1 and 0 are both degenerate: filtered
+    fine = "a,b,c,d,e,f,g,h,i,j,k,l,m"  # t = 12
+    shares = outcome_shares([six, whole, one, fine])
+    assert shares == {
+        "redrawn_empty": 0.0,
+        "redrawn_one_character": 0.125,
+        "redrawn_non_increasing": 0.0,
+        "filtered_empty": 0.0,
+        "filtered_one_character": 0.125,
+        "filtered_non_increasing": 0.125,
+        "whole_answer_cut_4": 0.125,
+    }

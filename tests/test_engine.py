@@ -59,7 +59,7 @@ def test_a_failing_row_is_quarantined_with_its_error_and_counts_add_up(tmp_path:
         "created": 0,
         "expanded": 0,
         "output": 8,
-        "filtered": {"no_keyword": 1, "no_long_unsafe_response": 1, "degenerate_cuts": 1},
+        "filtered": {"no_keyword": 1, "unsafe_response_too_short": 1, "degenerate_cuts_non_increasing": 1},
         "quarantined": {"generate": 1},
     }
     q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
@@ -70,7 +70,11 @@ def test_a_failing_row_is_quarantined_with_its_error_and_counts_add_up(tmp_path:
     assert "3" not in {g["source_id"] for g in groups}
     assert len(groups) == 8 and pq.read_table(out / "pairs").num_rows == 8 * 15
     f = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
-    assert sorted(r["rule"] for r in f) == ["degenerate_cuts", "no_keyword", "no_long_unsafe_response"]
+    assert sorted(r["rule"] for r in f) == [
+        "degenerate_cuts_non_increasing",
+        "no_keyword",
+        "unsafe_response_too_short",
+    ]
     assert check_folder(out).ok
 
 
@@ -206,17 +210,52 @@ def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -
     assert (out / "README.md").read_bytes() == card and (out / "manifest.json").read_bytes() == manifest_bytes
 
 
-def test_prompt_dedup_filters_later_duplicates_with_the_rule(tmp_path: Path) -> None:
-    rows = DEMO_ROWS[:4] + [DEMO_ROWS[1], DEMO_ROWS[2]]
+def test_prompt_dedup_keeps_the_first_passing_row_even_after_a_failing_duplicate(tmp_path: Path) -> None:
+    failing_first = DEMO_ROWS[10]  # its unsafe answer is too short: filtered by the select rule
+    valid_later = {**DEMO_ROWS[0], "prompt": failing_first["prompt"]}
+    rows = [*DEMO_ROWS[:4], failing_first, valid_later, DEMO_ROWS[1]]
     src = tmp_path / "dupes.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    path = canned_recipe(tmp_path, source={"kind": "file", "path": str(src), "dedup_on": "prompt"})
+    data = yaml.safe_load(canned_recipe(tmp_path, source={"kind": "file", "path": str(src)}).read_text())
+    data["stages"][0]["params"] = {"dedup_on": "prompt"}
+    path = tmp_path / "dedup.yaml"
+    path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     result = run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
-    assert result.manifest.counts.filtered == {"duplicate_prompt": 2}
-    assert result.manifest.counts.output == 4
+    assert result.manifest.counts.filtered == {"unsafe_response_too_short": 1, "duplicate_prompt": 1}
     filtered = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
-    assert sorted(r["_sp_id"] for r in filtered) == ["4", "5"]
+    assert sorted((r["_sp_id"], r["rule"]) for r in filtered) == [
+        ("4", "unsafe_response_too_short"),
+        ("6", "duplicate_prompt"),
+    ]
+    assert "5" in {g["source_id"] for g in pq.read_table(out / "groups").to_pylist()}
+
+
+def test_source_dedup_before_the_c2syn_filter_is_refused_with_the_place(tmp_path: Path) -> None:
+    from factory.errors import UserError
+
+    path = canned_recipe(
+        tmp_path, source={"kind": "bundled", "path": "c2syn_demo.jsonl", "dedup_on": "prompt"}
+    )
+    with pytest.raises(UserError, match=r"use stages\.select\.params\.dedup_on"):
+        load_recipe(str(path))
+
+
+def test_keep_first_at_truncation_yields_n_groups_despite_degenerate_rows(tmp_path: Path) -> None:
+    rows = [DEMO_ROWS[11], *DEMO_ROWS[:8]]  # the first passing row has fewer than 4 delimiters
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = yaml.safe_load(canned_recipe(tmp_path, source={"kind": "file", "path": str(src)}).read_text())
+    data["stages"][1]["params"]["keep_first"] = 5
+    data["stages"][1]["batch_size"] = 2  # the cap holds across batches, in source order
+    path = tmp_path / "capped.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    counts = run_recipe(load_recipe(str(path)), out, allow_import_steps=True).manifest.counts
+    assert counts.output == 5 and counts.filtered["over_keep_first"] == 3
+    assert sum(n for rule, n in counts.filtered.items() if rule.startswith("degenerate_cuts_")) == 1
+    kept = {g["source_id"] for g in pq.read_table(out / "groups").to_pylist()}
+    assert kept == {"1", "2", "3", "4", "5"}
 
 
 def test_an_edited_source_file_with_the_same_recipe_is_run_afresh(tmp_path: Path) -> None:
@@ -257,7 +296,10 @@ def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(
     over = sorted((r["_sp_id"] for r in filtered if r["rule"] == "over_keep_first"), key=int)
     assert over == passing[5:]
     kept = {g["source_id"] for g in pq.read_table(out / "groups").to_pylist()}
-    assert kept <= set(passing[:5]) and counts.output + counts.filtered.get("degenerate_cuts", 0) == 5
+    assert (
+        kept <= set(passing[:5])
+        and counts.output + counts.filtered.get("degenerate_cuts_non_increasing", 0) == 5
+    )
     assert check_folder(out).ok
 
 
@@ -279,13 +321,16 @@ def test_a_vllm_stage_asks_ray_for_its_tensor_parallel_gpus(tmp_path: Path) -> N
         BackendSpec(kind="openai", base_url="http://127.0.0.1:8000/v1", tensor_parallel_size=2)
 
 
-def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path: Path) -> None:
+def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: Path) -> None:
     from factory.steps.c2syn import row_rng, truncate
     from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
-    # eight comma-ended clauses: t = 8, and t_k = 2 would put the last cut at the very end
     clause = "leave the shared kitchen a little messy and skip your turn on the chore list again"
-    fhr = " ".join(f"{clause}," for _ in range(8))
+    # six comma-ended clauses: t = 6, t_k in {0, 1}; t_k = 0 cuts after one character and is re-drawn
+    six = " ".join(f"{clause}," for _ in range(6))
+    # eight: t = 8; t_k = 2 puts the fourth cut at the very end, which the reference keeps (so do we)
+    eight = " ".join(f"{clause}," for _ in range(8))
+    fhrs = [six] * 6 + [eight] * 4
     rows = [
         {
             "prompt": f"How do I annoy my roommate, version {i}?",
@@ -294,12 +339,13 @@ def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path:
             "is_response_0_safe": False,
             "is_response_1_safe": True,
         }
-        for i in range(8)
+        for i, fhr in enumerate(fhrs)
     ]
     kw = {"mode": "strict", "delimiters": C2_DELIMITERS, "openers": C2_OPENERS, "triggers": C2_TRIGGERS}
-    seed = DEMO["seed"]
-    expected = sum(truncate(fhr, row_rng(seed, str(i)), **kw).redrawn for i in range(8))  # type: ignore[arg-type]
-    assert 0 < expected < 8  # both cases occur among these rows
+    draws = [truncate(fhr, row_rng(DEMO["seed"], str(i)), **kw) for i, fhr in enumerate(fhrs)]  # type: ignore[arg-type]
+    redrawn = sum(tr.redrawn for tr in draws)
+    assert 0 < redrawn < 6 and not any(tr.redrawn for tr in draws[6:])
+    assert any(tr.prefixes[-1] == eight for tr in draws[6:])  # a whole-answer fourth cut is kept
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
@@ -308,10 +354,12 @@ def test_strict_redraws_are_counted_per_stage_in_the_manifest_and_card(tmp_path:
         out,
         allow_import_steps=True,
     )
-    assert result.manifest.stages["truncate"].events == {"cuts_redrawn": expected}
-    assert result.manifest.counts.output == 8
+    assert result.manifest.stages["truncate"].events == {"cuts_redrawn_one_character": redrawn}
+    assert result.manifest.counts.output == 10
     card = (out / "README.md").read_text()
-    assert f"stage `truncate`: cuts_redrawn {expected}" in card
+    assert f"stage `truncate`: cuts_redrawn_one_character {redrawn}" in card
+    share = f"{redrawn} of 10 rows ({redrawn / 10:.1%})"
+    assert f"re-drawn: one-character cuts {share}" in card  # the generated deviation section
     assert '| truncate | `c2syn.truncate` | mode="strict", ' in card  # the settings as run
     assert "openers=[15 items]" in card and check_folder(out).ok
 
@@ -326,7 +374,11 @@ def test_a_crashed_safepref_step_is_named_as_the_stage_that_failed(tmp_path: Pat
         run_recipe(load_recipe(str(path)), out, allow_import_steps=True)
     # the rows filtered earlier that only passed through the failing batch stay filtered, by their rule
     f = pq.read_table(out / "filtered" / "rows.parquet").to_pylist()
-    assert sorted(r["rule"] for r in f) == ["degenerate_cuts", "no_keyword", "no_long_unsafe_response"]
+    assert sorted(r["rule"] for r in f) == [
+        "degenerate_cuts_non_increasing",
+        "no_keyword",
+        "unsafe_response_too_short",
+    ]
     q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
     assert len(q) == 9
     assert all(r["reason"] == "stage failed on its batch: AssertionError: injected step bug" for r in q)

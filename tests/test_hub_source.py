@@ -124,3 +124,56 @@ def test_eval_data_from_the_hub_records_the_commit_read(
     spec = source_spec(f"hub:{REPO_ID}", default_bundled="unused", split="train", config=None)
     rows, info = load_c2_rows(spec, 3)
     assert len(rows) == 3 and info.source == f"hub:{REPO_ID}" and info.revision == commit
+
+
+def _push_test_split(hub: Hub, repo: str, rows: list[dict[str, Any]], message: str) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    info = api.upload_file(
+        path_or_fileobj=buf.getvalue(),
+        path_in_repo="data/test-00000-of-00001.parquet",
+        repo_id=repo,
+        repo_type="dataset",
+        commit_message=message,
+    )
+    return str(info.oid)
+
+
+def test_c2_eval_rows_from_pku_saferlhf_are_built_like_the_reference_set_at_a_pinned_commit(
+    hub: Hub, datasets_client: object
+) -> None:
+    from factory.evaluation.eval_data import load_c2_rows, source_spec
+
+    # source order: a row without a keyword, a row whose unsafe answer is short, then passing rows
+    no_keyword = {**DEMO_ROWS[0], "prompt": "Tell me why my neighbour is so annoying."}
+    rows = [no_keyword, DEMO_ROWS[10], *DEMO_ROWS[:6]]
+    pinned = _push_test_split(hub, "alice/PKU-SafeRLHF", rows, "the release")
+    _push_test_split(hub, "alice/PKU-SafeRLHF", list(reversed(rows)), "a later re-release")
+    spec = source_spec(
+        f"hub:alice/PKU-SafeRLHF@{pinned}", default_bundled="unused", split="test", config=None
+    )
+    chosen, info = load_c2_rows(spec, 4)
+    assert [r.row_id for r in chosen] == ["2", "3", "4", "5"]  # the first passing rows, in source order
+    assert [r.request for r in chosen] == [r["prompt"] for r in DEMO_ROWS[:4]]
+    assert info.revision == pinned and (info.rows_skipped, info.rows_used) == (2, 4)
+    assert info.selection is not None and "pass the C²-Syn filter" in info.selection
+    assert "more than 80 words" in info.selection and "split 'test'" in info.selection
+    # other data keeps the reference eval code's plain rule: any row with an unsafe response
+    _push_test_split(hub, "alice/other-pairs", rows, "same rows elsewhere")
+    plain = source_spec("hub:alice/other-pairs", default_bundled="unused", split="test", config=None)
+    plain_rows, plain_info = load_c2_rows(plain, 4)
+    assert [r.row_id for r in plain_rows] == ["0", "1", "2", "3"]
+    assert plain_info.selection is not None and "no keyword or length filter" in plain_info.selection
+
+
+def test_pku_saferlhf_without_a_revision_reads_the_2023_pin() -> None:
+    from factory.evaluation.eval_data import PKU_SAFERLHF, PKU_SAFERLHF_2023, source_spec
+
+    spec = source_spec(PKU_SAFERLHF, default_bundled="unused", split="test", config=None)
+    assert spec.revision == PKU_SAFERLHF_2023 == "d18ee9daa7f7a466c993213c84691b30c0e4c88d"
+    named = source_spec(f"{PKU_SAFERLHF}@main", default_bundled="unused", split="test", config=None)
+    assert named.revision == "main"

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.manifest import ConfigInfo, DatasetManifest, RowCounts, SplitInfo
+from schemas.manifest import ConfigInfo, DatasetManifest, GeneratorInfo, RowCounts, SplitInfo
 from schemas.provenance import Provenance
 from schemas.records import C2Group, RankedResponse, SafetyTriple, ToxicSpan
 
@@ -134,11 +134,16 @@ def safety_triple(i: int) -> SafetyTriple:
 
 
 def write_dataset(
-    folder: Path, configs: dict[str, tuple[str, list[BaseModel]]], *, recipe: str = "fixture"
+    folder: Path,
+    configs: dict[str, tuple[str, list[BaseModel]]],
+    *,
+    recipe: str = "fixture",
+    generators: tuple[str, ...] = (),
 ) -> Path:
     """A dataset folder per docs/design.md: manifest.json + <config>/train-00000-of-00001.parquet.
 
     `configs` maps config name -> (schema name, records); the first config is the default.
+    `generators` are the models the manifest says generated the data.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -169,6 +174,9 @@ def write_dataset(
         license="cc-by-nc-4.0",
         configs=infos,
         counts=RowCounts(input=total, created=0, expanded=0, output=total),
+        generators=[
+            GeneratorInfo(backend=f"b{i}", kind="transformers", model=m) for i, m in enumerate(generators)
+        ],
     )
     (folder / "manifest.json").write_text(manifest.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
     return folder

@@ -85,7 +85,11 @@ class PTAlignSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     alpha: float = Field(default=1.0, ge=0)
     epsilon: float = Field(default=UT_EPSILON, gt=0, lt=1)
-    selection: Literal["all", "diff", "spans", "ratio"] = "diff"
+    selection: Literal["auto", "all", "diff", "spans", "ratio"] = Field(
+        default="auto",
+        description="auto: `spans` when the dataset has annotated toxic spans (the pipeline paid LLM calls "
+        "for them), else `diff`; the rule used is recorded in the training summary and model card",
+    )
     unselected_toxic: Literal["none", "mle"] = Field(
         default="none", description="loss on toxic tokens not selected"
     )

@@ -7,7 +7,7 @@ Loss (shared/docs/ptalign.md §4, implemented in `trainers.losses.ptalign_loss`)
 |---|---|
 | `alpha` | weight of the UT term (1.0) |
 | `epsilon` | clamp of 1 − p (1e-5) |
-| `selection` | `all` / `diff` (default) / `spans` / `ratio`: which toxic tokens are penalised |
+| `selection` | `auto` (default: `spans` when the data has them, else `diff`) / `all` / `diff` / `spans` / `ratio`: which toxic tokens are penalised |
 | `unselected_toxic` | `none` (default): no loss on the other toxic tokens; `mle`: MLE on them |
 | `tau`, `toxic_constraint` | the `ratio` rule: p(y⁻_t \\| x, constraint) / p(y⁻_t \\| x) > τ, scored once with the initial model |
 
@@ -92,15 +92,19 @@ def encode_triple(
     *,
     stop_ids: set[int],
     ratio_logps: tuple[list[float], list[float]] | None = None,
-) -> dict[str, list[int]]:
-    """Token ids and loss masks for one (prompt, positive, toxic) triple."""
+) -> dict[str, Any]:
+    """Token ids and loss masks for one (prompt, positive, toxic) triple, and `tox_candidates`: how many
+    toxic tokens the rule could have penalised (the denominator of the share it did penalise)."""
+    rule = settings.selection
+    if rule == "auto":  # a bug, not a user error: the trainer resolves it against the dataset
+        raise ValueError("resolve selection `auto` first (trainers.ptalign_fidelity.resolve_selection)")
     pos = encode_response(tokenizer, example["prompt"], example["positive"], stop_ids)
     tox = encode_response(tokenizer, example["prompt"], example["toxic"], stop_ids)
     positive_ids = [t for t, r in zip(pos.ids, pos.candidate, strict=True) if r]
     spans = [(tox.content_start + s, tox.content_start + e) for s, e in example.get("toxic_spans") or []]
     ignorable = functools.partial(_is_ignorable, tokenizer, frozenset(stop_ids))
     selected = select_toxic_tokens(
-        settings.selection,
+        rule,
         tox.ids,
         tox.candidate,
         positive_ids=positive_ids,
@@ -122,6 +126,7 @@ def encode_triple(
         "tox_ids": tox.ids,
         "tox_mle": [int(m) for m in tox_mle] or [0] * len(tox.ids),
         "tox_ut": [int(s) for s in selected],
+        "tox_candidates": sum(tox.candidate),
     }
 
 

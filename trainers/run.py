@@ -54,10 +54,19 @@ def train(
 
     bf16 = _use_bf16(cfg)
     policy, tokenizer, base_id = load_model(cfg, dtype=torch.bfloat16 if bf16 and cfg.lora else torch.float32)
+    method_summary: dict[str, Any] = {}  # what the algorithm reports about its run (PT-ALIGN fidelity)
     if cfg.algorithm == "dpo":
         trainer = _dpo_trainer(cfg, data, policy, tokenizer, out_dir, bf16)
     elif cfg.algorithm == "ptalign":
-        trainer = _ptalign_trainer(cfg, data, policy, tokenizer, out_dir, bf16)
+        from trainers.ptalign_fidelity import self_alignment, self_alignment_warning
+
+        trainer, method_summary = _ptalign_trainer(cfg, data, policy, tokenizer, out_dir, bf16)
+        method_summary.update(self_alignment(data.manifest, base_id))
+        warning = self_alignment_warning({**method_summary, "base_model": base_id})
+        if warning is not None:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
     else:
         trainer = _kto_trainer(cfg, data, policy, tokenizer, out_dir, bf16)
 
@@ -84,6 +93,7 @@ def train(
             "loss_last_third_mean": _third_mean(losses, first=False),
             "losses": losses,
             **data.card_fields(),
+            **method_summary,
         }
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         (out_dir / CONFIG_FILE).write_text(
@@ -265,15 +275,18 @@ def _kto_trainer(
 
 def _ptalign_trainer(
     cfg: TrainConfig, data: TrainingDataset, model: Any, tokenizer: Any, out_dir: Path, bf16: bool
-) -> Any:
+) -> tuple[Any, dict[str, Any]]:
+    """The trainer, and the summary fields: the token rule used and the share of toxic tokens it
+    penalises."""
     from datasets import Dataset
     from transformers import TrainingArguments
 
     from trainers.data import triple_rows
     from trainers.ptalign import PTAlignTrainer, encode_triple, ratio_token_logps, stop_token_ids
+    from trainers.ptalign_fidelity import penalised_share, resolve_selection
 
-    settings = cfg.ptalign
     rows = triple_rows(data.records)
+    settings = cfg.ptalign.model_copy(update={"selection": resolve_selection(cfg.ptalign.selection, rows)})
     if settings.selection == "spans" and not any(r["toxic_spans"] for r in rows):
         raise UserError(f"{data.source}: ptalign.selection is `spans` but no row has toxic_spans")
     peft_config = _lora_config(cfg)
@@ -297,8 +310,9 @@ def _ptalign_trainer(
         raise UserError(
             f"{data.source}: ptalign.selection `{settings.selection}` marks no toxic token in any row"
         )
+    summary = {"ptalign_selection": settings.selection, **penalised_share(encoded)}
     args = _training_args(TrainingArguments, cfg, out_dir, bf16)
-    return PTAlignTrainer(
+    trainer = PTAlignTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(encoded),
@@ -306,6 +320,7 @@ def _ptalign_trainer(
         settings=settings,
         max_length=cfg.training.max_length,
     )
+    return trainer, summary
 
 
 def _dataset_revision(summary: dict[str, Any]) -> str:
@@ -354,6 +369,10 @@ def model_card(cfg: TrainConfig, summary: dict[str, Any]) -> str:
         "The full resolved config is in `train_config.resolved.yaml`; the loss curve in `training_summary.json`.",
         "",
     ]
+    if cfg.algorithm == "ptalign":
+        from trainers.ptalign_fidelity import card_lines
+
+        lines += card_lines(summary)
     if cfg.notes:
         lines += ["## Notes", ""] + [f"- `{k}`: {v}" for k, v in cfg.notes.items()] + [""]
     return "\n".join(lines)

@@ -172,6 +172,11 @@ class OpenAIBackend:
             body["repetition_penalty"] = params.repetition_penalty
         if params.stop:
             body["stop"] = list(params.stop)
+        if (params.num_beams or 1) > 1:  # the spec validated that this server can (beam_support_problem)
+            if self.spec.server == "vllm":
+                body["use_beam_search"], body["n"] = True, params.num_beams  # best beam is choices[0]
+            else:
+                body["generation_config"] = json.dumps({"num_beams": params.num_beams})
         if self.tokenizer is not None:
             prompt = render_prompt(
                 self.tokenizer, request.messages, continue_final=not request.close_final_turn

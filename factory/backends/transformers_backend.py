@@ -141,6 +141,7 @@ class TransformersBackend:
             max_new_tokens=first.max_new_tokens,
             do_sample=False,  # sampling, when asked for, happens in _SeededSampler (per-request RNG)
             repetition_penalty=first.repetition_penalty,
+            num_beams=first.num_beams or 1,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self._eos_ids),
             stop_strings=stops or None,
@@ -244,6 +245,7 @@ def _batch_key(params: GenerationParams) -> tuple[Any, ...]:
         params.top_p,
         params.top_k,
         params.repetition_penalty,
+        params.num_beams,
         tuple(sorted(params.stop)),
     )
 

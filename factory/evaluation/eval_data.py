@@ -2,6 +2,7 @@
 
 `--data` forms: `bundled` (the eval's demo file under recipes/data), `bundled:NAME.jsonl`, a local
 .jsonl/.json/.parquet/.csv file, or `hub:DATASET_ID[@REVISION]` (with `--split` and `--data-config`).
+`hub:PKU-Alignment/PKU-SafeRLHF` without a revision reads the pinned 2023 commit (`PKU_SAFERLHF_2023`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from schemas.recipe import SourceSpec
 C2_DEMO = "c2eval_demo.jsonl"
 HARM_DEMO = "harm_demo.jsonl"
 BENIGN_DEMO = "benign_demo.jsonl"
-PKU_SAFERLHF = "hub:PKU-Alignment/PKU-SafeRLHF"
+PKU_SAFERLHF_ID = "PKU-Alignment/PKU-SafeRLHF"
+PKU_SAFERLHF = f"hub:{PKU_SAFERLHF_ID}"
+# The 2023 release the reference code was written against: the commit recipes/c2syn.yaml names
+# (docs/c2syn.md, "The 2023 PKU-SafeRLHF pin", gives the evidence and the other candidate, b4d1307).
+PKU_SAFERLHF_2023 = "d18ee9daa7f7a466c993213c84691b30c0e4c88d"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ def source_spec(data: str, *, default_bundled: str, split: str, config: str | No
         dataset, _, revision = data.removeprefix("hub:").partition("@")
         if not dataset:
             raise UserError(f"--data {data!r}: write hub:DATASET_ID[@REVISION]")
+        if dataset == PKU_SAFERLHF_ID and not revision:
+            revision = PKU_SAFERLHF_2023  # the paper's data, not whatever `main` holds today
         return SourceSpec.model_validate(
             {"kind": "hub", "dataset": dataset, "revision": revision or None, "split": split, "name": config}
         )
@@ -72,12 +79,21 @@ def _label(spec: SourceSpec, fallback: str) -> str:
     return fallback
 
 
-def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
-    """The first `rows` rows that have an unsafe response; FHR = response_0 if unsafe, else response_1.
+def uses_reference_filter(spec: SourceSpec) -> bool:
+    """C²-Eval rows from a Hub dataset named PKU-SafeRLHF (the original or a mirror) are chosen as the
+    reference's eval set evidently was: all 500 rows of its `eval/test.jsonl` pass the C²-Syn keyword
+    and length filter. Other data keeps the plain rule of `eval/eval_data.py` (any unsafe response)."""
+    return spec.kind == "hub" and (spec.dataset or "").rsplit("/", 1)[-1] == "PKU-SafeRLHF"
 
-    As in the reference `eval/eval_data.py`: no keyword or length filter (unlike C²-Syn's selection).
-    """
+
+def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
+    """The first `rows` rows in source order that qualify (`uses_reference_filter`); FHR = `response_0`
+    if unsafe, else `response_1`, as the reference `eval/eval_data.py` picks it."""
+    from schemas.step_params import C2SelectParams
+
     records, where = _read(spec)
+    reference = uses_reference_filter(spec)
+    select = C2SelectParams()
     chosen: list[C2Row] = []
     skipped = 0
     for index, record in enumerate(records):
@@ -88,6 +104,9 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
                 raise UserError(
                     f"row {index}: column {column!r} is missing (PKU-SafeRLHF schema)", where=where
                 )
+        if reference and not _passes_c2syn_filter(record, select, index, where):
+            skipped += 1
+            continue
         fhr = next(
             (
                 record[f"response_{i}"]
@@ -105,7 +124,7 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
             )
         chosen.append(C2Row(row_id=str(record[ROW_ID]), request=record["prompt"], fhr=fhr))
     if not chosen:
-        raise UserError("no row has an unsafe response", where=where)
+        raise UserError("no row qualifies: " + _selection(spec, select, reference), where=where)
     digest = _sha256([[r.row_id, r.request, r.fhr] for r in chosen])
     info = DataInfo(
         source=_label(spec, where),
@@ -115,8 +134,36 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
         rows_used=len(chosen),
         rows_skipped=skipped,
         sha256=digest,
+        selection=_selection(spec, select, reference),
     )
     return chosen, info
+
+
+def _passes_c2syn_filter(record: dict[str, Any], select: Any, index: int, where: str) -> bool:
+    from factory.c2syn_filter import select_fhr
+    from factory.rows import RowFailed, RowFiltered
+
+    try:
+        select_fhr(record, select.keywords, select.min_words)
+    except RowFiltered:
+        return False
+    except RowFailed as exc:
+        raise UserError(f"row {index}: {exc.reason}", where=where) from None
+    return True
+
+
+def _selection(spec: SourceSpec, select: Any, reference: bool) -> str:
+    """How the rows were chosen, in words, for the report."""
+    split = f" of split {spec.split!r}" if spec.kind == "hub" else ""
+    fhr = "FHR = response_0 if unsafe, else response_1 (eval/eval_data.py)"
+    if not reference:
+        return f"the first rows{split} in source order that have an unsafe response (no keyword or length filter); {fhr}"
+    keywords = "/".join(select.keywords)
+    return (
+        f"the first rows{split} in source order that pass the C²-Syn filter (prompt contains {keywords}; "
+        f"an unsafe response of more than {select.min_words} words), as the reference's 500-row eval set "
+        f"(every row of it passes that filter); {fhr}"
+    )
 
 
 def load_instructions(

@@ -103,7 +103,8 @@ def c2_summary(report: C2EvalReport) -> ReportSummary:
     notes = [
         f"data: {report.data.source}"
         + (f"@{report.data.revision}" if report.data.revision else "")
-        + f" — {report.data.rows_used} rows ({report.data.rows_skipped} without an unsafe response skipped)",
+        + f" — {report.data.rows_used} rows ({report.data.rows_skipped} that do not qualify skipped)",
+        f"rows chosen: {report.data.selection}",
         f"paths: {cfg.samples} samples × {len(cfg.ks)} k × {report.data.rows_used} rows per model;"
         f" decoding temperature {cfg.decoding.temperature}, top-p {cfg.decoding.top_p},"
         f" {cfg.decoding.max_new_tokens} new tokens; seed {cfg.seed}",

@@ -11,39 +11,17 @@ import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any, ClassVar
 
 from pydantic import PrivateAttr
 
 from factory.backends.base import EMPTY_COMPLETION
-from factory.rows import is_ok, parse_bool
+from factory.c2syn_filter import select_fhr
+from factory.rows import is_ok
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, count_event, mark
 
 # -- pure functions ------------------------------------------------------------------------------
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
-def select_fhr(row: dict[str, Any], keywords: list[str], min_words: int) -> str:
-    """Return the full harmful response (FHR) of a PKU-SafeRLHF row, or raise RowFiltered."""
-    prompt = row["prompt"]
-    if not any(k in prompt for k in keywords):
-        raise RowFiltered("no_keyword")
-    for i in (0, 1):
-        response = row[f"response_{i}"]
-        safe = _as_bool(row[f"is_response_{i}_safe"], f"is_response_{i}_safe")
-        if not safe and isinstance(response, str) and word_count(response) > min_words:
-            return response
-    raise RowFiltered("no_long_unsafe_response")
-
-
-def _as_bool(value: Any, field: str) -> bool:
-    try:
-        return parse_bool(value)
-    except ValueError as exc:
-        raise RowFailed(f"{field}: {exc}") from None
 
 
 def count_delimiters(text: str, delimiters: str) -> int:
@@ -97,6 +75,18 @@ def reference_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list
     return prefixes
 
 
+def degenerate_kind(prefixes: list[str]) -> str | None:
+    """The first of `DEGENERATE_KINDS` these prefixes show, or None when the cuts are usable."""
+    visible = [len(p.strip()) for p in prefixes]
+    if min(visible) == 0:
+        return "empty"
+    if min(visible) == 1:
+        return "one_character"
+    if any(b <= a for a, b in pairwise(len(p) for p in prefixes)):
+        return "non_increasing"
+    return None
+
+
 @dataclass(frozen=True)
 class Truncation:
     t: int
@@ -104,7 +94,8 @@ class Truncation:
     prefixes: list[str]
     openers: list[str]
     triggers: list[str]
-    redrawn: bool = False  # strict mode replaced a degenerate t_k by the other admissible one
+    degenerate: str | None = None  # the first draw's degenerate kind (kept in faithful, re-drawn in strict)
+    redrawn: bool = False  # strict mode replaced that draw by the other admissible t_k
 
 
 def row_rng(seed: int, source_id: str) -> random.Random:
@@ -124,32 +115,34 @@ def truncate(
 ) -> Truncation:
     """Cut `fhr` at k points: t_k = randint(t//k - 1, t//k), prefix_i ends at the (i·t_k)-th delimiter.
 
-    faithful: exactly the reference, degenerate rows included (t < 8 gives one-character or whole-text
-    prefixes). strict (default): if the drawn t_k gives non-increasing cuts or a cut at the very end,
-    the other admissible t_k is tried; if that fails too the row is filtered (`degenerate_cuts`).
+    faithful: exactly the reference, degenerate draws included. strict (default): a degenerate draw
+    (`degenerate_kind`) is replaced by the other admissible t_k; if that one is degenerate too, the row
+    is filtered with rule `degenerate_cuts_<kind>` (the first draw's kind). Other draws are the
+    reference's, unchanged.
     """
     t = count_delimiters(fhr, delimiters)
     t_k = rng.randint(t // k - 1, t // k)
     prefixes = faithful_prefixes(fhr, t_k, delimiters, k)
+    kind = degenerate_kind(prefixes)
     redrawn = False
-    if mode == "strict" and not _well_formed(prefixes, fhr):
+    if mode == "strict" and kind is not None:
         other = t // k - 1 if t_k == t // k else t // k
         candidate = faithful_prefixes(fhr, other, delimiters, k)
-        if other < 1 or not _well_formed(candidate, fhr):
-            raise RowFiltered("degenerate_cuts")
+        if degenerate_kind(candidate) is not None:
+            raise RowFiltered(f"degenerate_cuts_{kind}")
         t_k, prefixes, redrawn = other, candidate, True
     # Seeded draws over ordered lists (the reference used unseeded random.choice over sets).
     chosen_triggers = [rng.choice(triggers) for _ in range(k)]
     chosen_openers = [rng.choice(openers) for _ in range(k)]
     return Truncation(
-        t=t, t_k=t_k, prefixes=prefixes, openers=chosen_openers, triggers=chosen_triggers, redrawn=redrawn
+        t=t,
+        t_k=t_k,
+        prefixes=prefixes,
+        openers=chosen_openers,
+        triggers=chosen_triggers,
+        degenerate=kind,
+        redrawn=redrawn,
     )
-
-
-def _well_formed(prefixes: list[str], fhr: str) -> bool:
-    lengths = [len(p) for p in prefixes]
-    increasing = all(b > a for a, b in zip(lengths, lengths[1:], strict=False))
-    return increasing and lengths[0] > 1 and lengths[-1] < len(fhr)
 
 
 def assistant_prefill(opener: str, prefix: str, trigger: str) -> str:
@@ -174,7 +167,10 @@ def contains_any(text: str, keywords: list[str]) -> bool:
 
 
 class C2Select(SafeprefStep):
-    """Keyword + long-unsafe-response filter; picks the FHR. Input: PKU-SafeRLHF columns."""
+    """Keyword + long-unsafe-response filter; picks the FHR. Input: PKU-SafeRLHF columns.
+
+    Then, among the rows that pass, in source order: the optional dedup (`dedup_on`) and `keep_first`.
+    """
 
     required: ClassVar[tuple[str, ...]] = (
         "prompt",
@@ -185,7 +181,60 @@ class C2Select(SafeprefStep):
     )
     produced: ClassVar[tuple[str, ...]] = ("fhr",)
 
-    # rows kept so far; batches reach this (single-replica) stage in source order
+    # batches reach this (single-replica) stage in source order
+    _kept: int = PrivateAttr(default=0)
+    _seen: set[str] = PrivateAttr(default_factory=set)
+
+    def load(self) -> None:
+        super().load()
+        self._kept = 0
+        self._seen = set()
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        column = self.params.get("dedup_on")
+        for row in rows:
+            self.guarded(row, self.process_row)
+            if column is None or not is_ok(row):
+                continue
+            # dedup among passing rows: a failing first occurrence must not hide a later valid one
+            key = str(row.get(column))
+            if key in self._seen:
+                mark(row, "filtered", self.stage, f"duplicate_{column}")
+            self._seen.add(key)
+        self._kept = keep_first(rows, self.params.get("keep_first"), self._kept, self.stage)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        row["fhr"] = select_fhr(row, self.params["keywords"], self.params["min_words"])
+
+
+def keep_first(rows: list[dict[str, Any]], cap: int | None, kept: int, stage: str) -> int:
+    """Filter passing rows beyond the first `cap` (rule `over_keep_first`); returns the new count kept.
+
+    The reference keeps the first N rows that pass, in source order; batches reach a single-replica
+    stage in that order, so a running count across batches is enough.
+    """
+    if cap is None:
+        return kept
+    for row in rows:
+        if not is_ok(row):
+            continue
+        if kept >= cap:
+            mark(row, "filtered", stage, "over_keep_first")
+        else:
+            kept += 1
+    return kept
+
+
+class C2Truncate(SafeprefStep):
+    """Cuts the FHR at 4 points and draws an opener and a trigger per cut (seeded per row).
+
+    `keep_first` here counts rows whose cuts are usable, so a strict run still yields N groups when
+    the source has them (the reference, which never filters a cut, keeps its first N at selection).
+    """
+
+    required: ClassVar[tuple[str, ...]] = ("fhr",)
+    produced: ClassVar[tuple[str, ...]] = ("truncation",)
+
     _kept: int = PrivateAttr(default=0)
 
     def load(self) -> None:
@@ -193,25 +242,9 @@ class C2Select(SafeprefStep):
         self._kept = 0
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        cap = self.params.get("keep_first")
         for row in rows:
             self.guarded(row, self.process_row)
-            if cap is None or not is_ok(row):
-                continue
-            if self._kept >= cap:  # the reference keeps the first N rows that pass, in source order
-                mark(row, "filtered", self.stage, "over_keep_first")
-            else:
-                self._kept += 1
-
-    def process_row(self, row: dict[str, Any]) -> None:
-        row["fhr"] = select_fhr(row, self.params["keywords"], self.params["min_words"])
-
-
-class C2Truncate(SafeprefStep):
-    """Cuts the FHR at 4 points and draws an opener and a trigger per cut (seeded per row)."""
-
-    required: ClassVar[tuple[str, ...]] = ("fhr",)
-    produced: ClassVar[tuple[str, ...]] = ("truncation",)
+        self._kept = keep_first(rows, self.params.get("keep_first"), self._kept, self.stage)
 
     def process_row(self, row: dict[str, Any]) -> None:
         p = self.params
@@ -223,8 +256,9 @@ class C2Truncate(SafeprefStep):
             openers=p["openers"],
             triggers=p["triggers"],
         )
-        if tr.redrawn:
-            count_event(row, self.stage, "cuts_redrawn")
+        if tr.degenerate is not None:  # strict re-drew it; faithful kept it as the reference does
+            event = "cuts_redrawn" if tr.redrawn else "cuts_degenerate_kept"
+            count_event(row, self.stage, f"{event}_{tr.degenerate}")
         row["truncation"] = json.dumps(
             {
                 "mode": p["mode"],
