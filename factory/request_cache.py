@@ -117,12 +117,19 @@ def count_answers(path: Path) -> int:
     """How many answers the store at `path` holds (0 when there is none yet); opens it read-only."""
     if not path.is_file():
         return 0
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    # With no WAL frames beside it (its last writer closed and checkpointed them), the file holds every
+    # answer and is opened as immutable: a read-only WAL reader must otherwise create the -shm index,
+    # which fails with "disk I/O error" on a full disk, exactly when this count is wanted.
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "immutable=1"
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=60)
     try:
         (count,) = db.execute("SELECT count(*) FROM completions").fetchone()
         return int(count)
-    except sqlite3.OperationalError:  # created but not yet prepared
-        return 0
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # created but not yet prepared
+            return 0
+        raise
     finally:
         db.close()
 
