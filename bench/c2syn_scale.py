@@ -5,19 +5,21 @@ backend) through select -> truncate -> generate -> rank -> validate -> parquet, 
 pipeline, and prints pairs/s, wall time and peak RSS (this process and its worker processes).
 
     OMP_NUM_THREADS=1 python bench/c2syn_scale.py [--requests 50000]
-Goal on 2 cores: 750,000 pairs in <= 60 s, peak RSS <= 2 GiB.
+Goal on 2 cores: 750,000 pairs in <= 20 s, peak RSS summed over the processes <= 1.5 GiB.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import random
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -58,9 +60,9 @@ WORDS = [
 PUNCT = [",", ".", ";", ":", "!", "?", " -", ""]
 
 
-def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+def synthetic_rows(n: int, seed: int = 0) -> Iterator[dict[str, object]]:
+    """Made one at a time: rows held by this process would inflate the engine's RSS it measures."""
     rng = random.Random(seed)
-    rows = []
     for i in range(n):
         words = []
         for _ in range(rng.randint(90, 300)):
@@ -68,25 +70,34 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
             if rng.random() < 0.12:
                 w += rng.choice(PUNCT)
             words.append(w)
-        rows.append(
-            {
-                "prompt": f"How do I annoy person number {i}?",
-                "response_0": " ".join(words) + ".",
-                "response_1": "Please talk to them kindly.",
-                "is_response_0_safe": False,
-                "is_response_1_safe": True,
-            }
-        )
-    return rows
+        yield {
+            "prompt": f"How do I annoy person number {i}?",
+            "response_0": " ".join(words) + ".",
+            "response_1": "Please talk to them kindly.",
+            "is_response_0_safe": False,
+            "is_response_1_safe": True,
+        }
+
+
+def _pss(pid: int) -> int:
+    """The process's PSS in bytes (Linux); psutil's memory_full_info parses all of smaps in Python."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 class TreeRSS:
-    """Samples the summed RSS of this process and all its children (distilabel workers) every 0.2 s."""
+    """Samples the summed RSS of this process and all its children (distilabel workers) every 0.2 s, and
+    the summed PSS: RSS counts a page shared by several processes (the modules every forked worker
+    inherits) in each of them, PSS splits it between them, so their sum is the memory really in use."""
 
     def __init__(self) -> None:
         import threading
 
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -94,12 +105,17 @@ class TreeRSS:
         import psutil
 
         me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
+        for tick in itertools.count():
+            if self._stop.is_set():
+                return
+            with_pss = tick % 10 == 0  # the kernel walks every page for PSS: every 2 s is affordable
+            total = pss = 0
             for p in [me, *me.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
+                # a worker may exit between listing and reading
+                with contextlib.suppress(psutil.Error, OSError):
                     total += p.memory_info().rss
-            self.peak = max(self.peak, total)
+                    pss += _pss(p.pid) if with_pss else 0
+            self.peak, self.peak_pss = max(self.peak, total), max(self.peak_pss, pss)
             self._stop.wait(0.2)
 
     def __enter__(self) -> TreeRSS:
@@ -151,13 +167,15 @@ def main() -> None:
         f"quarantined {sum(m.counts.quarantined.values()):,}"
     )
     print(f"pairs written       {pairs:,}")
-    print(f"wall time           {wall:.1f} s   (goal <= 60 s for 750,000 pairs)")
+    print(f"wall time           {wall:.1f} s   (goal <= 20 s for 750,000 pairs on 2 cores)")
     print(f"pairs/s             {pairs / wall:,.0f}")
-    print(
-        f"peak RSS            main {self_rss:,.0f} MiB, largest worker {child_rss:,.0f} MiB   (goal <= 2048 MiB)"
-    )
+    print(f"peak RSS            main {self_rss:,.0f} MiB, largest worker {child_rss:,.0f} MiB")
     print(
         f"peak RSS, all       {tree.peak / 2**20:,.0f} MiB summed over the main process and its workers (sampled)"
+        "   (goal <= 1536 MiB)"
+    )
+    print(
+        f"peak PSS, all       {tree.peak_pss / 2**20:,.0f} MiB summed (shared pages counted once; sampled every 2 s)"
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from factory import __version__
 from factory.backends.managed_server import ENV_VAR as SERVERS_ENV
-from factory.backends.managed_server import recipe_servers
+from factory.backends.managed_server import client_spec, recipe_servers
 from factory.errors import RunFailed, UserError
 from factory.exporters import ExportContext
 from factory.fail_fast import ENV_VAR as STOP_FILE_ENV
@@ -31,6 +31,7 @@ from factory.recipe_loader import LoadedRecipe
 from factory.reproducibility import input_hashes
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.request_cache import REQUEST_CACHE_FILE, RequestCache
+from factory.request_window import llm_stage_batch_size
 from factory.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
 from factory.sources import SOURCE_STAGE
 from factory.steps.registry import resolve_step_class
@@ -53,18 +54,28 @@ class RunResult:
 def build_pipeline(
     loaded: LoadedRecipe, rows: list[dict[str, Any]], work_dir: Path, *, allow_import_steps: bool
 ) -> tuple[Pipeline, list[Any]]:
-    from factory.distilabel_compat import LoadDataFromDicts, Pipeline
+    from factory.distilabel_compat import Pipeline
+    from factory.source_step import LoadRowsFile, write_rows
     from factory.steps.base import SafeprefStep
 
     recipe = loaded.recipe
     classes = [resolve_step_class(s.step, allow_import=allow_import_steps) for s in recipe.stages]
+    source_file, batch_size = work_dir / "source.pickle", recipe.stages[0].batch_size
+    write_rows(source_file, rows, batch_size)  # the caller can let go of `rows` now
     with Pipeline(name=f"safepref-{recipe.name}", cache_dir=work_dir / "distilabel") as pipeline:
-        previous: Any = LoadDataFromDicts(name="source", data=rows, batch_size=recipe.stages[0].batch_size)
+        previous: Any = LoadRowsFile(
+            name="source",
+            path=str(source_file.resolve()),
+            columns=list(rows[0] if rows else []),
+            batch_size=batch_size,
+        )
         steps = []
         for stage, cls in zip(recipe.stages, classes, strict=True):
             kwargs: dict[str, Any] = {"name": stage.name, "input_batch_size": stage.batch_size}
             if issubclass(cls, SafeprefStep):
                 spec = recipe.backends[stage.backend] if stage.backend else None
+                if spec is not None:
+                    kwargs["input_batch_size"] = llm_stage_batch_size(stage.batch_size, client_spec(spec))
                 kwargs.update(
                     stage=stage.name,
                     params=stage.params,
@@ -325,12 +336,17 @@ def _run_recipe(
     if not complete:
         # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
         # unfinished or different earlier run is restarted from scratch: every LLM request it
-        # finished is answered by the request cache, so only the batches in flight are generated again.
+        # finished is answered by the request cache, so only the requests in flight are generated again.
         (out_dir / "manifest.json").unlink(missing_ok=True)
         shutil.rmtree(out_dir / WORK_DIR / "distilabel", ignore_errors=True)
     pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
     _check_source_columns(loaded, rows, label, steps[0])
-    del rows  # the pipeline's source step holds its own copy; keep one, not two, in this process
+    # the source step reads the rows from a file in its own process: rows kept here would be copied
+    # into every step's process when distilabel forks them
+    from factory.source_step import release_freed_memory
+
+    del rows
+    release_freed_memory()
     from distilabel.errors import DistilabelUserError
 
     # The request cache path reaches the workers through the environment, not a step field, so

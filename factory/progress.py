@@ -1,7 +1,11 @@
-"""Live progress of a run: steps append one line per batch to a file; the CLI shows it with rich.
+"""Live progress of a run: steps append one line per event to a file; the CLI shows it with rich.
 
 Steps run in distilabel's worker processes (or Ray actors), so they report through a small JSONL file
-(`DIR/.work/progress.jsonl`, appends of one short line are atomic) instead of shared memory.
+(`DIR/.work/progress.jsonl`, appends of one short line are atomic) instead of shared memory. Events:
+  batch     {"stage", "rows", "rows_out", "t"}: a step finished a batch of `rows` rows, passing on `rows_out`
+  requests  {"stage", "requests", "tokens", "in_flight"?, "t"}: answers and generated tokens since the
+            last such event, and the requests the stage's backend has in flight now
+  total     {"stage": "__total__", "rows", "t"}: the source rows (what the first stage will see)
 """
 
 from __future__ import annotations
@@ -10,32 +14,166 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from factory.backends.base import Backend, ChatRequest, Completion
 
 ENV_VAR = "SAFEPREF_PROGRESS_FILE"
+TOTAL = "__total__"
+TICK_S = 0.5  # how often a stage waiting on its backend reports tokens and requests in flight
 
 
-def report_batch(stage: str, rows: int, tokens: int) -> None:
-    """Called by a step after each batch; a no-op when no run is watching."""
+def _append(event: dict[str, Any]) -> None:
     path = os.environ.get(ENV_VAR)
     if not path:
         return
-    line = json.dumps({"stage": stage, "rows": rows, "tokens": tokens, "t": time.time()}) + "\n"
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
+        fh.write(json.dumps({**event, "t": time.time()}) + "\n")
+
+
+def report_batch(stage: str, rows: int, rows_out: int) -> None:
+    """Called by a step after each batch; a no-op when no run is watching."""
+    _append({"stage": stage, "rows": rows, "rows_out": rows_out})
 
 
 def report_total(rows: int) -> None:
     """Called by the engine once the source is read: the number of rows the first stage will see."""
-    report_batch("__total__", rows, 0)
+    _append({"stage": TOTAL, "rows": rows})
+
+
+class MeteredBackend:
+    """A stage's backend that reports, every TICK_S while it generates, the answers and tokens since the
+    last report and the requests in flight (when the backend tells: `in_flight`)."""
+
+    def __init__(self, stage: str, backend: Backend) -> None:
+        self.stage, self.inner = stage, backend
+        self.model_id, self.revision = backend.model_id, backend.revision
+        self._lock = threading.Lock()
+        self._answered = self._tokens = 0
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        from factory.backends.base import StreamingBackend, in_order
+
+        if not os.environ.get(ENV_VAR) or not isinstance(self.inner, StreamingBackend):
+            done = self.inner.generate(requests)
+            self._count(done)
+            self._flush(final=True)
+            return done
+        stop = threading.Event()
+        ticker = threading.Thread(target=self._tick, args=(stop,), daemon=True)
+        ticker.start()
+        try:
+            return in_order(len(requests), self._counted(self.inner.stream(requests)))
+        finally:
+            stop.set()
+            ticker.join()
+            self._flush(final=True)
+
+    def _counted(self, pairs: Any) -> Any:
+        for i, completion in pairs:
+            self._count([completion])
+            yield i, completion
+
+    def _count(self, completions: Sequence[Completion]) -> None:
+        with self._lock:
+            self._answered += len(completions)
+            self._tokens += sum(c.completion_tokens for c in completions if not c.cached)
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_S):
+            self._flush(final=False)
+
+    def _flush(self, *, final: bool) -> None:
+        with self._lock:
+            answered, tokens, self._answered, self._tokens = self._answered, self._tokens, 0, 0
+        event: dict[str, Any] = {"stage": self.stage, "requests": answered, "tokens": tokens}
+        in_flight = 0 if final else getattr(self.inner, "in_flight", None)
+        if in_flight is not None:
+            event["in_flight"] = in_flight
+        _append(event)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class StageLine:
+    """What one stage's progress line shows."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    total: int | None = None  # rows this stage will process (an estimate until upstream has finished)
+    requests: int = 0
+    tokens: int = 0
+    in_flight: int | None = None
+    first_request_t: float | None = None
+    last_t: float | None = None
+
+    def count(self) -> str:
+        return f"{self.rows_in:,}/{self.total:,} rows" if self.total is not None else f"{self.rows_in:,} rows"
+
+    def rate(self, t0: float) -> str:
+        parts = []
+        if self.last_t is not None:
+            parts.append(f"{self.rows_in / max(self.last_t - t0, 1e-6):,.1f} rows/s")
+        if self.first_request_t is not None and self.last_t is not None:
+            # generation speed counts from the stage's first request, not from the run's start
+            parts.append(f"{self.requests:,} answers")
+            parts.append(f"{self.tokens / max(self.last_t - self.first_request_t, 1e-6):,.0f} tok/s")
+            if self.in_flight is not None:
+                parts.append(f"{self.in_flight:,} in flight")
+        return ", ".join(parts)
+
+
+class ProgressState:
+    """Per-stage lines from the events. A stage processes what the stage before it passes on, so its
+    total is that stage's output so far plus its remaining input at the rate it has expanded so far
+    (exact once the stage before it has finished)."""
+
+    def __init__(self, stages: list[str]) -> None:
+        self.stages = stages
+        self.lines = {s: StageLine() for s in stages}
+
+    def apply(self, event: dict[str, Any]) -> None:
+        stage, t = event.get("stage"), float(event.get("t", 0.0))
+        if stage == TOTAL:
+            self.lines[self.stages[0]].total = int(event["rows"])
+        elif stage in self.lines:
+            line = self.lines[stage]
+            if "requests" in event:
+                if line.first_request_t is None:
+                    line.first_request_t = t
+                line.requests += int(event["requests"])
+                line.tokens += int(event.get("tokens", 0))
+                line.in_flight = event.get("in_flight", line.in_flight)
+            else:
+                line.rows_in += int(event.get("rows", 0))
+                line.rows_out += int(event.get("rows_out", event.get("rows", 0)))
+            line.last_t = t
+        else:
+            return
+        self._propagate_totals()
+
+    def _propagate_totals(self) -> None:
+        for before, stage in zip(self.stages, self.stages[1:], strict=False):
+            up = self.lines[before]
+            if up.total is None:
+                return
+            ratio = up.rows_out / up.rows_in if up.rows_in else 1.0
+            remaining = max(up.total - up.rows_in, 0)
+            self.lines[stage].total = up.rows_out + round(remaining * ratio)
 
 
 class ProgressWatcher:
-    """Tails the progress file and drives one rich progress bar per stage (rows/s, tokens/s, ETA)."""
+    """Tails the progress file and drives one rich progress bar per stage (rows/s, tokens/s, in flight)."""
 
     def __init__(self, path: Path, stages: list[str]) -> None:
         self.path, self.stages = path, stages
+        self.state = ProgressState(stages)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,22 +201,18 @@ class ProgressWatcher:
             TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         ]  # fmt: skip
-        tokens: dict[str, int] = {}
         with Progress(*columns, transient=False) as progress:
             tasks = {s: progress.add_task(s, total=None, rate="", count="") for s in self.stages}
             offset = 0
             while not self._stop.is_set():
-                offset = self._drain(progress, tasks, tokens, offset)
-                self._stop.wait(0.5)
-            self._drain(progress, tasks, tokens, offset)
+                offset = self._drain(offset)
+                self._render(progress, tasks)
+                self._stop.wait(TICK_S)
+            self._drain(offset)
+            self._render(progress, tasks)
 
-    def _drain(
-        self,
-        progress: Any,
-        tasks: dict[str, Any],
-        tokens: dict[str, int],
-        offset: int,
-    ) -> int:
+    def _drain(self, offset: int) -> int:
+        """Apply the events appended since `offset`; returns the new offset."""
         try:
             with self.path.open("rb") as fh:
                 fh.seek(offset)
@@ -86,30 +220,17 @@ class ProgressWatcher:
         except OSError:
             return offset
         complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
-        offset += len(complete)
         for line in complete.decode("utf-8").splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
-            stage = event.get("stage")
-            if stage == "__total__":
-                for task_id in tasks.values():
-                    total = int(event["rows"])
-                    progress.update(task_id, total=total, count=f"0/{total:,} rows")
-                continue
-            if stage not in tasks:
-                continue
-            tokens[stage] = tokens.get(stage, 0) + int(event.get("tokens", 0))
-            task = progress.tasks[tasks[stage]]
-            done = task.completed + int(event.get("rows", 0))
-            if done > (task.total or 0):  # expanding stages make more rows than the source had
-                progress.update(tasks[stage], total=done)
-            elapsed = max(event["t"] - self.t0, 1e-6)  # rates count from the run's start, waiting included
-            rate = f"{done / elapsed:,.1f} rows/s" + (
-                f", {tokens[stage] / elapsed:,.0f} tok/s" if tokens[stage] else ""
+            self.state.apply(event)
+        return offset + len(complete)
+
+    def _render(self, progress: Any, tasks: dict[str, Any]) -> None:
+        for stage, task_id in tasks.items():
+            line = self.state.lines[stage]
+            progress.update(
+                task_id, completed=line.rows_in, total=line.total, count=line.count(), rate=line.rate(self.t0)
             )
-            total = progress.tasks[tasks[stage]].total
-            count = f"{done:,}/{total:,.0f} rows" if total else f"{done:,} rows"
-            progress.update(tasks[stage], completed=done, rate=rate, count=count)
-        return offset

@@ -4,7 +4,8 @@ Key: sha256 of the rendered request (messages, decoding parameters) plus the bac
 and revision. Only successful completions are stored. A re-run, a resumed run or a recipe edit that
 leaves a request unchanged reuses its completion instead of generating it again. Unseeded sampling
 (temperature > 0 without a seed) is not cached: its answers are meant to differ between calls.
-The store is SQLite (stdlib), one file per output folder, safe across processes (WAL).
+The store is SQLite (stdlib), one file per output folder, safe across processes (WAL). Each answer
+is stored as it arrives, so a killed run loses only the requests that were in flight.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from factory.backends.base import Backend, ChatRequest, Completion
+from factory.backends.base import Backend, ChatRequest, Completion, in_order, stream_completions
 from factory.generators import model_id, model_revision
 from schemas.generation import BackendSpec, GenerationParams
 
@@ -56,6 +57,9 @@ class RequestCache:
     def __init__(self, path: Path) -> None:
         self.prepare(path)
         self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        # a commit per answer: in WAL mode NORMAL skips the fsync per commit and still survives the
+        # process being killed (only a power loss can drop the last answers, which are then regenerated)
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -138,12 +142,19 @@ def count_answers(path: Path) -> int:
     """How many answers the store at `path` holds (0 when there is none yet); opens it read-only."""
     if not path.is_file():
         return 0
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    # With no WAL frames beside it (its last writer closed and checkpointed them), the file holds every
+    # answer and is opened as immutable: a read-only WAL reader must otherwise create the -shm index,
+    # which fails with "disk I/O error" on a full disk, exactly when this count is wanted.
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "immutable=1"
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=60)
     try:
         (count,) = db.execute("SELECT count(*) FROM completions").fetchone()
         return int(count)
-    except sqlite3.OperationalError:  # created but not yet prepared
-        return 0
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # created but not yet prepared
+            return 0
+        raise
     finally:
         db.close()
 
@@ -158,6 +169,9 @@ class CachedBackend:
     def __init__(self, make_backend: Callable[[], Backend], spec: BackendSpec, cache: RequestCache) -> None:
         self._make, self.kind, self.cache = make_backend, spec.kind, cache
         self._inner: Backend | None = None
+        # requests per call to a backend that cannot stream: answers are stored after each call, and
+        # four of its batches per call still let it group prompts of similar length (less padding)
+        self._chunk = 4 * spec.batch_size
         self.model_id, self.revision = model_id(spec.model), model_revision(spec.model, spec.revision)
         if self.revision is None and Path(spec.model).is_dir():  # a local folder: key on its content
             from factory.reproducibility import folder_fingerprint
@@ -173,27 +187,33 @@ class CachedBackend:
             self._inner = self._make()
         return self._inner
 
+    @property
+    def in_flight(self) -> int | None:
+        """Requests the wrapped backend has in flight, when it tells (None: it cannot, or it is still
+        being created, e.g. loading a model)."""
+        return getattr(self._inner, "in_flight", None)
+
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        return in_order(len(requests), self.stream(requests))
+
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        """Cached answers first, then the others as they arrive, each stored at once."""
         keys = [request_key(self, self.kind, r, self.rendering) for r in requests]
         cached = self.cache.get_many([k for k in keys if k is not None])
         todo = [i for i, k in enumerate(keys) if k is None or k not in cached]
         self.cache.hits += len(requests) - len(todo)
         self.cache.misses += len(todo)
-        fresh = self.inner.generate([requests[i] for i in todo]) if todo else []
-        self.cache.put_many(
-            [
-                (key, c, requests[i])
-                for i, c in zip(todo, fresh, strict=True)
-                if (key := keys[i]) is not None and c.error is None
-            ]
-        )
-        out: list[Any] = [None] * len(requests)
-        for i, c in zip(todo, fresh, strict=True):
-            out[i] = c
-        for i, k in enumerate(keys):
-            if out[i] is None and k is not None:
-                out[i] = replace(cached[k], cached=True)
-        return out
+        for i, key in enumerate(keys):
+            if key is not None and key in cached:
+                yield i, replace(cached[key], cached=True)
+        if not todo:
+            return
+        for j, c in stream_completions(self.inner, [requests[i] for i in todo], self._chunk):
+            i = todo[j]
+            key = keys[i]
+            if key is not None and c.error is None:
+                self.cache.put_many([(key, c, requests[i])])
+            yield i, c
 
     def close(self) -> None:
         if self._inner is not None:

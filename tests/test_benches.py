@@ -35,3 +35,12 @@ def test_overhead_bench_runs_both_paths_on_the_same_tokens() -> None:
     engine = re.search(r"engine\s+(\d+) tokens", out)
     assert raw and engine and raw.group(1) == engine.group(1) == "8"
     assert "ratio engine/raw" in out and re.search(r"in process on (CPU|CUDA)", out)
+
+
+def test_serving_bench_measures_the_engine_and_a_plain_client_on_the_same_requests() -> None:
+    out = bench("serving.py", "--rows", "12", "--caps", "8", "--seconds-per-request", "0.05")
+    row = re.search(r"^\s+8\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.MULTILINE)
+    assert row, out
+    requests, engine, plain = int(row.group(1).replace(",", "")), float(row.group(2)), float(row.group(3))
+    assert requests % 5 == 0 and requests > 8  # 5 per kept row, more than the cap
+    assert 0 < engine <= 1 and 0 < plain <= 1

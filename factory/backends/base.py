@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -45,6 +45,37 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that keeps a window of requests in flight and hands back each answer as it arrives
+    (any order), so a caller can store or count it at once instead of waiting for the slowest one."""
+
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]: ...
+
+
+def stream_completions(
+    backend: Backend, requests: Sequence[ChatRequest], chunk: int
+) -> Iterator[tuple[int, Completion]]:
+    """(index, completion) pairs as they arrive: streamed when the backend can, otherwise `chunk`
+    requests per call (an in-process backend generates in waves of its batch size anyway)."""
+    if isinstance(backend, StreamingBackend):
+        yield from backend.stream(requests)
+        return
+    for start in range(0, len(requests), chunk):
+        done = backend.generate(requests[start : start + chunk])
+        yield from enumerate(done, start)
+
+
+def in_order(n: int, pairs: Iterator[tuple[int, Completion]]) -> list[Completion]:
+    """The completions of a stream of (index, completion) pairs, in request order."""
+    out: list[Completion | None] = [None] * n
+    for i, completion in pairs:
+        out[i] = completion
+    if any(c is None for c in out):
+        raise RuntimeError("a backend stream skipped a request")
+    return out  # type: ignore[return-value]
 
 
 EMPTY_COMPLETION = "empty completion"  # a reply with no text: an answer (empty), not a failure

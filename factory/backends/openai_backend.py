@@ -24,8 +24,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from factory.backends.base import (
     Completion,
     ends_with_prefill,
     failed,
+    in_order,
     message_problem,
     request_seed,
     truncate_at_stop,
@@ -83,16 +84,27 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._slots = {u: threading.BoundedSemaphore(spec.max_concurrency) for u in self.base_urls}
         self._down_until: dict[str, float] = {}  # replica -> monotonic time it may be tried again
+        self.in_flight = 0  # requests sent and not yet answered (shown on the progress line)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model_id={self.model_id!r}, base_urls={self.base_urls!r})"
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        return in_order(len(requests), self.stream(requests))
+
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        """(index, completion) as each answer arrives; a finished request's slot goes to the next one
+        at once, so the window stays full until the last requests drain."""
         if not requests:
-            return []
+            return
         workers = min(self.spec.max_concurrency * len(self.base_urls), len(requests))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend") as pool:
-            return list(pool.map(self._complete, requests))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend")
+        try:
+            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:  # a caller that stops early must not wait for requests nobody will read
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def unavailable(self) -> list[str]:
         """Replicas skipped now because they refused a connection within `replica_cooldown_s`."""
@@ -122,6 +134,7 @@ class OpenAIBackend:
                 time.sleep(self._delay(attempt, retry_after))
             retry_after = None
             url = self._acquire_replica(failed_here)
+            self._count_in_flight(+1)
             try:
                 response = self._client.post(url + path, json=body)
             except _RETRYABLE_EXCEPTIONS as exc:
@@ -131,6 +144,7 @@ class OpenAIBackend:
                 failed_here.add(url)
                 continue
             finally:
+                self._count_in_flight(-1)
                 self._slots[url].release()
             if response.status_code == 429 or response.status_code >= 500:
                 retry_after = _retry_after_s(response.headers.get("Retry-After"))
@@ -204,6 +218,10 @@ class OpenAIBackend:
                 return url
         self._slots[order[0]].acquire()
         return order[0]
+
+    def _count_in_flight(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
 
     def _mark_down(self, url: str) -> None:
         with self._lock:

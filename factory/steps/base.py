@@ -6,7 +6,6 @@ the base class quarantines that row with the error (and the raw LLM text when th
 of letting distilabel replace the whole batch by `None`s.
 """
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,7 +16,7 @@ from factory.distilabel_compat import Step, StepInput
 from factory.errors import UserError
 from factory.fail_fast import QuarantineWatch, stop_run, stopped
 from factory.limits import PromptCapped
-from factory.progress import report_batch
+from factory.progress import MeteredBackend, report_batch
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.rows import (  # re-exported: steps import their helpers from here
     EXPANSION_SEP,
@@ -34,7 +33,6 @@ from factory.rows import (  # re-exported: steps import their helpers from here
     count_event,
     is_ok,
     mark,
-    read_usage,
 )
 
 __all__ = [
@@ -98,17 +96,19 @@ class SafeprefStep(Step):
             # step is its client (the lookup waits for the first cache miss: a cached run needs none)
             spec = BackendSpec.model_validate(self.backend_spec)
             cache_path = os.environ.get(REQUEST_CACHE_ENV)
+            backend: Backend
             if cache_path:  # set by the engine: reuse unchanged generations across runs and edits
                 from factory.request_cache import CachedBackend, RequestCache
 
-                self._backend = CachedBackend(
+                backend = CachedBackend(
                     lambda: create_backend(served_spec(spec)),
                     client_spec(spec),
                     RequestCache(Path(cache_path)),
                 )
             else:
-                self._backend = create_backend(served_spec(spec))
-            self._backend = PromptCapped(self._backend, spec.max_prompt_chars)
+                backend = create_backend(served_spec(spec))
+            # the cap outermost: it forwards unknown attributes, so under it a `stream` would bypass it
+            self._backend = PromptCapped(MeteredBackend(self.stage, backend), spec.max_prompt_chars)
 
     def unload(self) -> None:
         if self._backend is not None:
@@ -190,7 +190,7 @@ class SafeprefStep(Step):
             if replaced is not None:  # an expanding step: its children (and failed parents) replace `ok`
                 rows = passing_through + replaced
             self._watch_quarantine(len(ok), rows)
-        report_batch(self.stage, len(inputs), _batch_tokens(rows, self.stage))
+        report_batch(self.stage, len(inputs), len(rows))
         yield rows
 
     def _watch_quarantine(self, processed: int, rows: list[dict[str, Any]]) -> None:
@@ -201,13 +201,3 @@ class SafeprefStep(Step):
 
 def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:
     return [str(r.get(REASON)) for r in rows if r.get(STATUS) == "quarantined" and r.get(STAGE) == stage]
-
-
-def _batch_tokens(rows: list[dict[str, Any]], stage: str) -> int:
-    """Tokens generated in this batch by this stage (usage accumulates per row and stage)."""
-    total = 0
-    for row in rows:
-        usage = row.get(USAGE)
-        if usage and stage in usage:
-            total += read_usage(json.loads(usage).get(stage))["completion_tokens"]
-    return total
