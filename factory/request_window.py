@@ -16,10 +16,17 @@ from schemas.generation import BackendSpec
 WINDOW_ROUNDS = 100  # a drain lasts about one round, so it costs ~1% of such a batch
 
 
+def window(spec: BackendSpec) -> int:
+    """How many requests the backend works on at once: its requests in flight, or one wave in process."""
+    if spec.kind != "openai":
+        return spec.batch_size
+    replicas = 1 if isinstance(spec.base_url, str) else len(spec.base_url or [])
+    return spec.max_concurrency * replicas
+
+
 def llm_stage_batch_size(stage_batch_size: int, spec: BackendSpec) -> int:
     if spec.kind != "openai":
         # in process, generation goes in waves of the backend's batch size whatever the stage's batch,
         # and small batches let the stages of a pipeline overlap
         return stage_batch_size
-    replicas = 1 if isinstance(spec.base_url, str) else len(spec.base_url or [])
-    return max(stage_batch_size, WINDOW_ROUNDS * spec.max_concurrency * replicas)
+    return max(stage_batch_size, WINDOW_ROUNDS * window(spec))
