@@ -16,11 +16,18 @@ from schemas.generation import BackendSpec
 WINDOW_ROUNDS = 100  # a drain lasts about one round, so it costs ~1% of such a batch
 
 
+def window(spec: BackendSpec) -> int:
+    """How many requests the backend works on at once: its requests in flight, or one wave in process."""
+    if spec.kind != "openai":
+        return spec.batch_size
+    replicas = len(spec.base_url) if isinstance(spec.base_url, list) else 1  # None: a managed server
+    return spec.max_concurrency * replicas
+
+
 def llm_stage_batch_size(stage_batch_size: int, spec: BackendSpec) -> int:
     """`spec` as the stage calls it: a managed server's client spec (`client_spec`) is `openai`."""
     if spec.kind != "openai":
         # in process, generation goes in waves of the backend's batch size whatever the stage's batch,
         # and small batches let the stages of a pipeline overlap
         return stage_batch_size
-    replicas = len(spec.base_url) if isinstance(spec.base_url, list) else 1  # None: a managed server
-    return max(stage_batch_size, WINDOW_ROUNDS * spec.max_concurrency * replicas)
+    return max(stage_batch_size, WINDOW_ROUNDS * window(spec))

@@ -218,6 +218,13 @@ def test_a_full_disk_is_one_line_and_exit_1_and_the_next_run_resumes(
     try:
         if filler is None:
             assert server.holding.wait(HANG_GUARD_S)
+            # rows are generated side by side, so the held request can come before row 0's answers are
+            # stored: fill the disk once those five answers are committed (the polling only waits for
+            # an event; its deadline turns a hang into a failure)
+            store, deadline = out / ".work" / "requests.sqlite", time.monotonic() + HANG_GUARD_S
+            while count_answers(store) < 5:
+                assert time.monotonic() < deadline, "row 0's answers were never stored"
+                time.sleep(0.05)
             filler = fill(small_disk)
         server.release()
         _, stderr = run.communicate(timeout=HANG_GUARD_S)

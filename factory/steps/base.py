@@ -14,10 +14,11 @@ from pydantic import Field, PrivateAttr
 
 from factory.distilabel_compat import Step, StepInput
 from factory.errors import UserError
-from factory.fail_fast import QuarantineWatch, stop_run, stopped
+from factory.fail_fast import QuarantineWatch, WatchedBackend, stop_run, stopped
 from factory.limits import PromptCapped
 from factory.progress import MeteredBackend, report_batch
 from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
+from factory.request_window import window
 from factory.rows import (  # re-exported: steps import their helpers from here
     EXPANSION_SEP,
     RAW,
@@ -107,6 +108,11 @@ class SafeprefStep(Step):
                 )
             else:
                 backend = create_backend(served_spec(spec))
+            # failed requests count against max_quarantine_share as they arrive, not per batch
+            watch = QuarantineWatch(
+                self.stage, self.max_quarantine_share, self.quarantine_min_rows, "requests"
+            )
+            backend = WatchedBackend(backend, watch, window(client_spec(spec)))
             # the cap outermost: it forwards unknown attributes, so under it a `stream` would bypass it
             self._backend = PromptCapped(MeteredBackend(self.stage, backend), spec.max_prompt_chars)
 
