@@ -117,8 +117,9 @@ def _kill(procs: list[psutil.Process], sig: int) -> None:
 
 
 def _quiet_thread_deaths(args: Any) -> None:
-    """After an interrupt, library threads that waited on the killed workers die with EOFError;
-    their tracebacks are expected and would only bury the one line that matters."""
+    """After an interrupt or a failed run, library threads that waited on the stopped workers (e.g.
+    distilabel's load-queue loop) die with EOFError; their tracebacks are expected and would only bury
+    the one line that matters."""
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -188,6 +189,9 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         _end(run_descendants())  # whatever the pipeline's own teardown left running
+        raise
+    except BaseException:
+        threading.excepthook = _quiet_thread_deaths  # the run failed: its error line is what counts
         raise
     finally:
         _log_path = None

@@ -42,7 +42,7 @@ def storage_errors_reported(out_dir: Path) -> Iterator[None]:
     def record(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is not None and storage_problem(args.exc_value) is not None:
             failures.append(args.exc_value)
-        else:
+        elif not failures:  # after a storage failure, threads that waited on the run die with it
             previous_hook(args)
 
     threading.excepthook = record
@@ -57,7 +57,9 @@ def storage_errors_reported(out_dir: Path) -> Iterator[None]:
             raise _failed(failures[0], out_dir) from None
         raise
     finally:
-        threading.excepthook, logging.raiseExceptions = previous_hook, raise_logging_errors
+        logging.raiseExceptions = raise_logging_errors
+        if threading.excepthook is record:  # a failed run's block quiets dying threads: keep that
+            threading.excepthook = previous_hook
     if failures:
         raise _failed(failures[0], out_dir)
 

@@ -116,7 +116,10 @@ def test_a_model_that_cannot_be_loaded_stops_the_run(tmp_path: Path) -> None:
     """A Hub id (no local folder to check beforehand) that is not there, offline: one error, not
     every row quarantined and exit 0."""
     overrides = ["backends.local.model=nobody/no-such-model"]
-    with pytest.raises(UserError, match=r"^backend: cannot load model 'nobody/no-such-model': "):
+    with pytest.raises(
+        UserError,
+        match=r"^backends.local: transformers serve of model 'nobody/no-such-model' exited with code 1 ",
+    ):
         run_recipe(load_recipe("c2syn-demo", overrides, limit=3), tmp_path / "out")
     assert not (tmp_path / "out" / "manifest.json").exists()
 

@@ -167,7 +167,7 @@ def test_a_server_that_dies_while_starting_is_one_line_and_exit_1(tmp_path: Path
     )
     assert run.returncode == 1
     assert run.stderr.splitlines() == [
-        f"error: backends.local: {sys.executable} -c exited with code 3 before it was ready: "
+        f"error: backends.local: {sys.executable} -c of model 'bundled' exited with code 3 before it was ready: "
         f"CUDA error: no device (log: {out / '.work' / 'server-local.log'})"
     ]
 

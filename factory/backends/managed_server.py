@@ -293,7 +293,8 @@ class ManagedServer:
     def _fail(self, what: str) -> None:
         self.stop()
         raise ServerError(
-            f"{self.label} {what}: {_last_line(self.log_path)} (log: {self.log_path})",
+            f"{self.label} of model {self.spec.model!r} {what}: {_last_line(self.log_path)} "
+            f"(log: {self.log_path})",
             where=f"backends.{self.name}",
         )
 
