@@ -184,6 +184,7 @@ class StageTally:
         self.depth = [sum(1 for e in expanding if e < i) for i in range(len(self.names))]
         self.seen_in: list[set[str]] = [set() for _ in self.names]
         self.seen_ok: list[set[str]] = [set() for _ in self.names]
+        self.spans: dict[str, tuple[float, float]] = {}  # stage -> wall times of first request, last answer
 
     def add(self, row: dict[str, Any]) -> None:
         status, stage = row.get(STATUS), row.get(STAGE)
@@ -219,6 +220,15 @@ class StageTally:
                 st.cached_calls += used["cached"]
                 for event, n in used["events"].items():
                     st.events[event] = st.events.get(event, 0) + n
+                if used["started"] is not None and used["finished"] is not None:
+                    self._span(name, used["started"], used["finished"])
+
+    def _span(self, name: str, started: float, finished: float) -> None:
+        """Widen the stage's generation span to cover a row's fresh requests."""
+        first, last = self.spans.get(name, (started, finished))
+        first, last = min(first, started), max(last, finished)
+        self.spans[name] = first, last
+        self.stats[name].generation_seconds = round(last - first, 3)
 
 
 def export_context(loaded: LoadedRecipe) -> ExportContext:

@@ -182,6 +182,7 @@ def _stage_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
             "prompt_tokens": st.prompt_tokens,
             "completion_tokens": st.completion_tokens,
             "tokens_per_call": st.completion_tokens / st.llm_calls if st.llm_calls else None,
+            "tokens_per_s": st.generated_tokens_per_s(),
             "share": st.completion_tokens / manifest.completion_tokens
             if manifest.completion_tokens
             else None,

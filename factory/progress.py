@@ -45,6 +45,14 @@ def report_total(rows: int) -> None:
     _append({"stage": TOTAL, "rows": rows})
 
 
+def _stamp(completions: Sequence[Completion], sent: float) -> None:
+    """Mark fresh answers with when their call began and when they arrived (now)."""
+    received = time.time()
+    for c in completions:
+        if not c.cached:
+            c.sent_at, c.received_at = sent, received
+
+
 class MeteredBackend:
     """A stage's backend that reports, every TICK_S while it generates, the answers and tokens since the
     last report and the requests in flight (when the backend tells: `in_flight`)."""
@@ -58,8 +66,10 @@ class MeteredBackend:
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         from factory.backends.base import StreamingBackend, in_order
 
+        sent = time.time()
         if not os.environ.get(ENV_VAR) or not isinstance(self.inner, StreamingBackend):
             done = self.inner.generate(requests)
+            _stamp(done, sent)
             self._count(done)
             self._flush(final=True)
             return done
@@ -67,14 +77,15 @@ class MeteredBackend:
         ticker = threading.Thread(target=self._tick, args=(stop,), daemon=True)
         ticker.start()
         try:
-            return in_order(len(requests), self._counted(self.inner.stream(requests)))
+            return in_order(len(requests), self._counted(self.inner.stream(requests), sent))
         finally:
             stop.set()
             ticker.join()
             self._flush(final=True)
 
-    def _counted(self, pairs: Any) -> Any:
+    def _counted(self, pairs: Any, sent: float) -> Any:
         for i, completion in pairs:
+            _stamp([completion], sent)
             self._count([completion])
             yield i, completion
 

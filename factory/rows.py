@@ -40,12 +40,23 @@ def is_ok(row: dict[str, Any]) -> bool:
 
 def add_usage(row: dict[str, Any], stage: str, completions: Sequence[Any]) -> None:
     """Accumulate the LLM usage of `completions` on the row (`_sp_usage`, a JSON string: stage ->
-    {calls, prompt_tokens, completion_tokens, cached, events})."""
+    {calls, prompt_tokens, completion_tokens, cached, events, started, finished}; `started`/`finished`:
+    wall times of the first fresh request sent and the last fresh answer received, None without any)."""
     usage, entry = _usage_entry(row, stage)
     entry["calls"] += len(completions)
     entry["prompt_tokens"] += sum(x.prompt_tokens for x in completions)
     entry["completion_tokens"] += sum(x.completion_tokens for x in completions)
     entry["cached"] += sum(1 for x in completions if getattr(x, "cached", False))
+    # fresh answers carry their call's wall times: the engine spans a stage's generation over its rows
+    sent = [
+        t for t in (entry["started"], *(getattr(x, "sent_at", None) for x in completions)) if t is not None
+    ]
+    got = [
+        t
+        for t in (entry["finished"], *(getattr(x, "received_at", None) for x in completions))
+        if t is not None
+    ]
+    entry["started"], entry["finished"] = min(sent, default=None), max(got, default=None)
     row[USAGE] = json.dumps(usage, sort_keys=True)
 
 
@@ -59,7 +70,15 @@ def count_event(row: dict[str, Any], stage: str, event: str, n: int = 1) -> None
 
 def read_usage(entry: Any) -> dict[str, Any]:
     """One stage's usage entry with every key present."""
-    out: dict[str, Any] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0, "events": {}}
+    out: dict[str, Any] = {
+        "calls": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached": 0,
+        "events": {},
+        "started": None,
+        "finished": None,
+    }
     if isinstance(entry, dict):
         out.update(entry)
     return out

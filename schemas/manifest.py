@@ -74,6 +74,18 @@ class StageStats(BaseModel):
         default_factory=dict,
         description="what the stage did besides filtering, e.g. cuts_redrawn, sr_regenerated",
     )
+    generation_seconds: float | None = Field(
+        None,
+        description="wall time from the stage's first request sent to its last answer received, over all its"
+        " batches and replicas; None when it generated nothing (every answer came from the request cache)",
+    )
+
+    def generated_tokens_per_s(self) -> float | None:
+        """The stage's generation speed; None unless every call was generated in `generation_seconds`
+        (answers from the request cache took no generation time, so their tokens would inflate it)."""
+        if not self.generation_seconds or not self.completion_tokens or self.cached_calls:
+            return None
+        return self.completion_tokens / self.generation_seconds
 
 
 class DatasetManifest(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,22 @@ def test_the_funnel_and_stage_tables_show_the_manifest_counts(c2syn_page: Page, 
     for rule in rules:
         assert rule in text
     assert "generated tokens/s" in text
+
+
+def test_each_llm_stage_reports_its_own_generation_time_and_speed(
+    c2syn_page: Page, c2syn_demo_run: Path
+) -> None:
+    manifest = json.loads((c2syn_demo_run / "manifest.json").read_text())
+    llm_stages = {name: st for name, st in manifest["stages"].items() if st["llm_calls"]}
+    assert llm_stages and all(st["generation_seconds"] > 0 for st in llm_stages.values())
+    # a figure (not "–") in the page's per-stage tokens/s column and in the card's, one per LLM stage
+    rates = re.findall(r'<td class="num stage-rate">([^<]*)</td>', c2syn_page.dom)
+    assert len(rates) == len(llm_stages) and all(float(r) > 0 for r in rates)
+    card = (c2syn_demo_run / "README.md").read_text()
+    assert "| generated tokens/s |" in card
+    for name, st in llm_stages.items():
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} | `{st['step']}` |"))
+        assert float(row.split("|")[-2].replace(",", "")) > 0
 
 
 def test_each_config_has_length_histograms_and_the_groups_their_cut_positions(
