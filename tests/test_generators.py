@@ -25,7 +25,8 @@ def test_ptalign_demo_records_each_stage_and_the_judge_separately(tmp_path: Path
     assert decodings[("topics", "generation")].max_new_tokens == 48  # the backend's
     assert decodings[("refine", "generation")].max_new_tokens == 32  # the stage's override
     judge = decodings[("refine", "judge_generation")]
-    assert (judge.max_new_tokens, judge.temperature, judge.repetition_penalty) == (6, 0.0, 1.2)
+    # no repetition_penalty: a managed transformers server cannot honour it (the recipe sets none)
+    assert (judge.max_new_tokens, judge.temperature, judge.repetition_penalty) == (6, 0.0, None)
     stages = [s.name for s in loaded.recipe.stages if s.backend]
     assert [s for s, _ in decodings] == [s for s in stages for _ in range(1 + (s == "refine"))]
 
