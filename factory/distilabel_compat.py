@@ -8,6 +8,9 @@ import uuid
 import warnings
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
 _hook = sys.excepthook
 with warnings.catch_warnings():
@@ -16,7 +19,9 @@ with warnings.catch_warnings():
     from distilabel.mixins.signature import _EXCLUDE_FROM_SIGNATURE_DEFAULTS as signature_defaults
     from distilabel.pipeline import Pipeline as _DistilabelPipeline
     from distilabel.pipeline.batch import _Batch
+    from distilabel.pipeline.write_buffer import _WriteBuffer
     from distilabel.steps import GeneratorStep, Step, StepInput
+    from distilabel.utils.files import list_files_in_dir
 
 sys.excepthook = _hook
 
@@ -29,6 +34,25 @@ def _name_batch(batch: Any) -> None:
 # Pipeline below). distilabel computes it as sha1(str(data)) on every batch a step returns, which was
 # a tenth of the CPU of a paper-scale run; a unique name does the same job.
 _Batch._update_data_hash = _name_batch
+
+
+def _close_with_unified_schemas(self: _WriteBuffer) -> None:
+    """distilabel's write buffer keeps its FIRST file's schema when a later file has the same columns
+    with other types (a column all None in the first rows, strings later: a filter reason at scale),
+    then fails at close re-reading the files with it (`Unsupported cast from string to null`). Unify
+    the files' schemas first (null widens to the other type), then close as distilabel does."""
+    for step_name, buffered in self._buffers.items():
+        if buffered:
+            self._write(step_name)
+        files = list_files_in_dir(self._path / step_name)
+        if files and step_name in self._buffer_last_schema:
+            schemas = [pq.read_schema(f) for f in files]
+            self._buffer_last_schema[step_name] = pa.unify_schemas(schemas, promote_options="permissive")
+    _distilabel_close(self)
+
+
+_distilabel_close = _WriteBuffer.close
+_WriteBuffer.close = _close_with_unified_schemas  # type: ignore[method-assign]
 
 
 class Pipeline(_DistilabelPipeline):
