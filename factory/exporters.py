@@ -39,8 +39,19 @@ class ExportContext:
         )
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Records given column by column (field name -> values, every list as long): at hundreds of
+    thousands of records, a dict per record cost more than the rest of the export."""
+
+    data: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.data.values()), []))
+
+
 Record = BaseModel | dict[str, Any]
-Exporter = Callable[[dict[str, Any], ExportContext], list[Record]]
+Exporter = Callable[[dict[str, Any], ExportContext], "list[Record] | Columns"]
 _last_group: tuple[dict[str, Any], C2Group] | None = None
 
 
@@ -61,8 +72,8 @@ def c2syn_groups(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [_c2_group(row, ctx)]
 
 
-def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    return list(_c2_group(row, ctx).pair_records())
+def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> Columns:
+    return Columns(_c2_group(row, ctx).pair_columns())
 
 
 def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +86,20 @@ def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    return [conversational_pair(p) for p in _c2_group(row, ctx).pair_records()]
+def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> Columns:
+    """`conversational_pair` of each pair, column by column (the six texts are distinct: one
+    assistant turn each, shared by the pairs that use it)."""
+    group = _c2_group(row, ctx)
+    columns = group.pair_columns()
+    turns = {r.text: assistant_turn(r.text) for r in group.responses}
+    return Columns(
+        {
+            **columns,
+            "prompt": [user_turn(group.prompt)] * len(columns["prompt"]),
+            "chosen": [turns[str(text)] for text in columns["chosen"]],
+            "rejected": [turns[str(text)] for text in columns["rejected"]],
+        }
+    )
 
 
 def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:

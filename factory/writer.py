@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.arrow_schema import arrow_schema, with_hf_features, write_table
-from factory.exporters import EXPORTER_FUNCTIONS, ExportContext
+from factory.exporters import EXPORTER_FUNCTIONS, Columns, ExportContext
 from factory.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import OutputSpec
 from schemas.registry import RECORD_SCHEMAS
@@ -32,12 +32,17 @@ _ACCOUNTING_FIELDS = [
 
 
 class ShardWriter:
-    """Streams records of one config/split into parquet shards named `<split>-NNNNN-of-NNNNN.parquet`."""
+    """Streams records of one config/split into parquet shards named `<split>-NNNNN-of-NNNNN.parquet`.
+
+    Records are buffered column by column and written `chunk` at a time (a row group each), so the
+    shards hold the same row groups whether records arrive one by one or as `Columns`.
+    """
 
     def __init__(self, folder: Path, split: str, schema: pa.Schema, rows_per_shard: int, chunk: int = 20_000):
         self.folder, self.split, self.schema = folder, split, schema
         self.rows_per_shard, self.chunk = rows_per_shard, min(chunk, rows_per_shard)
-        self.buffer: list[dict[str, Any]] = []
+        self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.buffered = 0
         self.parts: list[Path] = []
         self.num_rows = 0
         self._writer: pq.ParquetWriter | None = None
@@ -45,20 +50,40 @@ class ShardWriter:
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, record: dict[str, Any]) -> None:
-        self.buffer.append(record)
-        if len(self.buffer) >= self.chunk:
+        for name, column in self.columns.items():
+            column.append(record.get(name))  # a missing field is null, as in pa.Table.from_pylist
+        self.buffered += 1
+        if self.buffered >= self.chunk:
             self._flush()
 
+    def add_columns(self, records: Columns) -> None:
+        total, start = len(records), 0
+        while start < total:
+            take = min(total - start, self.chunk - self.buffered)
+            for name, column in self.columns.items():
+                values = records.data.get(name)
+                column.extend(values[start : start + take] if values is not None else [None] * take)
+            self.buffered += take
+            start += take
+            if self.buffered >= self.chunk:
+                self._flush()
+
     def _flush(self) -> None:
-        while self.buffer:
+        while self.buffered:
             if self._writer is None:
                 path = self.folder / f".part-{len(self.parts):05d}.parquet"
                 self.parts.append(path)
                 self._writer = pq.ParquetWriter(path, self.schema)
                 self._in_shard = 0
-            take = min(len(self.buffer), self.rows_per_shard - self._in_shard)
-            batch, self.buffer = self.buffer[:take], self.buffer[take:]
-            self._writer.write_table(pa.Table.from_pylist(batch, schema=self.schema))
+            take = min(self.buffered, self.rows_per_shard - self._in_shard)
+            if take == self.buffered:
+                batch = self.columns
+                self.columns = {name: [] for name in self.schema.names}
+            else:
+                batch = {name: column[:take] for name, column in self.columns.items()}
+                self.columns = {name: column[take:] for name, column in self.columns.items()}
+            self.buffered -= take
+            self._writer.write_table(pa.Table.from_pydict(batch, schema=self.schema))
             self._in_shard += take
             self.num_rows += take
             if self._in_shard >= self.rows_per_shard:
@@ -131,6 +156,9 @@ def write_records(
             else:
                 for config, recs in records.items():
                     w = writers[config]
+                    if isinstance(recs, Columns):
+                        w.add_columns(recs)
+                        continue
                     for rec in recs:
                         w.add(rec if isinstance(rec, dict) else rec.model_dump(mode="json"))
                 result.output_rows += 1

@@ -123,6 +123,10 @@ class RankedResponse(BaseModel):
     continuation: str | None = Field(None, description="SYN: what the model wrote after the trigger")
 
 
+# (chosen, rejected) positions in the ranked list of six, best first: the 15 pairs of a C²-Syn group
+_PAIR_INDEXES: tuple[tuple[int, int], ...] = tuple(combinations(range(len(C2_RANK_KINDS)), 2))
+
+
 class C2Group(BaseModel):
     """A C²-Syn request with its six responses ranked SR ≻ SYN_1 ≻ … ≻ SYN_4 ≻ FHR."""
 
@@ -171,26 +175,33 @@ class C2Group(BaseModel):
             raise ValueError("the six responses must be distinct")
         return self
 
-    def pair_records(self) -> list[dict[str, object]]:
-        """The 15 preferences as plain dicts in PreferencePair's shape.
+    def pair_columns(self) -> dict[str, list[object]]:
+        """The 15 preferences, every (i, j), i < j, of the ranked list, as columns in PreferencePair's
+        field order (the writer builds its Arrow table from columns: one dict per pair cost more than
+        the rest of the export at 750,000 pairs).
 
         Valid by construction: this group's validator already guarantees six distinct texts in rank
         order, so no pair can have chosen == rejected or chosen_rank >= rejected_rank. Used by the
         writer at scale; `safepref check` re-validates every stored pair anyway.
         """
-        return [
-            {
-                "prompt": self.prompt,
-                "chosen": a.text,
-                "rejected": b.text,
-                "chosen_rank": a.rank,
-                "rejected_rank": b.rank,
-                "principle": c2_principle(a.rank, b.rank),
-                "source_id": self.source_id,
-                "group_id": self.group_id,
-            }
-            for a, b in combinations(self.responses, 2)
-        ]
+        texts = [r.text for r in self.responses]
+        ranks = [r.rank for r in self.responses]
+        n = len(_PAIR_INDEXES)
+        return {
+            "prompt": [self.prompt] * n,
+            "chosen": [texts[i] for i, _ in _PAIR_INDEXES],
+            "rejected": [texts[j] for _, j in _PAIR_INDEXES],
+            "chosen_rank": [ranks[i] for i, _ in _PAIR_INDEXES],
+            "rejected_rank": [ranks[j] for _, j in _PAIR_INDEXES],
+            "principle": [c2_principle(ranks[i], ranks[j]) for i, j in _PAIR_INDEXES],
+            "source_id": [self.source_id] * n,
+            "group_id": [self.group_id] * n,
+        }
+
+    def pair_records(self) -> list[dict[str, object]]:
+        """The 15 preferences as plain dicts in PreferencePair's shape (see `pair_columns`)."""
+        columns = self.pair_columns()
+        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def pairs(self) -> list[PreferencePair]:
         """The 15 preferences: every (i, j), i < j, of the ranked list; chosen = rank i (validated)."""
