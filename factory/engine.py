@@ -40,7 +40,7 @@ from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageSta
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
 
 if TYPE_CHECKING:
-    from factory.distilabel_compat import Pipeline
+    from factory.distilabel_compat import LeafRows, Pipeline
 
 WORK_DIR = ".work"
 
@@ -130,15 +130,12 @@ def _account_expansions(final_ids: list[str], sources: dict[str, int]) -> tuple[
     return len(created), len(parents)
 
 
-def _ordered(dataset: Any, ids: list[str], sources: dict[str, int]) -> Iterator[dict[str, Any]]:
-    """Stream the pipeline's rows in source order (distilabel keeps it; re-order lazily if not)."""
+def _ordered(leaf: LeafRows, ids: list[str], sources: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """Stream the pipeline's rows in source order (distilabel keeps it; re-order if not)."""
     keys = [(sources.get(_root_id(rid, sources), -1), rid) for rid in ids]
     if any(b < a for a, b in zip(keys, keys[1:], strict=False)):
-        dataset = dataset.select(sorted(range(len(keys)), key=keys.__getitem__))
-    for batch in dataset.iter(batch_size=1000):
-        columns = list(batch)
-        for values in zip(*(batch[c] for c in columns), strict=True):
-            yield dict(zip(columns, values, strict=True))
+        return leaf.rows(sorted(range(len(keys)), key=keys.__getitem__))
+    return leaf.rows()
 
 
 def _finalise(row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
@@ -371,7 +368,7 @@ def _run_recipe(
         with servers, stop_file(out_dir / WORK_DIR):
             if executor == "ray":
                 pipeline = _on_ray(pipeline, ray_address)
-            distiset = pipeline.run(use_cache=complete)
+            outputs = pipeline.run(use_cache=complete)
             raise_if_stopped()  # before anything is written: the re-run after the fix starts afresh
     except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
         raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
@@ -380,15 +377,15 @@ def _run_recipe(
             os.environ.pop(REQUEST_CACHE_ENV, None)
         else:
             os.environ[REQUEST_CACHE_ENV] = previous
-    dataset = distiset["default"]["train"]
+    leaf = outputs.leaf()  # distilabel_compat: the last stage's rows, in place of a Distiset
     sources = {rid: i for i, rid in enumerate(ids)}
     del ids
-    final_ids = [str(x) for x in dataset[ROW_ID]]
+    final_ids = [str(x) for x in leaf.column(ROW_ID)]
     created, expanded = _account_expansions(final_ids, sources)
     tally = StageTally(loaded, steps)
 
     def finished() -> Iterator[dict[str, Any]]:
-        for row in _ordered(dataset, final_ids, sources):
+        for row in _ordered(leaf, final_ids, sources):
             row = _finalise(row, steps)
             tally.add(row)
             yield row

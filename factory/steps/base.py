@@ -169,6 +169,14 @@ class SafeprefStep(Step):
         except Exception as exc:  # a bad row must not take its batch down with it
             mark(row, "quarantined", self.stage, f"{type(exc).__name__}: {exc}")
 
+    def process_applying_mappings(self, *args: list[dict[str, Any]]) -> "StepOutput":
+        """distilabel's, without its copy of every row when the step has no input or output mappings
+        (the engine sets none): `process` already works on copies."""
+        if self.input_mappings or self.output_mappings:
+            yield from super().process_applying_mappings(*args)
+            return
+        yield from self.process(*args)
+
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
         for row in rows:
