@@ -1,7 +1,6 @@
 """Import distilabel without the rich traceback hook it installs (that hook prints locals, tokens included),
 and a Pipeline that writes its resume cache once, at the end, and leaves Ctrl-C to the run."""
 
-import gc
 import os
 import signal
 import sys
@@ -146,14 +145,11 @@ class Pipeline(_DistilabelPipeline):
     _finalizing = False
 
     def run(self, *args: Any, **kwargs: Any) -> StepOutputs:  # type: ignore[override]
-        """distilabel's run, with the objects alive now frozen out of the cyclic garbage collector while
-        it runs: its step workers are forked from this process, and each collection walked every
-        inherited object (the modules, a few hundred thousand) again, most in the generate step."""
-        gc.freeze()
-        try:
+        """distilabel's run, with the objects its forked workers inherit frozen (factory.processes)."""
+        from factory.processes import frozen_gc
+
+        with frozen_gc():
             return super().run(*args, **kwargs)  # type: ignore[return-value]
-        finally:
-            gc.unfreeze()
 
     def _handle_keyboard_interrupt(self) -> Any:
         return signal.getsignal(signal.SIGINT)

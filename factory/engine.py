@@ -24,7 +24,7 @@ from factory.folder_lock import hold_output_folder
 from factory.generators import model_id, model_revision, stage_decodings
 from factory.intake import missing_column, read_rows
 from factory.preflight import preflight
-from factory.processes import resume_hint_on_interrupt, run_processes
+from factory.processes import frozen_gc, resume_hint_on_interrupt, run_processes
 from factory.progress import ENV_VAR as PROGRESS_ENV
 from factory.progress import report_total
 from factory.recipe_loader import LoadedRecipe
@@ -138,49 +138,61 @@ def _ordered(leaf: LeafRows, ids: list[str], sources: dict[str, int]) -> Iterato
     return leaf.rows()
 
 
-def _finalise(row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
-    """Quarantine a row that a crashed step emptied (distilabel keeps a failed batch's input columns
+class CrashCheck:
+    """Quarantines a row that a crashed step emptied (distilabel keeps a failed batch's input columns
     and sets its output columns to None). The crashed step is the first whose own columns are None;
     `_sp_status` is every safepref step's output, so it only decides when no own column does."""
-    if row.get(STATUS) in ("filtered", "quarantined"):
+
+    def __init__(self, steps: list[Any]) -> None:
+        # each step's own columns, read once (`outputs` is built on every access)
+        self.own = [(s, [c for c in s.outputs if c not in _OPTIONAL and c != STATUS]) for s in steps]
+        # the step blamed when only bookkeeping was emptied: the first without own columns, else the last
+        self.bookkeeping_only = next((s for s, own in self.own if not own), steps[-1]) if steps else None
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get(STATUS) in ("filtered", "quarantined"):
+            return row
+        crashed = next((s for s, own in self.own if any(row.get(c) is None for c in own)), None)
+        if crashed is None and row.get(STATUS) is None:  # only bookkeeping was emptied
+            crashed = self.bookkeeping_only
+        if crashed is not None:
+            row[STATUS], row[STAGE] = "quarantined", crashed.name
+            row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
         return row
-    crashed = next(
-        (
-            s
-            for s in steps
-            if any(row.get(c) is None for c in s.outputs if c not in _OPTIONAL and c != STATUS)
-        ),
-        None,
-    )
-    if crashed is None and row.get(STATUS) is None:  # only bookkeeping was emptied
-        crashed = next(
-            (s for s in steps if not [c for c in s.outputs if c not in _OPTIONAL and c != STATUS]), steps[-1]
-        )
-    if crashed is not None:
-        row[STATUS], row[STAGE] = "quarantined", crashed.name
-        row[REASON] = "step failed: distilabel replaced its outputs with None (see the run log)"
-    return row
 
 
 _OPTIONAL = frozenset({STAGE, REASON, RAW, USAGE})  # bookkeeping that is legitimately None on ok rows
+_USAGE_COUNTS = {  # StageStats field <- key of a row's usage entry (factory.rows.add_usage)
+    "llm_calls": "calls",
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "cached_calls": "cached",
+}
 
 
 class StageTally:
     """Per-stage counts, derived from where each row ended (a row passed every stage before its last).
 
     Rows made by an expanding stage carry their parent's id as a prefix: before that stage they are
-    counted as their parent, once.
+    counted as their parent, once. Counts are kept in plain ints (a pydantic attribute update per row
+    and stage cost more than the counting at paper scale) and become StageStats in `stats`.
     """
 
     def __init__(self, loaded: LoadedRecipe, steps: list[Any]) -> None:
         self.names = [s.name for s in loaded.recipe.stages]
         self.position = {n: i for i, n in enumerate(self.names)}
-        self.stats = {s.name: StageStats(step=s.step) for s in loaded.recipe.stages}
+        self.step_names = [s.step for s in loaded.recipe.stages]
         expanding = [i for i, step in enumerate(steps) if getattr(step, "expands", False)]
         # how many expansions a row id has gone through when it enters stage i
         self.depth = [sum(1 for e in expanding if e < i) for i in range(len(self.names))]
         self.seen_in: list[set[str]] = [set() for _ in self.names]
         self.seen_ok: list[set[str]] = [set() for _ in self.names]
+        self.rows_in = [0] * len(self.names)
+        self.rows_ok = [0] * len(self.names)
+        self.filtered = [0] * len(self.names)
+        self.quarantined = [0] * len(self.names)
+        self.usage: dict[str, dict[str, int]] = {n: dict.fromkeys(_USAGE_COUNTS, 0) for n in self.names}
+        self.events: dict[str, dict[str, int]] = {n: {} for n in self.names}
         self.spans: dict[str, tuple[float, float]] = {}  # stage -> wall times of first request, last answer
 
     def add(self, row: dict[str, Any]) -> None:
@@ -195,37 +207,54 @@ class StageTally:
             # the id this row (or its ancestor) had while stage i ran
             cut = own_depth - self.depth[i]
             at = row_id.rsplit(EXPANSION_SEP, cut)[0] if cut > 0 else row_id
-            if at not in self.seen_in[i]:
-                self.seen_in[i].add(at)
-                self.stats[self.names[i]].rows_in += 1
-            passed = stop is None or i < stop
-            if passed and at not in self.seen_ok[i]:
-                self.seen_ok[i].add(at)
-                self.stats[self.names[i]].rows_ok += 1
+            seen_in = self.seen_in[i]
+            if at not in seen_in:
+                seen_in.add(at)
+                self.rows_in[i] += 1
+            if stop is None or i < stop:
+                seen_ok = self.seen_ok[i]
+                if at not in seen_ok:
+                    seen_ok.add(at)
+                    self.rows_ok[i] += 1
         if stop is not None:
-            st = self.stats[self.names[stop]]
             if status == "filtered":
-                st.filtered += 1
+                self.filtered[stop] += 1
             else:
-                st.quarantined += 1
-        for name, entry in json.loads(row.get(USAGE) or "{}").items():
-            if name in self.stats:
-                used, st = read_usage(entry), self.stats[name]
-                st.llm_calls += used["calls"]
-                st.prompt_tokens += used["prompt_tokens"]
-                st.completion_tokens += used["completion_tokens"]
-                st.cached_calls += used["cached"]
+                self.quarantined[stop] += 1
+        usage = row.get(USAGE)
+        if not usage:
+            return
+        for name, entry in json.loads(usage).items():
+            if name in self.usage:
+                used, counts, events = read_usage(entry), self.usage[name], self.events[name]
+                for field, key in _USAGE_COUNTS.items():
+                    counts[field] += used[key]
                 for event, n in used["events"].items():
-                    st.events[event] = st.events.get(event, 0) + n
+                    events[event] = events.get(event, 0) + n
                 if used["started"] is not None and used["finished"] is not None:
                     self._span(name, used["started"], used["finished"])
 
     def _span(self, name: str, started: float, finished: float) -> None:
         """Widen the stage's generation span to cover a row's fresh requests."""
         first, last = self.spans.get(name, (started, finished))
-        first, last = min(first, started), max(last, finished)
-        self.spans[name] = first, last
-        self.stats[name].generation_seconds = round(last - first, 3)
+        self.spans[name] = min(first, started), max(last, finished)
+
+    @property
+    def stats(self) -> dict[str, StageStats]:
+        out = {}
+        for i, name in enumerate(self.names):
+            span = self.spans.get(name)
+            out[name] = StageStats(
+                step=self.step_names[i],
+                rows_in=self.rows_in[i],
+                rows_ok=self.rows_ok[i],
+                filtered=self.filtered[i],
+                quarantined=self.quarantined[i],
+                **self.usage[name],
+                events=dict(self.events[name]),
+                generation_seconds=round(span[1] - span[0], 3) if span is not None else None,
+            )
+        return out
 
 
 def export_context(loaded: LoadedRecipe) -> ExportContext:
@@ -383,14 +412,16 @@ def _run_recipe(
     final_ids = [str(x) for x in leaf.column(ROW_ID)]
     created, expanded = _account_expansions(final_ids, sources)
     tally = StageTally(loaded, steps)
+    finalise = CrashCheck(steps)
 
     def finished() -> Iterator[dict[str, Any]]:
         for row in _ordered(leaf, final_ids, sources):
-            row = _finalise(row, steps)
+            row = finalise(row)
             tally.add(row)
             yield row
 
-    written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
+    with frozen_gc():
+        written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
     quarantined: int = sum(written.quarantined.values())
     filtered: int = sum(written.filtered.values())
     if written.output_rows == 0 and quarantined > filtered:

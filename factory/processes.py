@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -152,6 +153,19 @@ def exit_interrupted(message: str) -> NoReturn:
     sys.stderr.write(f"interrupted: {message}\n")
     sys.stderr.flush()
     os._exit(130)
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Every object alive now is left out of the cyclic garbage collector until the block ends. A run
+    holds a few hundred thousand long-lived objects (the modules of distilabel, datasets, pandas), and
+    each full collection walked them all again: in every step worker forked from this process (most
+    in the generate step) and in the export of 750,000 pairs, about a tenth of the CPU."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,18 +36,29 @@ class ShardWriter:
     """Streams records of one config/split into parquet shards named `<split>-NNNNN-of-NNNNN.parquet`.
 
     Records are buffered column by column and written `chunk` at a time (a row group each), so the
-    shards hold the same row groups whether records arrive one by one or as `Columns`.
+    shards hold the same row groups whether records arrive one by one or as `Columns`. The parquet
+    encoding runs on `io`, a one-thread executor, while this thread builds the next chunk (pyarrow
+    encodes without the GIL); one chunk per writer is in flight, so memory stays bounded.
     """
 
-    def __init__(self, folder: Path, split: str, schema: pa.Schema, rows_per_shard: int, chunk: int = 20_000):
-        self.folder, self.split, self.schema = folder, split, schema
+    def __init__(
+        self,
+        folder: Path,
+        split: str,
+        schema: pa.Schema,
+        rows_per_shard: int,
+        io: ThreadPoolExecutor,
+        chunk: int = 20_000,
+    ):
+        self.folder, self.split, self.schema, self.io = folder, split, schema, io
         self.rows_per_shard, self.chunk = rows_per_shard, min(chunk, rows_per_shard)
         self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
         self.buffered = 0
         self.parts: list[Path] = []
         self.num_rows = 0
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: pq.ParquetWriter | None = None  # used on `io` only
         self._in_shard = 0
+        self._pending: Future[None] | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -70,11 +82,10 @@ class ShardWriter:
 
     def _flush(self) -> None:
         while self.buffered:
-            if self._writer is None:
+            path = None
+            if self._in_shard == 0:
                 path = self.folder / f".part-{len(self.parts):05d}.parquet"
                 self.parts.append(path)
-                self._writer = pq.ParquetWriter(path, self.schema)
-                self._in_shard = 0
             take = min(self.buffered, self.rows_per_shard - self._in_shard)
             if take == self.buffered:
                 batch = self.columns
@@ -83,15 +94,37 @@ class ShardWriter:
                 batch = {name: column[:take] for name, column in self.columns.items()}
                 self.columns = {name: column[take:] for name, column in self.columns.items()}
             self.buffered -= take
-            self._writer.write_table(pa.Table.from_pydict(batch, schema=self.schema))
+            table = pa.Table.from_pydict(batch, schema=self.schema)
+            del batch
             self._in_shard += take
             self.num_rows += take
-            if self._in_shard >= self.rows_per_shard:
-                self._writer.close()
-                self._writer = None
+            last = self._in_shard >= self.rows_per_shard
+            if last:
+                self._in_shard = 0
+            self._submit(path, table, last)
+
+    def _submit(self, path: Path | None, table: pa.Table, last: bool) -> None:
+        self.wait()
+        self._pending = self.io.submit(self._write, path, table, last)
+
+    def _write(self, path: Path | None, table: pa.Table, last: bool) -> None:
+        if path is not None:
+            self._writer = pq.ParquetWriter(path, self.schema)
+        assert self._writer is not None
+        self._writer.write_table(table)
+        if last:
+            self._writer.close()
+            self._writer = None
+
+    def wait(self) -> None:
+        """Until the chunk in flight is written; a failed write raises here."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def close(self) -> list[str]:
         self._flush()
+        self.wait()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -130,67 +163,70 @@ def write_records(
     """
     for spec in outputs:
         shutil.rmtree(out_dir / spec.config, ignore_errors=True)
-    writers = {
-        spec.config: ShardWriter(
-            out_dir / spec.config,
-            spec.split,
-            arrow_schema(RECORD_SCHEMAS[EXPORTERS[spec.exporter]]),
-            spec.rows_per_shard,
-        )
-        for spec in outputs
-    }
-    exporters = [(spec, EXPORTER_FUNCTIONS[spec.exporter]) for spec in outputs]
-    filtered_rows: list[dict[str, Any]] = []
-    quarantined_rows: list[dict[str, Any]] = []
-    result = WriteResult(configs={}, output_rows=0)
-    for row in rows:
-        status = row.get(STATUS)
-        if status == "ok":
-            try:
-                records = {spec.config: fn(row, ctx) for spec, fn in exporters}
-            except (ValidationError, KeyError, ValueError, TypeError) as exc:
-                row[STATUS], row[STAGE] = "quarantined", EXPORT_STAGE
-                row[REASON] = f"invalid record: {_short(exc)}"
-                row[RAW] = row.get(RAW) or _input_json(row)
-                status = "quarantined"
+    # one thread encodes parquet for every config while this one exports (ShardWriter)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="safepref-parquet") as io:
+        writers = {
+            spec.config: ShardWriter(
+                out_dir / spec.config,
+                spec.split,
+                arrow_schema(RECORD_SCHEMAS[EXPORTERS[spec.exporter]]),
+                spec.rows_per_shard,
+                io,
+            )
+            for spec in outputs
+        }
+        exporters = [(spec, EXPORTER_FUNCTIONS[spec.exporter]) for spec in outputs]
+        filtered_rows: list[dict[str, Any]] = []
+        quarantined_rows: list[dict[str, Any]] = []
+        result = WriteResult(configs={}, output_rows=0)
+        for row in rows:
+            status = row.get(STATUS)
+            if status == "ok":
+                try:
+                    records = {spec.config: fn(row, ctx) for spec, fn in exporters}
+                except (ValidationError, KeyError, ValueError, TypeError) as exc:
+                    row[STATUS], row[STAGE] = "quarantined", EXPORT_STAGE
+                    row[REASON] = f"invalid record: {_short(exc)}"
+                    row[RAW] = row.get(RAW) or _input_json(row)
+                    status = "quarantined"
+                else:
+                    for config, recs in records.items():
+                        w = writers[config]
+                        if isinstance(recs, Columns):
+                            w.add_columns(recs)
+                            continue
+                        for rec in recs:
+                            w.add(rec if isinstance(rec, dict) else rec.model_dump(mode="json"))
+                    result.output_rows += 1
+                    continue
+            entry: dict[str, str | None] = {
+                "_sp_id": str(row.get(ROW_ID)),
+                "stage": str(row.get(STAGE) or "unknown"),
+                "reason": str(row.get(REASON) or "unknown"),
+                "raw_output": row.get(RAW),
+                "input": _input_json(row),
+            }
+            if status == "filtered":
+                filtered_rows.append(entry)
+                rule = str(entry["reason"])
+                result.filtered[rule] = result.filtered.get(rule, 0) + 1
             else:
-                for config, recs in records.items():
-                    w = writers[config]
-                    if isinstance(recs, Columns):
-                        w.add_columns(recs)
-                        continue
-                    for rec in recs:
-                        w.add(rec if isinstance(rec, dict) else rec.model_dump(mode="json"))
-                result.output_rows += 1
-                continue
-        entry: dict[str, str | None] = {
-            "_sp_id": str(row.get(ROW_ID)),
-            "stage": str(row.get(STAGE) or "unknown"),
-            "reason": str(row.get(REASON) or "unknown"),
-            "raw_output": row.get(RAW),
-            "input": _input_json(row),
-        }
-        if status == "filtered":
-            filtered_rows.append(entry)
-            rule = str(entry["reason"])
-            result.filtered[rule] = result.filtered.get(rule, 0) + 1
-        else:
-            quarantined_rows.append(entry)
-            stage = str(entry["stage"])
-            result.quarantined[stage] = result.quarantined.get(stage, 0) + 1
-    for spec in outputs:
-        files = writers[spec.config].close()
-        result.configs[spec.config] = {
-            "schema": EXPORTERS[spec.exporter],
-            "exporter": spec.exporter,
-            "default": spec.default,
-            "splits": {
-                spec.split: {
-                    "files": [f"{spec.config}/{f}" for f in files],
-                    "num_rows": writers[spec.config].num_rows,
-                }
-            },
-        }
+                quarantined_rows.append(entry)
+                stage = str(entry["stage"])
+                result.quarantined[stage] = result.quarantined.get(stage, 0) + 1
+        for spec in outputs:
+            files = writers[spec.config].close()
+            result.configs[spec.config] = {
+                "schema": EXPORTERS[spec.exporter],
+                "exporter": spec.exporter,
+                "default": spec.default,
+                "splits": {
+                    spec.split: {
+                        "files": [f"{spec.config}/{f}" for f in files],
+                        "num_rows": writers[spec.config].num_rows,
+                    }
+                },
+            }
     _write_accounting(out_dir / "filtered", filtered_rows, "rule")
     _write_accounting(out_dir / "quarantine", quarantined_rows, "reason")
     return result
