@@ -1,13 +1,17 @@
 """Import distilabel without the rich traceback hook it installs (that hook prints locals, tokens included),
 and a Pipeline that writes its resume cache once, at the end, and leaves Ctrl-C to the run."""
 
+from __future__ import annotations
+
+import multiprocessing as mp
 import os
 import signal
 import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.queues import Queue as _ProcessQueue
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ with warnings.catch_warnings():
     from distilabel.constants import DISTILABEL_METADATA_KEY, STEPS_OUTPUTS_PATH
     from distilabel.mixins.signature import _EXCLUDE_FROM_SIGNATURE_DEFAULTS as signature_defaults
     from distilabel.pipeline import Pipeline as _DistilabelPipeline
+    from distilabel.pipeline.base import BasePipeline as _BasePipeline
     from distilabel.pipeline.batch import _Batch
     from distilabel.pipeline.write_buffer import _WriteBuffer
     from distilabel.steps import GeneratorStep, Step, StepInput
@@ -130,6 +135,40 @@ class _ShortPolls:
 _base_module.time = _ShortPolls()  # type: ignore[attr-defined]
 
 
+class _Abandoned:
+    """Put in a queue whose other end died (an interrupted run): the thread waiting on it ends."""
+
+
+_INHERITED: list[_ProcessQueue[Any]] = []  # the queues of the run being set up, found by index
+
+
+def _inherited_queue(index: int) -> _ProcessQueue[Any]:
+    return _INHERITED[index]
+
+
+class _InheritedQueue(_ProcessQueue):  # type: ignore[type-arg]
+    """A multiprocessing queue made before distilabel's pool forks the step workers, which inherit it.
+
+    distilabel passes batches through `multiprocessing.Manager().Queue()`: every batch, both ways, was
+    pickled into the manager's server process and out again, a seventh process of 200 MB that spent
+    more CPU than most steps (profiled on bench/c2syn_scale.py). A queue shared by inheritance is a
+    pipe between the two processes. distilabel pickles each step's queues into its pool task; they
+    travel as their index into `_INHERITED`, which the forked workers hold too."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(ctx=mp.get_context())
+        self._index = index
+
+    def __reduce__(self) -> tuple[Callable[[int], _ProcessQueue[Any]], tuple[int]]:
+        return _inherited_queue, (self._index,)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        item = super().get(block, timeout)
+        if isinstance(item, _Abandoned):  # as a manager queue raised when the manager was gone
+            raise EOFError("the run was stopped")
+        return item
+
+
 class Pipeline(_DistilabelPipeline):
     """distilabel's local Pipeline, saving its cache (the pipeline, the batch manager with every buffered
     batch, the stages) only when the run ends instead of after every batch, and without a JSON copy of
@@ -144,12 +183,65 @@ class Pipeline(_DistilabelPipeline):
 
     _finalizing = False
 
-    def run(self, *args: Any, **kwargs: Any) -> StepOutputs:  # type: ignore[override]
-        """distilabel's run, with the objects its forked workers inherit frozen (factory.processes)."""
+    def run(self, *, use_cache: bool = True) -> StepOutputs:  # type: ignore[override]
+        """distilabel's local run (distilabel/pipeline/local.py), with its queues made before the pool
+        forks the workers (`_InheritedQueue`) instead of by a manager process, and the objects the
+        workers inherit frozen out of the garbage collector (factory.processes)."""
+        from distilabel.pipeline.local import _init_worker, _NoDaemonPool
+
         from factory.processes import frozen_gc
 
+        self._log_queue: Any = mp.Queue()
+        self._manager = None  # distilabel's teardown stops it when there is one
+        self._output_queue_thread = self._load_steps_thread = None
         with frozen_gc():
-            return super().run(*args, **kwargs)  # type: ignore[return-value]
+            cached = _BasePipeline.run(self, use_cache=use_cache)
+            if cached is not None:  # a finished run, reloaded from distilabel's cache
+                return cached  # type: ignore[no-any-return]
+            # an input queue per step, distilabel's output and load queues
+            _INHERITED[:] = [_InheritedQueue(i) for i in range(len(self.dag) + 2)]
+            self._queue_supply = iter(_INHERITED)
+            try:
+                with _NoDaemonPool(
+                    self.dag.get_total_replica_count(),
+                    initializer=_init_worker,
+                    initargs=(self._log_queue, self.name, self.signature),
+                ) as pool:
+                    self._pool = pool
+                    self._output_queue = self.QueueClass()
+                    self._load_queue = self.QueueClass()
+                    self._handle_keyboard_interrupt()
+                    self._load_steps_thread = self._run_load_queue_loop_in_thread()
+                    self._output_queue_thread = self._run_output_queue_loop_in_thread()
+                    self._output_queue_thread.join()
+                    self._teardown()
+                    if self._exception:
+                        raise self._exception
+            finally:
+                self._release_queues()
+        outputs = _step_outputs(self._cache_location["data"])
+        from distilabel.utils.logging import stop_logging
+
+        stop_logging()
+        return outputs
+
+    @property
+    def QueueClass(self) -> Callable[[], _ProcessQueue[Any]]:  # noqa: N802 (distilabel's name)
+        return lambda: next(self._queue_supply)
+
+    def _release_queues(self) -> None:
+        """Wake distilabel's loops if they still wait (an interrupted run's workers are gone), and let
+        this process exit without flushing what nobody will read."""
+        for thread, queue in (
+            (self._output_queue_thread, getattr(self, "_output_queue", None)),
+            (self._load_steps_thread, getattr(self, "_load_queue", None)),
+        ):
+            if thread is not None and thread.is_alive() and isinstance(queue, _InheritedQueue):
+                queue.put(_Abandoned())
+        for queue in _INHERITED:
+            queue.cancel_join_thread()
+            queue.close()
+        _INHERITED.clear()
 
     def _handle_keyboard_interrupt(self) -> Any:
         return signal.getsignal(signal.SIGINT)
