@@ -48,49 +48,68 @@ def _name_batch(batch: Any) -> None:
 _Batch._update_data_hash = _name_batch
 
 
-def _close_with_unified_schemas(self: _WriteBuffer) -> None:
-    """distilabel's write buffer keeps its FIRST file's schema when a later file has the same columns
-    with other types (a column all None in the first rows, strings later: a filter reason at scale),
-    then fails at close re-reading the files with it (`Unsupported cast from string to null`). Unify
-    the files' schemas (null widens to the other type) and rewrite the files that differ from it;
-    distilabel rewrote every file, which at paper scale re-encoded 300 MB for nothing."""
+def _close_without_rewriting(self: _WriteBuffer) -> None:
+    """distilabel's close writes what is still buffered, then re-reads every file and writes it again
+    under the last schema it saw: at paper scale 300 MB re-encoded, and it failed when a later file had
+    a column's values where the first had only None (`Unsupported cast from string to null`: a filter
+    reason at scale). The files stay as written; `LeafRows` reads them under their unified schema."""
     for step_name, buffered in self._buffers.items():
         if buffered:
             self._write(step_name)
-        files = list_files_in_dir(self._path / step_name)
-        if not files or step_name not in self._buffer_last_schema:
-            continue
-        schemas = [pq.read_schema(f) for f in files]
-        unified = pa.unify_schemas(schemas, promote_options="permissive")
-        for file, schema in zip(files, schemas, strict=True):
-            if not schema.equals(unified):
-                pq.write_table(pq.read_table(file, schema=unified), file)
 
 
-_WriteBuffer.close = _close_with_unified_schemas  # type: ignore[method-assign]
+_WriteBuffer.close = _close_without_rewriting  # type: ignore[method-assign]
 
 
 class LeafRows:
-    """The rows one leaf step of a run wrote through distilabel's write buffer (parquet files, in order)."""
+    """The rows one leaf step of a run wrote through distilabel's write buffer (parquet files, in order),
+    under the files' unified schema: a column that is all None in one file (type null) and text in
+    another reads as text, and every row has the same columns in the same order."""
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
-
-    def _columns(self, file: Path) -> list[str]:
-        return [c for c in pq.read_schema(file).names if c != DISTILABEL_METADATA_KEY]
+        self.schemas = [pq.read_schema(f) for f in files]
+        unified = pa.unify_schemas(self.schemas, promote_options="permissive") if files else pa.schema([])
+        self.schema = pa.schema([f for f in unified if f.name != DISTILABEL_METADATA_KEY])
 
     def column(self, name: str) -> list[Any]:
-        return [v for f in self.files for v in pq.read_table(f, columns=[name]).column(name).to_pylist()]
+        values: list[Any] = []
+        for file, schema in zip(self.files, self.schemas, strict=True):
+            if name in schema.names:
+                values.extend(pq.read_table(file, columns=[name]).column(name).to_pylist())
+            else:
+                values.extend([None] * pq.read_metadata(file).num_rows)
+        return values
+
+    def _batches(self, file: Path, schema: pa.Schema, batch_size: int) -> Iterator[pa.RecordBatch]:
+        columns = [c for c in schema.names if c in self.schema.names]
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size, columns=columns):
+            yield batch if batch.schema.equals(self.schema) else self._conform(batch)
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        arrays = [
+            batch.column(f.name).cast(f.type)
+            if f.name in batch.schema.names
+            else pa.nulls(len(batch), f.type)
+            for f in self.schema
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def rows(self, order: list[int] | None = None, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every row as a dict, in file order or in `order` (row positions), `batch_size` at a time."""
         if order is None:
-            for file in self.files:
-                reader = pq.ParquetFile(file)
-                for batch in reader.iter_batches(batch_size=batch_size, columns=self._columns(file)):
+            for file, schema in zip(self.files, self.schemas, strict=True):
+                for batch in self._batches(file, schema, batch_size):
                     yield from batch.to_pylist()
             return
-        table = pa.concat_tables(pq.read_table(f, columns=self._columns(f)) for f in self.files)
+        table = pa.Table.from_batches(
+            [
+                b
+                for f, s in zip(self.files, self.schemas, strict=True)
+                for b in self._batches(f, s, batch_size)
+            ],
+            schema=self.schema,
+        )
         for start in range(0, len(order), batch_size):
             yield from table.take(order[start : start + batch_size]).to_pylist()
 
