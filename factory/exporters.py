@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
 from schemas.provenance import Provenance, StageDecoding
-from schemas.records import C2Group, PromptResponse, assistant_turn, user_turn
+from schemas.records import C2_PAIR_INDEXES, C2Group, PromptResponse, assistant_turn, user_turn
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,24 @@ class ExportContext:
 
 
 @dataclass(frozen=True)
+class Picked:
+    """A column whose values are `values[i]` for each i of `indices`. The 15 pairs of a C²-Syn group
+    repeat its six texts: the writer converts the six to Arrow and lets Arrow copy them into place
+    (off the exporting thread), instead of converting thirty Python strings."""
+
+    values: list[Any]
+    indices: list[int]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
 class Columns:
-    """Records given column by column (field name -> values, every list as long): at hundreds of
+    """Records given column by column (field name -> values, every column as long): at hundreds of
     thousands of records, a dict per record cost more than the rest of the export."""
 
-    data: dict[str, list[Any]]
+    data: dict[str, list[Any] | Picked]
 
     def __len__(self) -> int:
         return len(next(iter(self.data.values()), []))
@@ -72,8 +85,16 @@ def c2syn_groups(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [_c2_group(row, ctx)]
 
 
+_CHOSEN = [i for i, _ in C2_PAIR_INDEXES]
+_REJECTED = [j for _, j in C2_PAIR_INDEXES]
+
+
 def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> Columns:
-    return Columns(_c2_group(row, ctx).pair_columns())
+    group = _c2_group(row, ctx)
+    texts = [r.text for r in group.responses]
+    return Columns(
+        {**group.pair_columns(), "chosen": Picked(texts, _CHOSEN), "rejected": Picked(texts, _REJECTED)}
+    )
 
 
 def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
@@ -87,17 +108,16 @@ def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
 
 
 def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> Columns:
-    """`conversational_pair` of each pair, column by column (the six texts are distinct: one
-    assistant turn each, shared by the pairs that use it)."""
+    """`conversational_pair` of each pair, column by column: one assistant turn per response."""
     group = _c2_group(row, ctx)
     columns = group.pair_columns()
-    turns = {r.text: assistant_turn(r.text) for r in group.responses}
+    turns = [assistant_turn(r.text) for r in group.responses]
     return Columns(
         {
             **columns,
             "prompt": [user_turn(group.prompt)] * len(columns["prompt"]),
-            "chosen": [turns[str(text)] for text in columns["chosen"]],
-            "rejected": [turns[str(text)] for text in columns["rejected"]],
+            "chosen": Picked(turns, _CHOSEN),
+            "rejected": Picked(turns, _REJECTED),
         }
     )
 

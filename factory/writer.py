@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from factory.arrow_schema import arrow_schema, with_hf_features, write_table
-from factory.exporters import EXPORTER_FUNCTIONS, Columns, ExportContext
+from factory.exporters import EXPORTER_FUNCTIONS, Columns, ExportContext, Picked
 from factory.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import OutputSpec
 from schemas.registry import RECORD_SCHEMAS
@@ -32,13 +32,51 @@ _ACCOUNTING_FIELDS = [
 ]
 
 
+class _Column:
+    """One column's buffered values: the rows themselves, or, once a `Picked` part arrived, `values`
+    and per row the index of its value in them."""
+
+    def __init__(self, values: list[Any] | None = None, indices: list[int] | None = None) -> None:
+        self.values: list[Any] = [] if values is None else values
+        self.indices = indices
+
+    def append(self, value: Any) -> None:
+        if self.indices is not None:
+            self.indices.append(len(self.values))
+        self.values.append(value)
+
+    def extend(self, values: list[Any]) -> None:
+        if self.indices is not None:
+            self.indices.extend(range(len(self.values), len(self.values) + len(values)))
+        self.values.extend(values)
+
+    def extend_picked(self, picked: Picked, start: int, stop: int) -> None:
+        if self.indices is None:
+            self.indices = list(range(len(self.values)))
+        base = len(self.values)
+        self.values.extend(picked.values)
+        self.indices.extend(base + i for i in picked.indices[start:stop])
+
+    def split(self, rows: int) -> tuple[_Column, _Column]:
+        """The first `rows` rows and the rest."""
+        if self.indices is None:
+            return _Column(self.values[:rows]), _Column(self.values[rows:])
+        return _Column(self.values, self.indices[:rows]), _Column(self.values, self.indices[rows:])
+
+    def to_arrow(self, type_: pa.DataType) -> pa.Array | tuple[pa.Array, pa.Array]:
+        """The Arrow array, or its values and indices for `take` (which runs without the GIL)."""
+        values = pa.array(self.values, type=type_)
+        return values if self.indices is None else (values, pa.array(self.indices, type=pa.int64()))
+
+
 class ShardWriter:
     """Streams records of one config/split into parquet shards named `<split>-NNNNN-of-NNNNN.parquet`.
 
     Records are buffered column by column and written `chunk` at a time (a row group each), so the
-    shards hold the same row groups whether records arrive one by one or as `Columns`. The parquet
-    encoding runs on `io`, a one-thread executor, while this thread builds the next chunk (pyarrow
-    encodes without the GIL); one chunk per writer is in flight, so memory stays bounded.
+    shards hold the same row groups whether records arrive one by one or as `Columns`. Placing the
+    values of `Picked` columns and encoding parquet run on `io`, a one-thread executor, while this
+    thread builds the next chunk (pyarrow does both without the GIL); one chunk per writer is in
+    flight, so memory stays bounded.
     """
 
     def __init__(
@@ -52,7 +90,7 @@ class ShardWriter:
     ):
         self.folder, self.split, self.schema, self.io = folder, split, schema, io
         self.rows_per_shard, self.chunk = rows_per_shard, min(chunk, rows_per_shard)
-        self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.columns = {name: _Column() for name in schema.names}
         self.buffered = 0
         self.parts: list[Path] = []
         self.num_rows = 0
@@ -74,7 +112,10 @@ class ShardWriter:
             take = min(total - start, self.chunk - self.buffered)
             for name, column in self.columns.items():
                 values = records.data.get(name)
-                column.extend(values[start : start + take] if values is not None else [None] * take)
+                if isinstance(values, Picked):
+                    column.extend_picked(values, start, start + take)
+                else:
+                    column.extend(values[start : start + take] if values is not None else [None] * take)
             self.buffered += take
             start += take
             if self.buffered >= self.chunk:
@@ -88,26 +129,28 @@ class ShardWriter:
                 self.parts.append(path)
             take = min(self.buffered, self.rows_per_shard - self._in_shard)
             if take == self.buffered:
-                batch = self.columns
-                self.columns = {name: [] for name in self.schema.names}
+                batch, self.columns = self.columns, {name: _Column() for name in self.schema.names}
             else:
-                batch = {name: column[:take] for name, column in self.columns.items()}
-                self.columns = {name: column[take:] for name, column in self.columns.items()}
+                halves = {name: column.split(take) for name, column in self.columns.items()}
+                batch = {name: first for name, (first, _) in halves.items()}
+                self.columns = {name: rest for name, (_, rest) in halves.items()}
             self.buffered -= take
-            table = pa.Table.from_pydict(batch, schema=self.schema)
+            arrays = [batch[f.name].to_arrow(f.type) for f in self.schema]
             del batch
             self._in_shard += take
             self.num_rows += take
             last = self._in_shard >= self.rows_per_shard
             if last:
                 self._in_shard = 0
-            self._submit(path, table, last)
+            self._submit(path, arrays, last)
 
-    def _submit(self, path: Path | None, table: pa.Table, last: bool) -> None:
+    def _submit(self, path: Path | None, arrays: list[Any], last: bool) -> None:
         self.wait()
-        self._pending = self.io.submit(self._write, path, table, last)
+        self._pending = self.io.submit(self._write, path, arrays, last)
 
-    def _write(self, path: Path | None, table: pa.Table, last: bool) -> None:
+    def _write(self, path: Path | None, arrays: list[Any], last: bool) -> None:
+        columns = [a[0].take(a[1]) if isinstance(a, tuple) else a for a in arrays]
+        table = pa.Table.from_arrays(columns, schema=self.schema)
         if path is not None:
             self._writer = pq.ParquetWriter(path, self.schema)
         assert self._writer is not None

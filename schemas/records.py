@@ -124,7 +124,7 @@ class RankedResponse(BaseModel):
 
 
 # (chosen, rejected) positions in the ranked list of six, best first: the 15 pairs of a C²-Syn group
-_PAIR_INDEXES: tuple[tuple[int, int], ...] = tuple(combinations(range(len(C2_RANK_KINDS)), 2))
+C2_PAIR_INDEXES: tuple[tuple[int, int], ...] = tuple(combinations(range(len(C2_RANK_KINDS)), 2))
 
 
 class C2Group(BaseModel):
@@ -186,14 +186,14 @@ class C2Group(BaseModel):
         """
         texts = [r.text for r in self.responses]
         ranks = [r.rank for r in self.responses]
-        n = len(_PAIR_INDEXES)
+        n = len(C2_PAIR_INDEXES)
         return {
             "prompt": [self.prompt] * n,
-            "chosen": [texts[i] for i, _ in _PAIR_INDEXES],
-            "rejected": [texts[j] for _, j in _PAIR_INDEXES],
-            "chosen_rank": [ranks[i] for i, _ in _PAIR_INDEXES],
-            "rejected_rank": [ranks[j] for _, j in _PAIR_INDEXES],
-            "principle": [c2_principle(ranks[i], ranks[j]) for i, j in _PAIR_INDEXES],
+            "chosen": [texts[i] for i, _ in C2_PAIR_INDEXES],
+            "rejected": [texts[j] for _, j in C2_PAIR_INDEXES],
+            "chosen_rank": [ranks[i] for i, _ in C2_PAIR_INDEXES],
+            "rejected_rank": [ranks[j] for _, j in C2_PAIR_INDEXES],
+            "principle": [c2_principle(ranks[i], ranks[j]) for i, j in C2_PAIR_INDEXES],
             "source_id": [self.source_id] * n,
             "group_id": [self.group_id] * n,
         }
