@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from factory.arrow_schema import arrow_schema, with_hf_features, write_table
+from factory.arrow_schema import arrow_array, arrow_schema, with_hf_features, write_table
 from factory.exporters import EXPORTER_FUNCTIONS, Columns, ExportContext, Picked
 from factory.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import OutputSpec
@@ -65,7 +65,7 @@ class _Column:
 
     def to_arrow(self, type_: pa.DataType) -> pa.Array | tuple[pa.Array, pa.Array]:
         """The Arrow array, or its values and indices for `take` (which runs without the GIL)."""
-        values = pa.array(self.values, type=type_)
+        values = arrow_array(self.values, type_)
         return values if self.indices is None else (values, pa.array(self.indices, type=pa.int64()))
 
 
@@ -99,9 +99,15 @@ class ShardWriter:
         self._pending: Future[None] | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, record: dict[str, Any]) -> None:
-        for name, column in self.columns.items():
-            column.append(record.get(name))  # a missing field is null, as in pa.Table.from_pylist
+    def add(self, record: dict[str, Any] | BaseModel) -> None:
+        """A record as a dict (a missing field is null, as in pa.Table.from_pylist) or a model (stored as
+        its `model_dump(mode="json")`, read field by field when the chunk is converted)."""
+        if isinstance(record, BaseModel):
+            for name, column in self.columns.items():
+                column.append(getattr(record, name))
+        else:
+            for name, column in self.columns.items():
+                column.append(record.get(name))
         self.buffered += 1
         if self.buffered >= self.chunk:
             self._flush()
@@ -239,7 +245,7 @@ def write_records(
                             w.add_columns(recs)
                             continue
                         for rec in recs:
-                            w.add(rec if isinstance(rec, dict) else rec.model_dump(mode="json"))
+                            w.add(rec)
                     result.output_rows += 1
                     continue
             entry: dict[str, str | None] = {
