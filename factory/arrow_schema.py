@@ -48,7 +48,8 @@ def arrow_array(values: list[Any], type_: pa.DataType) -> pa.Array:
     dumping and converting the columns (the six responses of 50,000 C²-Syn groups)."""
     if pa.types.is_struct(type_) and any(isinstance(v, BaseModel) for v in values):
         mask = _nulls(values)
-        children = [arrow_array(_field(values, f.name, mask is not None), f.type) for f in type_]
+        columns = _fields(values, [f.name for f in type_], plain=mask is None)
+        children = [arrow_array(column, f.type) for column, f in zip(columns, type_, strict=True)]
         return pa.StructArray.from_arrays(children, fields=list(type_), mask=mask)
     if pa.types.is_list(type_) and any(isinstance(item, BaseModel) for v in values if v for item in v[:1]):
         offsets, items = [0], []  # type: list[int], list[Any]
@@ -60,12 +61,13 @@ def arrow_array(values: list[Any], type_: pa.DataType) -> pa.Array:
     return pa.array(values, type=type_)
 
 
-def _field(values: list[Any], name: str, has_nulls: bool) -> list[Any]:
-    """Each value's field `name` (None for a null value; a dict's key when dicts and models mix)."""
-    if not has_nulls and all(isinstance(v, BaseModel) for v in values):
-        return list(map(attrgetter(name), values))
+def _fields(values: list[Any], names: list[str], *, plain: bool) -> list[list[Any]]:
+    """Per name, each value's field (None for a null value; a dict's key when dicts and models mix)."""
+    if plain and all(isinstance(v, BaseModel) for v in values):
+        return [list(map(attrgetter(name), values)) for name in names]
     return [
-        None if v is None else getattr(v, name) if isinstance(v, BaseModel) else v.get(name) for v in values
+        [None if v is None else getattr(v, name) if isinstance(v, BaseModel) else v.get(name) for v in values]
+        for name in names
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -148,10 +150,14 @@ class CrashCheck:
         self.own = [(s, [c for c in s.outputs if c not in _OPTIONAL and c != STATUS]) for s in steps]
         # the step blamed when only bookkeeping was emptied: the first without own columns, else the last
         self.bookkeeping_only = next((s for s, own in self.own if not own), steps[-1]) if steps else None
+        self.columns = [c for _, own in self.own for c in own]
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row.get(STATUS) in ("filtered", "quarantined"):
+        status = row.get(STATUS)
+        if status in ("filtered", "quarantined"):
             return row
+        if status is not None and not any(map(_is_none, map(row.get, self.columns))):
+            return row  # nothing emptied (every row of a run that did not crash)
         crashed = next((s for s, own in self.own if any(row.get(c) is None for c in own)), None)
         if crashed is None and row.get(STATUS) is None:  # only bookkeeping was emptied
             crashed = self.bookkeeping_only
@@ -162,6 +168,7 @@ class CrashCheck:
 
 
 _OPTIONAL = frozenset({STAGE, REASON, RAW, USAGE})  # bookkeeping that is legitimately None on ok rows
+_is_none = partial(operator.is_, None)
 _USAGE_COUNTS = {  # StageStats field <- key of a row's usage entry (factory.rows.add_usage)
     "llm_calls": "calls",
     "prompt_tokens": "prompt_tokens",

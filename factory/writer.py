@@ -55,7 +55,7 @@ class _Column:
             self.indices = list(range(len(self.values)))
         base = len(self.values)
         self.values.extend(picked.values)
-        self.indices.extend(base + i for i in picked.indices[start:stop])
+        self.indices.extend([base + i for i in picked.indices[start:stop]])
 
     def split(self, rows: int) -> tuple[_Column, _Column]:
         """The first `rows` rows and the rest."""
@@ -116,12 +116,15 @@ class ShardWriter:
         total, start = len(records), 0
         while start < total:
             take = min(total - start, self.chunk - self.buffered)
+            whole = take == total  # the usual case: no slice to copy
             for name, column in self.columns.items():
                 values = records.data.get(name)
                 if isinstance(values, Picked):
                     column.extend_picked(values, start, start + take)
+                elif values is None:
+                    column.extend([None] * take)
                 else:
-                    column.extend(values[start : start + take] if values is not None else [None] * take)
+                    column.extend(values if whole else values[start : start + take])
             self.buffered += take
             start += take
             if self.buffered >= self.chunk:

@@ -45,7 +45,11 @@ def faithful_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[
     it is the first character unless that character is itself a delimiter (then the count never
     returns to 0 and the whole text is kept); for i·t_k < 0 or beyond the last delimiter, the whole text.
     """
-    positions = delimiter_positions(text, delimiters)
+    return _prefixes_at(text, delimiter_positions(text, delimiters), t_k, delimiters, k)
+
+
+def _prefixes_at(text: str, positions: list[int], t_k: int, delimiters: str, k: int) -> list[str]:
+    """`faithful_prefixes` given the text's delimiter positions (found once per row by `truncate`)."""
     prefixes = []
     for i in range(1, k + 1):
         target = i * t_k
@@ -120,14 +124,15 @@ def truncate(
     is filtered with rule `degenerate_cuts_<kind>` (the first draw's kind). Other draws are the
     reference's, unchanged.
     """
-    t = count_delimiters(fhr, delimiters)
+    positions = delimiter_positions(fhr, delimiters)
+    t = len(positions)
     t_k = rng.randint(t // k - 1, t // k)
-    prefixes = faithful_prefixes(fhr, t_k, delimiters, k)
+    prefixes = _prefixes_at(fhr, positions, t_k, delimiters, k)
     kind = degenerate_kind(prefixes)
     redrawn = False
     if mode == "strict" and kind is not None:
         other = t // k - 1 if t_k == t // k else t // k
-        candidate = faithful_prefixes(fhr, other, delimiters, k)
+        candidate = _prefixes_at(fhr, positions, other, delimiters, k)
         if degenerate_kind(candidate) is not None:
             raise RowFiltered(f"degenerate_cuts_{kind}")
         t_k, prefixes, redrawn = other, candidate, True
