@@ -1,5 +1,7 @@
 """Import distilabel without the rich traceback hook it installs (that hook prints locals, tokens included),
-and a Pipeline that writes its resume cache once, at the end, and leaves Ctrl-C to the run."""
+and a Pipeline that writes its resume cache once, at the end, leaves Ctrl-C to the run, passes batches
+through pipes its workers inherit (no manager process), and returns its last stage's rows as parquet
+files read with pyarrow (`StepOutputs`) instead of a Distiset."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,6 +28,15 @@ class ExportContext:
     stages: tuple[StageDecoding, ...] = ()
 
     def provenance(self, source_id: str) -> Provenance:
+        if type(source_id) is str:  # the one field that differs per record, and valid: copy the run's
+            return self._run_provenance.model_copy(update={"source_id": source_id})
+        return self._validated(source_id)  # raises the ValidationError a bad id deserves
+
+    @cached_property
+    def _run_provenance(self) -> Provenance:
+        return self._validated("")
+
+    def _validated(self, source_id: Any) -> Provenance:
         return Provenance(
             recipe_name=self.recipe_name,
             recipe_hash=self.recipe_hash,

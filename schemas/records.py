@@ -125,6 +125,19 @@ class RankedResponse(BaseModel):
 
 # (chosen, rejected) positions in the ranked list of six, best first: the 15 pairs of a C²-Syn group
 C2_PAIR_INDEXES: tuple[tuple[int, int], ...] = tuple(combinations(range(len(C2_RANK_KINDS)), 2))
+_C2_RANKS = list(range(1, len(C2_RANK_KINDS) + 1))
+
+
+def _pair_rank_columns(ranks: list[int]) -> tuple[list[object], list[object], list[object]]:
+    """chosen_rank, rejected_rank and principle of the 15 pairs of a group ranked `ranks`."""
+    return (
+        [ranks[i] for i, _ in C2_PAIR_INDEXES],
+        [ranks[j] for _, j in C2_PAIR_INDEXES],
+        [c2_principle(ranks[i], ranks[j]) for i, j in C2_PAIR_INDEXES],
+    )
+
+
+_C2_PAIR_RANK_COLUMNS = _pair_rank_columns(_C2_RANKS)
 
 
 class C2Group(BaseModel):
@@ -187,13 +200,17 @@ class C2Group(BaseModel):
         texts = [r.text for r in self.responses]
         ranks = [r.rank for r in self.responses]
         n = len(C2_PAIR_INDEXES)
+        if ranks == _C2_RANKS:  # always, in a validated group: the rank columns are the same for all
+            chosen_rank, rejected_rank, principle = (list(c) for c in _C2_PAIR_RANK_COLUMNS)
+        else:
+            chosen_rank, rejected_rank, principle = _pair_rank_columns(ranks)
         return {
             "prompt": [self.prompt] * n,
             "chosen": [texts[i] for i, _ in C2_PAIR_INDEXES],
             "rejected": [texts[j] for _, j in C2_PAIR_INDEXES],
-            "chosen_rank": [ranks[i] for i, _ in C2_PAIR_INDEXES],
-            "rejected_rank": [ranks[j] for _, j in C2_PAIR_INDEXES],
-            "principle": [c2_principle(ranks[i], ranks[j]) for i, j in C2_PAIR_INDEXES],
+            "chosen_rank": chosen_rank,
+            "rejected_rank": rejected_rank,
+            "principle": principle,
             "source_id": [self.source_id] * n,
             "group_id": [self.group_id] * n,
         }
