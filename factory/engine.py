@@ -427,7 +427,7 @@ def _run_recipe(
             tally.add(row)
             yield row
 
-    with frozen_gc():
+    with frozen_gc(collect=False):
         written = write_records(out_dir, finished(), recipe.outputs, export_context(loaded))
     quarantined: int = sum(written.quarantined.values())
     filtered: int = sum(written.filtered.values())
