@@ -414,7 +414,7 @@ class C2Rank(SafeprefStep):
 
         group = build_group(row, self.seed)
         try:
-            C2Group.model_validate({**group, "provenance": _PLACEHOLDER_PROVENANCE})
+            C2Group.model_validate({**group, "provenance": _placeholder_provenance()})
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
@@ -422,14 +422,15 @@ class C2Rank(SafeprefStep):
         row["group_id"] = group["group_id"]
 
 
-# Provenance is run-level (the exporter adds the real one); validating the rest needs a stand-in.
-_PLACEHOLDER_PROVENANCE = {
-    "recipe_name": "check",
-    "recipe_hash": "0" * 64,
-    "generator_model": "check",
-    "seed": 0,
-    "source_id": "check",
-}
+@lru_cache(maxsize=1)
+def _placeholder_provenance() -> Any:
+    """Provenance is run-level (the exporter adds the real one); validating the rest needs a stand-in,
+    validated once."""
+    from schemas.provenance import Provenance
+
+    return Provenance(
+        recipe_name="check", recipe_hash="0" * 64, generator_model="check", seed=0, source_id="check"
+    )
 
 
 def build_group(row: dict[str, Any], seed: int) -> dict[str, Any]:
