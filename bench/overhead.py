@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from factory.backends import ChatRequest, create_backend
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
     from schemas.generation import BackendSpec, GenerationParams
 
     generation = {

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def _model_dir(kind: str, tmp: Path) -> Path:
     if kind == "bundled":
-        from factory.backends.bundled_model import bundled_model_dir
+        from factory.core.models import bundled_model_dir
 
         return bundled_model_dir()
     from tests.trainer_fixtures import tiny_llama

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from factory import publisher
-from factory.hub_retry import RetryPolicy
+from factory.core.retry import RetryPolicy
+from factory.dataset import publish as publisher
 from tests import hub_server as hs
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from factory.card_check import size_category
+from factory.dataset.card_check import size_category
 from schemas.manifest import DatasetManifest
 
 PROMPTS = [

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from factory.distilabel_compat import Step, StepInput
+from factory.core.distilabel_compat import Step, StepInput
 from factory.steps.base import SafeprefStep
 
 

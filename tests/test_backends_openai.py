@@ -13,7 +13,7 @@ from factory.backends.base import is_failure
 from factory.backends.chat import render_prompt
 from factory.backends.openai_backend import OpenAIBackend, _retry_after_s
 from factory.backends.transformers_backend import TransformersBackend
-from factory.errors import UserError
+from factory.core.errors import UserError
 from schemas.generation import BackendSpec, GenerationParams
 from tests.openai_server import OpenAITestServer
 

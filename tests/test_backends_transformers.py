@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from factory.backends import ChatRequest, create_backend
-from factory.backends.bundled_model import MODEL_ID, REVISION
 from factory.backends.chat import render_prompt
 from factory.backends.transformers_backend import TransformersBackend
-from factory.errors import UserError
+from factory.core.errors import UserError
+from factory.core.models import MODEL_ID, REVISION
 from schemas.generation import BackendSpec, GenerationParams
 
 pytestmark = pytest.mark.slow

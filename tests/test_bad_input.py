@@ -1,6 +1,6 @@
 """Bad input of every kind ends in one clear line and the documented exit code, never a traceback.
 
-Each case runs the real `safepref` entry point (`factory.cli.main`) in this process: no LLM is loaded,
+Each case runs the real `safepref` entry point (`factory.cli.app.main`) in this process: no LLM is loaded,
 every error here is found before any row reaches a model.
 """
 
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factory.cli import main
+from factory.cli.app import main
 from tests.conftest import REPO
 from tests.hub_fixtures import build_dataset_folder
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from factory.rows import RowFiltered
-from factory.steps.c2syn import (
+from factory.core.rows import RowFiltered
+from factory.steps.c2syn.steps import (
     count_delimiters,
     degenerate_kind,
     faithful_prefixes,

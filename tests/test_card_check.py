@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.card_check import check_card, size_categories, size_category
+from factory.dataset.card_check import check_card, size_categories, size_category
 from tests.hub_fixtures import build_dataset_folder
 
 

@@ -46,7 +46,7 @@ PREFILL = "Sure, I can help you with that, but I must advise you that"
 def smol() -> Any:
     from transformers import AutoTokenizer
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     return AutoTokenizer.from_pretrained(bundled_model_dir())
 

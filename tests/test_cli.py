@@ -77,7 +77,7 @@ def test_train_set_help_speaks_of_the_training_config() -> None:
 def test_every_eval_option_has_help() -> None:
     import typer.main
 
-    from factory.cli import app
+    from factory.cli.app import app
 
     eval_group = typer.main.get_command(app).commands["eval"]  # type: ignore[attr-defined]
     for name, command in eval_group.commands.items():
@@ -98,11 +98,11 @@ def test_the_run_summary_is_whole_in_a_log(c2syn_demo_run: Path, monkeypatch) ->
 
     from rich.console import Console
 
-    import factory.cli
-    from factory.check import load_manifest
+    import factory.cli.app
+    from factory.dataset.check import load_manifest
 
     log = io.StringIO()  # not a terminal: rich would assume 80 columns
-    monkeypatch.setattr(factory.cli, "console", Console(file=log))
-    factory.cli._print_summary(load_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
+    monkeypatch.setattr(factory.cli.app, "console", Console(file=log))
+    factory.cli.app._print_summary(load_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
     header = next(line for line in log.getvalue().splitlines() if "quarantined" in line)
     assert len(header) > 80 and "LLM calls" in header and "gen tokens" in header

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.deviations import deviation_lines
-from factory.recipe_loader import load_recipe
-from factory.templates import template_sha256
+from factory.core.templates import template_sha256
+from factory.dataset.deviations import deviation_lines
+from factory.engine.recipe import load_recipe
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 
 

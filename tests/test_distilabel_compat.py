@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from distilabel.pipeline.write_buffer import _WriteBuffer
 
-from factory.distilabel_compat import Pipeline  # noqa: F401  (importing it mends distilabel's buffer)
+from factory.core.distilabel_compat import Pipeline  # noqa: F401  (importing it mends distilabel's buffer)
 
 
 def test_a_column_that_is_none_in_the_first_file_and_text_later_survives_close(tmp_path: Path) -> None:

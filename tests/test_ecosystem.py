@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factory.card import render_card
-from factory.engine import export_context
-from factory.recipe_loader import load_recipe
-from factory.writer import write_records
+from factory.dataset.card import render_card
+from factory.engine.recipe import load_recipe
+from factory.engine.run import export_context
+from factory.export.writer import write_records
 from schemas.manifest import DatasetManifest, RowCounts
 from tests.conftest import REPO
 from tests.trainer_fixtures import safety_triple, tiny_llama
@@ -253,7 +253,7 @@ def test_the_ptalign_card_explains_its_counts_and_cites_the_paper_in_full(ptalig
     assert "- created by expanding stages: 1" in card.text
     assert "https://arxiv.org/abs/2502.08657" in card.text
     assert "author={Xu, Jingxin and Nan, Guoshun and" in card.text and "and others}" not in card.text
-    from factory.card_check import check_card
+    from factory.dataset.card_check import check_card
 
     assert check_card(ptalign_folder) == []
 

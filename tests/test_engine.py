@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factory.check import check_folder
-from factory.engine import run_recipe
-from factory.errors import RunFailed
-from factory.recipe_loader import load_recipe
+from factory.core.errors import RunFailed
+from factory.dataset.check import check_folder
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.conftest import REPO
 
 DEMO = yaml.safe_load((REPO / "recipes" / "c2syn-demo.yaml").read_text())
@@ -189,7 +189,7 @@ def test_rerun_into_the_same_folder_resumes_without_generating(tmp_path: Path) -
     """distilabel's batch cache lives in DIR/.work: a re-run loads the finished batches, never the model."""
     import shutil
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     model = tmp_path / "model"
     shutil.copytree(bundled_model_dir(), model)
@@ -232,7 +232,7 @@ def test_prompt_dedup_keeps_the_first_passing_row_even_after_a_failing_duplicate
 
 
 def test_source_dedup_before_the_c2syn_filter_is_refused_with_the_place(tmp_path: Path) -> None:
-    from factory.errors import UserError
+    from factory.core.errors import UserError
 
     path = canned_recipe(
         tmp_path, source={"kind": "bundled", "path": "c2syn_demo.jsonl", "dedup_on": "prompt"}
@@ -272,7 +272,7 @@ def test_an_edited_source_file_with_the_same_recipe_is_run_afresh(tmp_path: Path
 
 def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(tmp_path: Path) -> None:
     from factory.steps.base import RowFiltered
-    from factory.steps.c2syn import select_fhr
+    from factory.steps.c2syn.steps import select_fhr
 
     def passes(row: dict[str, Any]) -> bool:
         try:
@@ -304,7 +304,7 @@ def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(
 
 
 def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: Path) -> None:
-    from factory.steps.c2syn import row_rng, truncate
+    from factory.steps.c2syn.steps import row_rng, truncate
     from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
     clause = "leave the shared kitchen a little messy and skip your turn on the chore list again"

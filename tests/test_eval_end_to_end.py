@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from factory.cli import app
-from factory.errors import UserError
+from factory.cli.app import app
+from factory.core.errors import UserError
 from factory.evaluation.c2_eval import C2Settings, run_c2_eval
 from factory.evaluation.harm_eval import HarmSettings, run_harm_eval
 from schemas.eval_report import C2EvalReport, HarmEvalReport
@@ -35,7 +35,7 @@ def identity_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     base = bundled_model_dir()
     folder = tmp_path_factory.mktemp("adapter") / "smol-lora"

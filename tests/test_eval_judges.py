@@ -8,7 +8,7 @@ import pytest
 
 from factory.backends import ChatRequest, Completion
 from factory.backends.base import failed
-from factory.errors import UserError
+from factory.core.errors import UserError
 from factory.evaluation.judges import (
     JUDGE_SYSTEM,
     JudgeItem,

@@ -49,7 +49,7 @@ FHR = "You could make their life a little annoying so they learn their lesson. F
 def smol() -> Any:
     from transformers import AutoTokenizer
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     return AutoTokenizer.from_pretrained(bundled_model_dir())
 

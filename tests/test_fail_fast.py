@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factory.check import check_folder
-from factory.cli import main
-from factory.engine import run_recipe
-from factory.errors import RunFailed, UserError
-from factory.recipe_loader import load_recipe
+from factory.cli.app import main
+from factory.core.errors import RunFailed, UserError
+from factory.dataset.check import check_folder
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.openai_server import OpenAITestServer
 from tests.test_engine import DEMO, DEMO_ROWS, canned_recipe
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from factory.check import check_folder
-from factory.engine import run_recipe
-from factory.recipe_loader import load_recipe
+from factory.dataset.check import check_folder
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.conftest import REPO
 from tests.openai_server import OpenAITestServer
 

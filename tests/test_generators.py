@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factory.card import render_card
-from factory.engine import export_context
-from factory.generators import stage_decodings
-from factory.recipe_loader import load_recipe
+from factory.core.models import stage_decodings
+from factory.dataset.card import render_card
+from factory.engine.recipe import load_recipe
+from factory.engine.run import export_context
 from schemas.generation import DecodingOverride, merged_decoding
 from schemas.manifest import ConfigInfo, DatasetManifest, GeneratorInfo, RowCounts
 

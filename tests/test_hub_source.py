@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from factory.check import check_folder
-from factory.engine import run_recipe
-from factory.recipe_loader import load_recipe
+from factory.dataset.check import check_folder
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.hub_env import Hub
 from tests.test_engine import DEMO_ROWS, canned_recipe
 

@@ -137,8 +137,8 @@ def test_the_ptalign_page_shows_the_toxic_span_share(ptalign_demo_run: Path, tmp
 
 
 def test_a_run_that_kept_no_row_gets_a_report_with_empty_configs(tmp_path: Path) -> None:
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
 
     out = tmp_path / "run"  # every row filtered at select: no LLM call, every config empty
     run_recipe(load_recipe("c2syn-demo", ["stages.select.params.min_words=100000"], 3), out)

@@ -25,8 +25,8 @@ from factory.backends.managed_server import (
     shared_sampling,
 )
 from factory.backends.openai_backend import OpenAIBackend
-from factory.errors import UserError
-from factory.recipe_loader import builtin_recipes_dir
+from factory.core.errors import UserError
+from factory.engine.recipe import builtin_recipes_dir
 from schemas.generation import BackendSpec, GenerationParams
 from tests.conftest import REPO
 
@@ -213,7 +213,7 @@ def test_the_server_continues_the_open_turn_and_is_gone_after_an_error(tmp_path:
 
 @pytest.mark.slow
 def test_one_model_copy_serves_every_llm_stage_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     model = tmp_path / "model"
     shutil.copytree(bundled_model_dir(), model)  # a path of our own: other runs on this host map theirs

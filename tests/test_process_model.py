@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from factory.check import check_folder
-from factory.engine import run_recipe
-from factory.recipe_loader import load_recipe
-from factory.request_cache import count_answers
+from factory.backends.request_cache import count_answers
+from factory.dataset.check import check_folder
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.held_server import HeldServer
 from tests.pty_run import cli_env, new_tag, start_cli, tagged_processes
 from tests.test_engine import canned_recipe

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from factory.progress import ProgressWatcher
+from factory.core.progress import ProgressWatcher
 
 
 def test_a_half_written_line_is_read_once_it_is_complete(tmp_path: Path) -> None:

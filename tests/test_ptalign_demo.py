@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from factory.check import check_folder
+from factory.dataset.check import check_folder
 from schemas.records import ConversationalKTORow, ConversationalPair, KTORow, PreferencePair, SafetyTriple
 
 pytestmark = pytest.mark.slow
@@ -98,8 +98,8 @@ def test_the_demo_card_warns_and_is_tagged(demo_run: Path) -> None:
 
 
 def test_plan_bounds_every_stages_llm_calls_of_the_run(demo_run: Path) -> None:
-    from factory.planning import plan_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.plan import plan_recipe
+    from factory.engine.recipe import load_recipe
 
     manifest = json.loads((demo_run / "manifest.json").read_text())
     planned = {s.name: s.calls for s in plan_recipe(load_recipe("ptalign-demo")).stages}

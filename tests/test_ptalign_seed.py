@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from factory.errors import UserError
-from factory.recipe_loader import load_recipe
-from factory.sources import read_source
+from factory.core.errors import UserError
+from factory.core.sources import read_source
+from factory.engine.recipe import load_recipe
 from schemas.ptalign_seed import MAX_HUMAN_ITEMS, PTAlignSeed
 from schemas.recipe import SourceSpec
 from tests.conftest import REPO
@@ -125,8 +125,8 @@ def test_both_builtin_recipes_load_and_read_the_bundled_seed() -> None:
 
 
 def test_a_run_records_the_seed_file_and_every_template_it_renders() -> None:
-    from factory.reproducibility import input_hashes
-    from factory.templates import template_sha256
+    from factory.core.hashing import input_hashes
+    from factory.core.templates import template_sha256
 
     loaded = load_recipe("ptalign-demo")
     hashes = input_hashes(loaded.recipe, loaded.base_dir)

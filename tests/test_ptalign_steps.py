@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from factory.backends import ChatRequest, Completion
-from factory.exporters import ExportContext
-from factory.ptalign_exporters import ptalign_kto, ptalign_pairs, ptalign_triples
-from factory.steps.ptalign_hashes import constraints_version
+from factory.export.c2syn import ExportContext
+from factory.export.ptalign import ptalign_kto, ptalign_pairs, ptalign_triples
+from factory.steps.ptalign.hashes import constraints_version
 from schemas.generation import BackendSpec
 from schemas.ptalign_params import (
     AnnotateSpansParams,
@@ -59,7 +59,7 @@ class ScriptedBackend:
 def make_step(cls_name: str, params: dict[str, Any], backend: ScriptedBackend | None) -> Any:
     from distilabel.pipeline import Pipeline
 
-    import factory.steps.ptalign as ptalign
+    import factory.steps.ptalign.steps as ptalign
 
     with Pipeline(name="ptalign-test"):
         step = getattr(ptalign, cls_name)(

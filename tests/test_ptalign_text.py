@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from factory.rows import RowFailed, RowFiltered
-from factory.steps.ptalign_judge import JudgeAnswerError, parse_judge_score
-from factory.steps.ptalign_lists import Deduper, dedup_key, parse_list_items
-from factory.steps.ptalign_spans import clamp_spans, diff_spans, locate_quotes, validate_spans
+from factory.core.rows import RowFailed, RowFiltered
+from factory.steps.ptalign.judge import JudgeAnswerError, parse_judge_score
+from factory.steps.ptalign.lists import Deduper, dedup_key, parse_list_items
+from factory.steps.ptalign.spans import clamp_spans, diff_spans, locate_quotes, validate_spans
 
 
 def items(text: str, **kw: object) -> list[str]:
@@ -123,7 +123,7 @@ def test_diff_spans_mark_words_the_positive_answer_does_not_use() -> None:
 
 
 def test_assemble_quarantines_spans_that_do_not_fit_the_text() -> None:
-    from factory.steps.ptalign import build_triple
+    from factory.steps.ptalign.steps import build_triple
 
     row = {
         "_sp_id": "harassment/0/0",

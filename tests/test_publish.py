@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factory import publisher
-from factory.card_check import split_card
-from factory.errors import UserError
-from factory.publisher import CONTENT_WARNING, HARMFUL_TAG, prepare_card, publish_folder
+from factory.core.errors import UserError
+from factory.dataset import publish as publisher
+from factory.dataset.card_check import split_card
+from factory.dataset.publish import CONTENT_WARNING, HARMFUL_TAG, prepare_card, publish_folder
 from tests import hub_server as hs
 from tests.hub_env import Hub
 from tests.hub_fixtures import build_dataset_folder, read_manifest

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.engine import run_recipe
-from factory.recipe_loader import load_recipe
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.test_engine import canned_recipe
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from factory.exporters import EXPORTER_FUNCTIONS
+from factory.export.c2syn import EXPORTER_FUNCTIONS
 from factory.steps.registry import BUILTIN_STEPS, resolve_step_class
 from schemas.registry import RECORD_SCHEMAS
 from schemas.step_params import EXPORTERS, STEP_PARAMS

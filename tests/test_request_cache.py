@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from factory.backends.base import ChatRequest, Completion
-from factory.request_cache import RequestCache, request_key
+from factory.backends.request_cache import RequestCache, request_key
 from schemas.generation import GenerationParams
 
 WORKERS = 8
@@ -75,7 +75,7 @@ def test_unseeded_sampling_has_no_key_and_seeded_sampling_does() -> None:
 
 
 def test_keys_follow_a_local_model_folders_content_and_the_prefill_mode(tmp_path: Path) -> None:
-    from factory.request_cache import CachedBackend
+    from factory.backends.request_cache import CachedBackend
     from schemas.generation import BackendSpec
 
     model = tmp_path / "model"

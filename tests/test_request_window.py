@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from bench.paced_server import PacedServer
-from factory.engine import RunResult, run_recipe
-from factory.progress import ENV_VAR as PROGRESS_ENV
-from factory.progress import ProgressState
-from factory.recipe_loader import load_recipe
+from factory.core.progress import ENV_VAR as PROGRESS_ENV
+from factory.core.progress import ProgressState
+from factory.engine.recipe import load_recipe
+from factory.engine.run import RunResult, run_recipe
 
 WINDOW = 16
 GATE_LIMIT_S = 300  # only reached when the window never fills, i.e. when the test fails

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.engine import run_recipe
-from factory.recipe_loader import load_recipe
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.conftest import REPO
 from tests.test_managed_server import alive, children, cmdline
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def _model_copy(tmp_path: Path) -> Path:
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     model = tmp_path / "model"
     shutil.copytree(bundled_model_dir(), model)
@@ -85,7 +85,7 @@ def test_edit_of_a_stage_after_generation_reuses_generation(tmp_path: Path) -> N
     from schemas.recipe import StageSpec
 
     recipe.stages.insert(3, StageSpec.model_validate(check))
-    from factory.recipe_loader import LoadedRecipe, recipe_hash
+    from factory.engine.recipe import LoadedRecipe, recipe_hash
 
     result = run_recipe(LoadedRecipe(recipe, edited.path, recipe_hash(recipe)), out)
     generate = result.manifest.stages["generate"]

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factory.engine import run_recipe
-from factory.recipe_loader import load_recipe
+from factory.engine.recipe import load_recipe
+from factory.engine.run import run_recipe
 from tests.test_engine import DEMO, DEMO_ROWS
 
 

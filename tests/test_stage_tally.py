@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.engine import StageTally
-from factory.recipe_loader import LoadedRecipe
+from factory.engine.recipe import LoadedRecipe
+from factory.engine.run import StageTally
 from schemas.recipe import Recipe
 
 
@@ -33,7 +33,7 @@ def test_counts_follow_rows_through_expansions() -> None:
         [FakeStep("a"), FakeStep("b", True), FakeStep("c", True), FakeStep("d")],
     )
     from factory.backends.base import Completion
-    from factory.rows import add_usage, count_event
+    from factory.core.rows import add_usage, count_event
 
     row0: dict[str, Any] = {}
     add_usage(row0, "b", [Completion("x", 10, 5, "stop"), Completion("y", 3, 2, "stop", cached=True)])

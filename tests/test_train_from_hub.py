@@ -12,10 +12,10 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
-from factory.engine import run_recipe  # noqa: E402
-from factory.errors import UserError  # noqa: E402
-from factory.publisher import publish_folder  # noqa: E402
-from factory.recipe_loader import load_recipe  # noqa: E402
+from factory.core.errors import UserError  # noqa: E402
+from factory.dataset.publish import publish_folder  # noqa: E402
+from factory.engine.recipe import load_recipe  # noqa: E402
+from factory.engine.run import run_recipe  # noqa: E402
 from tests.hub_env import Hub  # noqa: E402
 from tests.test_engine import canned_recipe  # noqa: E402
 from tests.trainer_fixtures import tiny_llama  # noqa: E402

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from factory.errors import UserError  # noqa: E402
+from factory.core.errors import UserError  # noqa: E402
 from schemas.records import KTORow  # noqa: E402
 from tests.trainer_fixtures import c2_group, safety_triple, tiny_llama, write_dataset  # noqa: E402
 from trainers.config import builtin_configs, load_config  # noqa: E402
@@ -293,7 +293,7 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
 def test_ptalign_masks_on_real_chat_tokens() -> None:
     from transformers import AutoTokenizer
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
     from trainers.config import PTAlignSettings
     from trainers.data import triple_rows
     from trainers.ptalign import encode_triple, stop_token_ids
@@ -371,7 +371,7 @@ def test_bundled_smollm2_lora_steps(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bundled_model_dir()), str(out))
 

@@ -42,7 +42,7 @@ def tiny_llama(out: Path, *, hidden: int = 32, layers: int = 2) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from factory.backends.bundled_model import bundled_model_dir
+    from factory.core.models import bundled_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     config = LlamaConfig(

@@ -22,7 +22,8 @@ from typing import Literal, Protocol
 
 from factory.backends import Backend, ChatRequest, Completion
 from factory.backends.base import is_failure
-from factory.errors import UserError
+from factory.core.errors import UserError
+from factory.core.templates import render_template, template_sha256
 from factory.evaluation.model_specs import (
     BackendOptions,
     describe_model,
@@ -30,7 +31,6 @@ from factory.evaluation.model_specs import (
     open_backend,
     parse_model_spec,
 )
-from factory.templates import render_template, template_sha256
 from schemas.eval_report import JudgeInfo
 from schemas.generation import GenerationParams
 from schemas.step_params import REFUSAL_KEYWORDS

@@ -5,19 +5,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from factory.errors import UserError
-from factory.steps.ptalign_registry import PTALIGN_STEPS
+from factory.core.errors import UserError
+from factory.steps.ptalign.registry import PTALIGN_STEPS
 
 if TYPE_CHECKING:
     from distilabel.steps import Step
 
 # step name -> "module:Class"
 BUILTIN_STEPS: dict[str, str] = {
-    "c2syn.select": "factory.steps.c2syn:C2Select",
-    "c2syn.truncate": "factory.steps.c2syn:C2Truncate",
-    "c2syn.generate": "factory.steps.c2syn:C2Generate",
-    "c2syn.safety_check": "factory.steps.c2syn:C2SafetyCheck",
-    "c2syn.rank": "factory.steps.c2syn:C2Rank",
+    "c2syn.select": "factory.steps.c2syn.steps:C2Select",
+    "c2syn.truncate": "factory.steps.c2syn.steps:C2Truncate",
+    "c2syn.generate": "factory.steps.c2syn.steps:C2Generate",
+    "c2syn.safety_check": "factory.steps.c2syn.steps:C2SafetyCheck",
+    "c2syn.rank": "factory.steps.c2syn.steps:C2Rank",
     "generate.respond": "factory.steps.generate:Respond",
     **PTALIGN_STEPS,
 }
@@ -37,7 +37,7 @@ def resolve_step_class(step: str, *, allow_import: bool) -> type[Step]:
         found = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"cannot import step {target!r}: {exc}") from None
-    from factory.distilabel_compat import Step as StepBase
+    from factory.core.distilabel_compat import Step as StepBase
 
     if not (isinstance(found, type) and issubclass(found, StepBase)):
         raise UserError(f"step {target!r} is a {type(found).__name__}, not a distilabel Step class")
