@@ -6,6 +6,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from schemas.generation import BackendSpec
 from schemas.ptalign_seed import SEED_FILE_SCHEMAS
@@ -84,14 +85,23 @@ class StageSpec(BaseModel):
             return self
         try:
             params = params_model.model_validate(self.params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"params.{loc}: {err['msg']}") from None
+        except ValidationError as exc:  # the params' own errors, each placed under `params`
+            raise ValidationError.from_exception_data(
+                exc.title, [_under("params", e) for e in exc.errors()]
+            ) from None
         self.params = params.model_dump(mode="json")
         if params.requires_backend() and not self.backend:
             raise ValueError(f"step {self.step!r} calls an LLM with these params: set `backend`")
         return self
+
+
+def _under(field: str, error: ErrorDetails) -> InitErrorDetails:
+    """A nested model's error, re-located under `field`: its type (hence its message) is kept, so the
+    formatter reports a step param exactly like any other field."""
+    placed = InitErrorDetails(type=error["type"], loc=(field, *error["loc"]), input=error["input"])
+    if "ctx" in error:
+        placed["ctx"] = error["ctx"]
+    return placed
 
 
 class OutputSpec(BaseModel):

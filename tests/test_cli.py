@@ -99,10 +99,10 @@ def test_the_run_summary_is_whole_in_a_log(c2syn_demo_run: Path, monkeypatch) ->
     from rich.console import Console
 
     import factory.cli.app
-    from factory.dataset.check import load_manifest
+    from factory.core.dataset_folder import read_manifest
 
     log = io.StringIO()  # not a terminal: rich would assume 80 columns
     monkeypatch.setattr(factory.cli.app, "console", Console(file=log))
-    factory.cli.app._print_summary(load_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
+    factory.cli.app._print_summary(read_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
     header = next(line for line in log.getvalue().splitlines() if "quarantined" in line)
     assert len(header) > 80 and "LLM calls" in header and "gen tokens" in header

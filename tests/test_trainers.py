@@ -262,7 +262,7 @@ def test_dataset_of_the_wrong_kind_is_refused(triple_dataset: Path, c2_dataset: 
     cfg = _config(tmp_path, {"algorithm": "ptalign"})
     with pytest.raises(UserError, match="algorithm 'ptalign' needs one of safety_triple"):
         train(cfg, dataset=str(c2_dataset), model="unused", out=str(tmp_path / "o"))
-    with pytest.raises(UserError, match="manifest.json is missing"):
+    with pytest.raises(UserError, match=r"not a safepref dataset folder \(no manifest.json\)"):
         train(cfg, dataset=str(tmp_path), model="unused", out=str(tmp_path / "o"))
 
 

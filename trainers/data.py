@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from factory.core.config_files import format_validation_error
+from factory.core.dataset_folder import read_manifest, read_manifest_file
 from factory.core.errors import UserError
 from schemas.manifest import DatasetManifest
 from schemas.records import (
@@ -76,7 +78,7 @@ def load_training_dataset(
     """Read and validate the dataset at `spec` (folder, or Hub repo id with optional `@revision`)."""
     path = Path(spec)
     if path.is_dir():
-        manifest = _read_manifest(path / "manifest.json", where=str(path / "manifest.json"))
+        manifest = read_manifest(path)
         name, info = _pick_config(manifest, config, algorithm, where=str(path))
         split_info = info.splits.get(split)
         if split_info is None:
@@ -109,22 +111,11 @@ def _load_from_hub(spec: str, algorithm: str, *, config: str | None, split: str)
             f"dataset {spec}: no such folder, and manifest.json could not be fetched from the Hub "
             f"({exc.__class__.__name__})"
         ) from None
-    manifest = _read_manifest(Path(manifest_file), where=f"{spec}/manifest.json")
+    manifest = read_manifest_file(Path(manifest_file), where=f"{spec}/manifest.json")
     name, info = _pick_config(manifest, config, algorithm, where=spec)
     ds = datasets.load_dataset(repo, name, split=split, revision=revision)
     records = _validate(ds, info.schema_name, where=f"{spec}/{name}/{split}")
     return TrainingDataset(repo, revision, name, info.schema_name, manifest, records)
-
-
-def _read_manifest(file: Path, *, where: str) -> DatasetManifest:
-    if not file.is_file():
-        raise UserError(f"{where} is missing: not a safepref dataset folder")
-    try:
-        return DatasetManifest.model_validate_json(file.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{where}: {loc}: {first['msg']}") from None
 
 
 def _pick_config(
@@ -169,9 +160,7 @@ def _validate(rows: Iterable[dict[str, Any]], schema: str, *, where: str) -> lis
         try:
             out.append(model.model_validate(record))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise UserError(f"{where} row {i}: {loc}: {first['msg']}") from None
+            raise UserError(f"{where} row {i}: {format_validation_error(exc)}") from None
     if not out:
         raise UserError(f"{where}: no rows")
     return out

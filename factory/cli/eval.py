@@ -87,6 +87,7 @@ def _backend_options(batch_size: int, device: str | None, prefill_mode: str, con
 def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
     from pydantic import ValidationError
 
+    from factory.core.config_files import format_validation_error
     from schemas.generation import GenerationParams
 
     try:
@@ -94,8 +95,11 @@ def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
             {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        raise UserError(format_validation_error(exc, location=_option_name)) from None
+
+
+def _option_name(loc: tuple[int | str, ...]) -> str:
+    return "--" + str(loc[0]).replace("_", "-")
 
 
 def _parse_ks(text: str) -> list[int]:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
+from factory.core.config_files import format_validation_error
 from factory.core.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from factory.export.arrow import arrow_schema, with_hf_features, write_table
 from factory.export.c2syn import EXPORTER_FUNCTIONS, ExportContext
@@ -180,9 +181,7 @@ def _write_accounting(folder: Path, rows: list[dict[str, Any]], reason_name: str
 
 def _short(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        return f"{loc}: {err['msg']}" if loc else err["msg"]
+        return format_validation_error(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

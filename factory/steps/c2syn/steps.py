@@ -405,15 +405,14 @@ class C2Rank(SafeprefStep):
     def process_row(self, row: dict[str, Any]) -> None:
         from pydantic import ValidationError
 
+        from factory.core.config_files import format_validation_error
         from schemas.records import C2Group
 
         group = build_group(row, self.seed)
         try:
             C2Group.model_validate({**group, "provenance": _PLACEHOLDER_PROVENANCE})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise RowFailed(f"invalid group: {loc}: {err['msg']}", json.dumps(group)) from None
+            raise RowFailed(f"invalid group: {format_validation_error(exc)}", json.dumps(group)) from None
         row["group_id"] = group["group_id"]
 
 
