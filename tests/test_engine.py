@@ -304,7 +304,8 @@ def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(
 
 
 def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: Path) -> None:
-    from factory.steps.c2syn.steps import row_rng, truncate
+    from factory.core.seeds import keyed_rng
+    from factory.steps.c2syn.steps import truncate
     from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
     clause = "leave the shared kitchen a little messy and skip your turn on the chore list again"
@@ -324,7 +325,7 @@ def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: 
         for i, fhr in enumerate(fhrs)
     ]
     kw = {"mode": "strict", "delimiters": C2_DELIMITERS, "openers": C2_OPENERS, "triggers": C2_TRIGGERS}
-    draws = [truncate(fhr, row_rng(DEMO["seed"], str(i)), **kw) for i, fhr in enumerate(fhrs)]  # type: ignore[arg-type]
+    draws = [truncate(fhr, keyed_rng("c2syn", DEMO["seed"], str(i)), **kw) for i, fhr in enumerate(fhrs)]  # type: ignore[arg-type]
     redrawn = sum(tr.redrawn for tr in draws)
     assert 0 < redrawn < 6 and not any(tr.redrawn for tr in draws[6:])
     assert any(tr.prefixes[-1] == eight for tr in draws[6:])  # a whole-answer fourth cut is kept

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -125,13 +124,3 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest occurrence of any stop string (the stop string itself is dropped)."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def request_seed(seed: int, prompt: str) -> int:
-    """The seed actually used for one request: a stable function of the recipe seed and the prompt.
-
-    Same request + same seed -> same text (whatever else is in the batch), while different prompts
-    sharing one recipe seed still draw independent random streams.
-    """
-    digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF  # fits every server's seed field

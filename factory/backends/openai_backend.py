@@ -40,12 +40,12 @@ from factory.backends.base import (
     failed,
     in_order,
     message_problem,
-    request_seed,
     truncate_at_stop,
 )
 from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
 from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams
 
 _RETRYABLE_EXCEPTIONS = (httpx.TransportError,)  # connect/read/write/pool errors and timeouts
@@ -194,11 +194,11 @@ class OpenAIBackend:
             )
             body["prompt"] = strip_leading_bos(self.tokenizer, prompt)
             if params.seed is not None:
-                body["seed"] = request_seed(params.seed, body["prompt"])
+                body["seed"] = prompt_seed(params.seed, body["prompt"])
             return "/completions", body
         body["messages"] = request.messages
         if params.seed is not None:
-            body["seed"] = request_seed(params.seed, json.dumps(request.messages, ensure_ascii=False))
+            body["seed"] = prompt_seed(params.seed, json.dumps(request.messages, ensure_ascii=False))
         if ends_with_prefill(request.messages) and not request.close_final_turn:
             body["continue_final_message"] = True  # vLLM/SGLang extension: keep the assistant turn open
             body["add_generation_prompt"] = False

@@ -14,12 +14,12 @@ from factory.backends.base import (
     Completion,
     failed,
     message_problem,
-    request_seed,
     truncate_at_stop,
 )
 from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams, names_local_folder
 
 _DECODE_CONTEXT = 4  # prompt tokens decoded with the new ones so word-boundary spaces survive detokenising
@@ -194,7 +194,7 @@ class TransformersBackend:
 
 
 class _SeededSampler:
-    """Samples each row with its own generator (seeded by `request_seed`) and forces that token.
+    """Samples each row with its own generator (seeded by `prompt_seed`) and forces that token.
 
     Generation then runs greedily over the forced logits, so a seeded request gets the same text
     whatever else shares its batch.
@@ -233,7 +233,7 @@ class _SeededSampler:
 
 
 def _seed(params: GenerationParams, prompt: str) -> int | None:
-    return None if params.seed is None else request_seed(params.seed, prompt)
+    return None if params.seed is None else prompt_seed(params.seed, prompt)
 
 
 def _batch_key(params: GenerationParams) -> tuple[Any, ...]:

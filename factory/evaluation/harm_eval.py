@@ -8,7 +8,6 @@ with several, answers of one instruction are correlated, so rows are bootstrappe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,6 +17,7 @@ from typing import Any
 from factory import __version__
 from factory.backends import ChatRequest, Completion
 from factory.core.errors import UserError
+from factory.core.seeds import sample_seed
 from factory.evaluation.batch_runner import (
     BatchBudget,
     BatchListener,
@@ -155,8 +155,7 @@ def _tasks(settings: HarmSettings, which: str, items: list[Instruction]) -> list
     tasks = []
     for item in items:
         for s in range(settings.samples):
-            digest = hashlib.sha256(f"harm:{settings.seed}:{which}:{item.row_id}:{s}".encode()).digest()
-            seed = int.from_bytes(digest[:8], "big") % (2**31)
+            seed = sample_seed("harm", settings.seed, which, item.row_id, s)
             tasks.append(Task((which, item.row_id, s), _Answer(which, item, s, seed)))
     return tasks
 

@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from factory.backends.base import EMPTY_COMPLETION
 from factory.core.rows import is_ok
+from factory.core.seeds import keyed_rng
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, count_event, mark
 from factory.steps.c2syn.filter import select_fhr
 
@@ -96,11 +97,6 @@ class Truncation:
     triggers: list[str]
     degenerate: str | None = None  # the first draw's degenerate kind (kept in faithful, re-drawn in strict)
     redrawn: bool = False  # strict mode replaced that draw by the other admissible t_k
-
-
-def row_rng(seed: int, source_id: str) -> random.Random:
-    """A per-row RNG: the draws of a row do not depend on batch order or on other rows."""
-    return random.Random(f"c2syn:{seed}:{source_id}")
 
 
 def truncate(
@@ -250,7 +246,7 @@ class C2Truncate(SafeprefStep):
         p = self.params
         tr = truncate(
             row["fhr"],
-            row_rng(self.seed, row["_sp_id"]),
+            keyed_rng("c2syn", self.seed, row["_sp_id"]),
             mode=p["mode"],
             delimiters=p["delimiters"],
             openers=p["openers"],

@@ -12,7 +12,6 @@ the Arrow schema of the intermediate rows never depends on which rows happen to 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import PrivateAttr
 
 from factory.backends.base import EMPTY_COMPLETION
+from factory.core.seeds import row_request_seed
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, child_row, mark
 from factory.steps.ptalign.hashes import constraints_version
 from factory.steps.ptalign.judge import JudgeAnswerError, parse_judge_score
@@ -32,12 +32,6 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]
 SIDES = ("positive", "toxic")
-
-
-def request_seed(seed: int, stage: str, row_id: str, tag: str) -> int:
-    """A sampling seed per request: independent of batch order, stable across re-runs."""
-    digest = hashlib.sha256(f"ptalign:{seed}:{stage}:{row_id}:{tag}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def with_prefill(prefill: str | None, text: str) -> str:
@@ -83,7 +77,7 @@ class PTAlignLLMStep(SafeprefStep):
             p = params
             if params.temperature > 0:
                 p = params.model_copy(
-                    update={"seed": request_seed(self.seed, self.stage, row["_sp_id"], tag)}
+                    update={"seed": row_request_seed("ptalign", self.seed, self.stage, row["_sp_id"], tag)}
                 )
             requests.append(ChatRequest(messages=messages, params=p))
         completions = self.backend.generate(requests) if requests else []
