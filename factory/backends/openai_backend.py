@@ -17,11 +17,9 @@ The API key is read from the env var named by `api_key_env`, lives only in the c
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +43,7 @@ from factory.backends.base import (
 from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
 from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.retry import RetryPolicy
 from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams
 
@@ -60,7 +59,10 @@ class OpenAIBackend:
         urls = [spec.base_url] if isinstance(spec.base_url, str) else list(spec.base_url or [])
         self.base_urls = [u.rstrip("/") for u in urls]  # BackendSpec checked scheme and credentials
         self.spec = spec
-        self.backoff_base_s = backoff_base_s
+        # a server's Retry-After is honoured up to one request's timeout; our own backoff up to 30 s
+        self.retry = RetryPolicy(
+            spec.max_retries + 1, backoff_base_s, _MAX_BACKOFF_S, retry_after_cap_s=spec.timeout_s
+        )
         bundled = spec.model == "bundled"
         self.model_id = bundled_model.MODEL_ID if bundled else spec.model
         self.revision = bundled_model.REVISION if bundled and spec.revision is None else spec.revision
@@ -127,11 +129,11 @@ class OpenAIBackend:
             return failed(str(exc))
         last_error = "no attempt made"
         raw: str | None = None
-        retry_after: float | None = None
+        retry_after: str | None = None
         failed_here: set[str] = set()  # replicas that failed this request: retry it elsewhere
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
-                time.sleep(self._delay(attempt, retry_after))
+                time.sleep(self.retry.delay(attempt, retry_after))
             retry_after = None
             url = self._acquire_replica(failed_here)
             self._count_in_flight(+1)
@@ -147,7 +149,7 @@ class OpenAIBackend:
                 self._count_in_flight(-1)
                 self._slots[url].release()
             if response.status_code == 429 or response.status_code >= 500:
-                retry_after = _retry_after_s(response.headers.get("Retry-After"))
+                retry_after = response.headers.get("Retry-After")
                 last_error, raw = f"HTTP {response.status_code} from {url}", response.text
                 failed_here.add(url)
                 continue
@@ -227,12 +229,6 @@ class OpenAIBackend:
         with self._lock:
             self._down_until[url] = time.monotonic() + self.spec.replica_cooldown_s
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.spec.timeout_s)
-        ceiling = min(self.backoff_base_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
-        return random.uniform(ceiling / 2, ceiling)  # jitter spreads retries of a burst of failures
-
     def _scrubbed(self, completion: Completion) -> Completion:
         key = os.environ.get(self.spec.api_key_env)
         if key:
@@ -296,19 +292,6 @@ def _parse(text: str, path: str, params: GenerationParams) -> Completion:
     if not content.strip():
         completion.error, completion.raw = EMPTY_COMPLETION, text[:RAW_LIMIT]
     return completion
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # the HTTP-date form
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _snippet(body: str) -> str:
