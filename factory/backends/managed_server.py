@@ -67,9 +67,7 @@ def server_key(spec: BackendSpec) -> str:
 
 def model_source(spec: BackendSpec) -> str:
     """What the server loads: the bundled model's converted folder, a local folder, or a Hub id."""
-    if spec.model == "bundled":
-        return str(bundled_model.bundled_model_dir())
-    return spec.model
+    return bundled_model.load_source(spec.model)
 
 
 def server_command(spec: BackendSpec, port: int) -> list[str]:
@@ -82,7 +80,7 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
         kv_tokens = spec.kv_cache_tokens or spec.max_concurrency * DEFAULT_KV_TOKENS_PER_REQUEST
         command = [
             *prefix,
-            f"{source}@{spec.revision}" if spec.revision and spec.model != "bundled" else source,
+            f"{source}@{spec.revision}" if spec.revision else source,
             "--continuous-batching",
             f"--cb-max-batch-tokens={spec.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS}",
             f"--cb-num-blocks={-(-kv_tokens // 256)}",  # blocks of 256 tokens (the default page size)
@@ -104,7 +102,7 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
             command.append(f"--max-num-seqs={spec.max_num_seqs}")
         if spec.max_batch_tokens:
             command.append(f"--max-num-batched-tokens={spec.max_batch_tokens}")
-        if spec.revision and spec.model != "bundled":
+        if spec.revision:
             command.append(f"--revision={spec.revision}")
         if spec.tokenizer and spec.tokenizer != "bundled":
             command.append(f"--tokenizer={spec.tokenizer}")

@@ -41,14 +41,10 @@ class TransformersBackend:
         if threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
         self.spec = spec
-        if spec.model == "bundled":
-            source: str = str(bundled_model.bundled_model_dir())
-            self.model_id, self.revision = bundled_model.MODEL_ID, bundled_model.REVISION
-            revision = None
-        else:
-            source = _resolve_source(spec.model)
-            self.model_id, self.revision = spec.model, spec.revision
-            revision = spec.revision
+        source = _resolve_source(bundled_model.load_source(spec.model))
+        revision = spec.revision
+        self.model_id = bundled_model.model_id(spec.model)
+        self.revision = bundled_model.model_revision(spec.model, spec.revision)
         tokenizer_source = spec.tokenizer or source
         self.device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:

@@ -113,14 +113,13 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
         return ModelInfo(spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url)
     if ref.kind == "adapter":
         base, revision = _adapter_base(Path(ref.target))
-        bundled = base in ("bundled", str(bundled_model.bundled_model_dir()))
         return ModelInfo(
             spec=ref.spec,
             slug=slug,
             kind="adapter",
             model_id=str(Path(ref.target).resolve()),
-            base_model=bundled_model.MODEL_ID if bundled else base,
-            revision=bundled_model.REVISION if bundled else revision,
+            base_model=bundled_model.model_id(base),
+            revision=bundled_model.model_revision(base, revision),
             fingerprint=folder_fingerprint(Path(ref.target)),
         )
     if ref.kind == "bundled":
@@ -128,8 +127,8 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
             spec=ref.spec,
             slug=slug,
             kind="bundled",
-            model_id=bundled_model.MODEL_ID,
-            revision=bundled_model.REVISION,
+            model_id=bundled_model.model_id("bundled"),
+            revision=bundled_model.model_revision("bundled", None),
         )
     if ref.kind == "folder":
         return ModelInfo(
@@ -188,8 +187,8 @@ def open_backend(ref: ModelRef, options: BackendOptions) -> Backend:
 
 
 def _adapter_base(folder: Path) -> tuple[str, str | None]:
-    """(base model, revision) of an adapter folder; `bundled` when `safepref train` recorded that the
-    bundled model was its base (`base_model.json`)."""
+    """(base model, revision) of an adapter folder; `bundled` (no revision) when `safepref train`
+    recorded that the bundled model was its base (`base_model.json`) or PEFT names its cached folder."""
     try:
         recorded = json.loads((folder / "base_model.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -204,6 +203,10 @@ def _adapter_base(folder: Path) -> tuple[str, str | None]:
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base:
         raise UserError("base_model_name_or_path is missing", where=where)
+    from factory.core import models as bundled_model
+
+    if base == str(bundled_model.bundled_model_dir()):
+        return "bundled", None
     revision = config.get("revision")
     return base, revision if isinstance(revision, str) else None
 
@@ -212,16 +215,13 @@ def _open_adapter(ref: ModelRef, common: dict[str, Any]) -> Backend:
     """Load the adapter's base model through the transformers backend, then apply and merge the adapter."""
     from peft import PeftModel
 
-    from factory.core import models as bundled_model
-
     folder = Path(ref.target)
     base, revision = _adapter_base(folder)
-    bundled = base in ("bundled", str(bundled_model.bundled_model_dir()))
     has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     spec = BackendSpec.model_validate(
         {
             "kind": "transformers",
-            "model": "bundled" if bundled else base,
+            "model": base,
             "revision": revision,
             "tokenizer": str(folder) if has_tokenizer else None,
             **common,
