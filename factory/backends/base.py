@@ -25,7 +25,12 @@ class ChatRequest:
 
 @dataclass
 class Completion:
-    """The new text only (never the prefill); `error` set means the request failed and `text` is empty."""
+    """The new text only (never the prefill); `error` set means the request failed and `text` is empty.
+
+    An answer with no text (`empty`) is an answer, not a failure: `error` is None. What it means is
+    the caller's rule: a step that needs text quarantines its row (EMPTY_COMPLETION), a yes/no judge
+    reads it as "not yes" (`yes_verdict`), as the reference judge does.
+    """
 
     text: str
     prompt_tokens: int
@@ -38,6 +43,11 @@ class Completion:
     # the stage's MeteredBackend on fresh answers: the manifest's per-stage generation time
     sent_at: float | None = None
     received_at: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """The request was answered, with nothing but white space."""
+        return self.error is None and not self.text.strip()
 
 
 @runtime_checkable
@@ -81,13 +91,23 @@ def in_order(n: int, pairs: Iterator[tuple[int, Completion]]) -> list[Completion
     return out  # type: ignore[return-value]
 
 
-EMPTY_COMPLETION = "empty completion"  # a reply with no text: an answer (empty), not a failure
+EMPTY_COMPLETION = "empty completion"  # why a row whose step needed text got an empty answer
 
 
 def is_failure(completion: Completion) -> bool:
-    """Whether the request failed. An empty reply (error ending in EMPTY_COMPLETION, also after the
-    openai backend's retries) is a real, empty answer: callers that judge text may keep it."""
-    return completion.error is not None and not completion.error.endswith(EMPTY_COMPLETION)
+    """Whether the request failed (no answer after the backend's retries). An empty answer is not."""
+    return completion.error is not None
+
+
+def yes_verdict(completion: Completion) -> bool | None:
+    """A yes/no judge's verdict, as the reference judge (C²-Eval's eval/gpteval.py) reads a reply:
+    true iff the stripped, lower-cased reply is exactly `yes`, so an empty reply is a verdict (not
+    yes) and counts among the judged items; a failed request is no verdict (None)."""
+    return None if is_failure(completion) else is_exact_yes(completion.text)
+
+
+def is_exact_yes(reply: str) -> bool:
+    return reply.strip().lower() == "yes"
 
 
 def failed(error: str, raw: str | None = None, prompt_tokens: int = 0) -> Completion:

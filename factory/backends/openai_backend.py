@@ -5,7 +5,8 @@
 `replica_cooldown_s`, and the request is retried elsewhere. Connect errors, timeouts, 429, 5xx and
 unusable 200 bodies (malformed or truncated JSON, no text, an empty completion) are retried with
 exponential backoff and jitter (a `Retry-After` header wins); when the retries run out, or on any other
-4xx, the request becomes a `Completion` with `error` and `raw` set.
+4xx, the request becomes a `Completion` with `error` and `raw` set, except that an answer that stayed
+empty is returned as that (empty) answer.
 
 Prefill: `prefill_mode: continue_final_message` relies on the vLLM/SGLang chat extension (servers that
 ignore it, such as llama.cpp, silently close the turn); `prefill_mode: completions` renders the prompt
@@ -30,7 +31,6 @@ from typing import Any
 import httpx
 
 from factory.backends.base import (
-    EMPTY_COMPLETION,
     RAW_LIMIT,
     ChatRequest,
     Completion,
@@ -129,6 +129,7 @@ class OpenAIBackend:
         last_error = "no attempt made"
         raw: str | None = None
         retry_after: str | None = None
+        empty: Completion | None = None  # an empty answer: asked again, but the answer if it stays so
         failed_here: set[str] = set()  # replicas that failed this request: retry it elsewhere
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
@@ -160,10 +161,15 @@ class OpenAIBackend:
                 error = f"HTTP {response.status_code} from {url}: {_snippet(response.text)}"
                 return self._scrubbed(failed(error, response.text))
             completion = _parse(response.text, path, request.params)
-            if completion.error is None:
+            if completion.error is None and not completion.empty:
                 return self._scrubbed(completion)
-            last_error, raw = f"{url} answered: {completion.error}", completion.raw  # unusable 200: retry
+            if completion.empty:
+                empty = completion
+            else:
+                last_error, raw = f"{url} answered: {completion.error}", completion.raw  # unusable 200: retry
             failed_here.add(url)
+        if empty is not None:
+            return self._scrubbed(empty)
         attempts = self.spec.max_retries + 1
         return self._scrubbed(failed(f"gave up after {attempts} attempt(s): {last_error}", raw))
 
@@ -288,8 +294,8 @@ def _parse(text: str, path: str, params: GenerationParams) -> Completion:
         completion_tokens=int(usage.get("completion_tokens") or 0),
         finish_reason="stop" if stopped else finish,
     )
-    if not content.strip():
-        completion.error, completion.raw = EMPTY_COMPLETION, text[:RAW_LIMIT]
+    if completion.empty:
+        completion.raw = text[:RAW_LIMIT]  # the server's body, for a row quarantined for want of text
     return completion
 
 

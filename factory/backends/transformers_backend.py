@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from factory.backends.base import (
-    EMPTY_COMPLETION,
     ChatRequest,
     Completion,
     failed,
@@ -163,15 +162,12 @@ class TransformersBackend:
         kept = new_ids if end is None else new_ids[:end]
         text, stopped = truncate_at_stop(self._decode_new(prompt_ids[-_DECODE_CONTEXT:], kept), params.stop)
         finish = "stop" if end is not None or stopped or len(kept) < params.max_new_tokens else "length"
-        completion = Completion(
+        return Completion(
             text=text,
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(kept) + (end is not None),
             finish_reason=finish,
         )
-        if not text.strip():
-            completion.error = EMPTY_COMPLETION
-        return completion
 
     def _decode_new(self, context: list[int], new_ids: list[int]) -> str:
         # Decoding the new tokens alone loses a leading space with SentencePiece tokenizers; decode them

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from factory.backends import Backend, ChatRequest, Completion
-from factory.backends.base import is_failure
+from factory.backends.base import yes_verdict
 from factory.core.errors import UserError
 from factory.core.templates import render_template, template_sha256
 from factory.evaluation.model_specs import (
@@ -57,10 +57,6 @@ class Judge(Protocol):
     def judge(self, items: Sequence[JudgeItem]) -> list[bool | None]: ...
 
     def close(self) -> None: ...
-
-
-def is_exact_yes(reply: str) -> bool:
-    return reply.strip().lower() == "yes"
 
 
 def contains_keyword(text: str, keywords: Sequence[str] = REFUSAL_KEYWORDS) -> bool:
@@ -118,7 +114,7 @@ class LLMJudge:
             )
             for item in items
         ]
-        return [_verdict(c) for c in self.backend.generate(requests)]
+        return [yes_verdict(c) for c in self.backend.generate(requests)]
 
     def close(self) -> None:
         self.backend.close()
@@ -198,9 +194,3 @@ def plan_judge(spec: str, question: Question, options: BackendOptions) -> JudgeP
         info=info,
         open=lambda: LLMJudge(open_backend(ref, options), question),
     )
-
-
-def _verdict(completion: Completion) -> bool | None:
-    if is_failure(completion):
-        return None
-    return is_exact_yes(completion.text)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, PrivateAttr
 
+from factory.backends.base import EMPTY_COMPLETION
 from factory.backends.fail_fast import QuarantineWatch, WatchedBackend, stop_run, stopped
 from factory.backends.metered import MeteredBackend
 from factory.backends.prompt_cap import PromptCapped
@@ -45,6 +46,7 @@ __all__ = [
     "RowFailed",
     "RowFiltered",
     "add_usage",
+    "answer_text",
     "child_row",
     "count_event",
     "mark",
@@ -53,7 +55,7 @@ __all__ = [
 if TYPE_CHECKING:
     from distilabel.typing import StepColumns, StepOutput
 
-    from factory.backends import Backend
+    from factory.backends import Backend, Completion
     from schemas.generation import GenerationParams
 
 
@@ -204,6 +206,16 @@ class SafeprefStep(Step):
         if self._watch is None:
             self._watch = QuarantineWatch(self.stage, self.max_quarantine_share, self.quarantine_min_rows)
         self._watch.add(processed, _quarantined_here(rows, self.stage)[:processed])
+
+
+def answer_text(completion: "Completion") -> str:
+    """The answer's text for a step that needs text: a failed request or an empty answer raises
+    RowFailed, so the row is quarantined with the reason and the server's raw body."""
+    if completion.error is not None:
+        raise RowFailed(f"generation failed: {completion.error}", completion.raw)
+    if completion.empty:
+        raise RowFailed(EMPTY_COMPLETION, completion.raw if completion.raw is not None else completion.text)
+    return completion.text
 
 
 def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 from typing import Any, ClassVar
 
-from factory.steps.base import RowFailed, SafeprefStep, add_usage
+from factory.steps.base import SafeprefStep, add_usage, answer_text
 
 
 class Respond(SafeprefStep):
@@ -37,6 +37,4 @@ class Respond(SafeprefStep):
 
     def _store(self, row: dict[str, Any], c: Any) -> None:
         add_usage(row, self.stage, [c])
-        if c.error:
-            raise RowFailed(f"generation failed: {c.error}", c.raw)
-        row[self.params["output_column"]] = c.text
+        row[self.params["output_column"]] = answer_text(c)

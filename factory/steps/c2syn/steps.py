@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 from pydantic import PrivateAttr
 
-from factory.backends.base import EMPTY_COMPLETION
+from factory.backends.base import EMPTY_COMPLETION, yes_verdict
 from factory.core.rows import is_ok
 from factory.core.seeds import keyed_rng
-from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, count_event, mark
+from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, answer_text, count_event, mark
 from factory.steps.c2syn.filter import select_fhr
 
 # -- pure functions ------------------------------------------------------------------------------
@@ -296,13 +296,9 @@ class C2Generate(SafeprefStep):
 
     def _store(self, row: dict[str, Any], completions: list[Any]) -> None:
         add_usage(row, self.stage, completions)
-        for c in completions:
-            if c.error:
-                raise RowFailed(f"generation failed: {c.error}", c.raw)
-            if not c.text.strip():
-                raise RowFailed(EMPTY_COMPLETION, c.raw if c.raw is not None else c.text)
-        row["sr"] = completions[0].text.strip()
-        row["continuations"] = [c.text for c in completions[1:]]
+        texts = [answer_text(c) for c in completions]
+        row["sr"] = texts[0].strip()
+        row["continuations"] = texts[1:]
 
 
 class C2SafetyCheck(SafeprefStep):
@@ -360,7 +356,7 @@ class C2SafetyCheck(SafeprefStep):
         for r, c in zip(rows, out, strict=True):
             add_usage(r, self.stage, [c])
         # exact matching, as the reference judge: only a stripped, lower-cased "yes" counts as safe
-        return [(False, c) if c.error is not None else (c.text.strip().lower() == "yes", None) for c in out]
+        return [(False, c) if (yes := yes_verdict(c)) is None else (yes, None) for c in out]
 
     def _regenerate(self, rows: list[dict[str, Any]], attempt: int) -> list[dict[str, Any]]:
         """Sample a new SR for each row; returns the rows that got one (a failed call quarantines)."""
@@ -378,7 +374,7 @@ class C2SafetyCheck(SafeprefStep):
         renewed = []
         for row, c in zip(rows, self.backend.generate(requests), strict=True):
             add_usage(row, self.stage, [c])
-            if c.error is not None or not c.text.strip():
+            if c.error is not None or c.empty:
                 reason = f"SR re-generation failed: {c.error or EMPTY_COMPLETION}"
                 mark(row, "quarantined", self.stage, reason, c.raw if c.raw is not None else c.text)
                 continue

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PrivateAttr
 
-from factory.backends.base import EMPTY_COMPLETION
 from factory.core.seeds import row_request_seed
-from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, child_row, mark
+from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, answer_text, child_row, mark
 from factory.steps.ptalign.hashes import constraints_version
 from factory.steps.ptalign.judge import JudgeAnswerError, parse_judge_score
 from factory.steps.ptalign.lists import Deduper, dedup_key, parse_list_items
@@ -40,12 +39,8 @@ def with_prefill(prefill: str | None, text: str) -> str:
 
 
 def checked_text(completion: Completion, prefill: str | None = None) -> str:
-    """The answer text, or RowFailed when the request failed or the answer is empty."""
-    if completion.error:
-        raise RowFailed(f"generation failed: {completion.error}", completion.raw)
-    if not completion.text.strip():
-        raise RowFailed(EMPTY_COMPLETION, completion.raw if completion.raw is not None else completion.text)
-    return with_prefill(prefill, completion.text)
+    """The whole answer text, or RowFailed when the request failed or the answer is empty."""
+    return with_prefill(prefill, answer_text(completion))
 
 
 def select_demonstrations(demos: list[dict[str, Any]], domain_id: str | None, k: int) -> list[dict[str, Any]]:
