@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.paced_server import PacedServer
-from factory.core.progress import ENV_VAR as PROGRESS_ENV
+from factory.core.progress import PROGRESS_FILE_ENV as PROGRESS_ENV
 from factory.core.progress import ProgressState
 from factory.engine.recipe import load_recipe
 from factory.engine.run import RunResult, run_recipe

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factory.core.env import env_vars
 from factory.core.errors import RunFailed, UserError
 
 if TYPE_CHECKING:
     from factory.backends.base import Backend, ChatRequest, Completion
 
-ENV_VAR = "SAFEPREF_STOP_FILE"
+STOP_FILE_ENV = "SAFEPREF_STOP_FILE"
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Stop:
 
 def stop_run(message: str, exit_code: int) -> None:
     """Record why the run must stop; the first reason wins (later ones are its consequences)."""
-    path = os.environ.get(ENV_VAR)
+    path = os.environ.get(STOP_FILE_ENV)
     if not path:  # a step used outside the engine (tests, benches): nothing to stop
         return
     try:
@@ -49,7 +50,7 @@ def stop_run(message: str, exit_code: int) -> None:
 
 def stopped() -> Stop | None:
     """The recorded reason, if the run is stopping."""
-    path = os.environ.get(ENV_VAR)
+    path = os.environ.get(STOP_FILE_ENV)
     if not path:
         return None
     try:
@@ -64,15 +65,8 @@ def stop_file(work_dir: Path) -> Iterator[Path]:
     """Point the steps (here and in their worker processes) at a fresh stop file for one run."""
     path = (work_dir / "stopped.json").resolve()
     path.unlink(missing_ok=True)
-    previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = str(path)
-    try:
+    with env_vars({STOP_FILE_ENV: str(path)}):
         yield path
-    finally:
-        if previous is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = previous
 
 
 def raise_if_stopped() -> None:

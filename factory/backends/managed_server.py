@@ -37,6 +37,7 @@ import httpx
 
 from factory.backends.openai_backend import extra_decoding, generation_defaults
 from factory.core import models as bundled_model
+from factory.core.env import env_vars
 from factory.core.errors import UserError
 from factory.core.models import stage_decodings
 from schemas.generation import (
@@ -47,7 +48,7 @@ from schemas.generation import (
 )
 from schemas.recipe import Recipe
 
-ENV_VAR = "SAFEPREF_SERVERS"  # JSON {server_key: base_url}: how stages in worker processes find them
+SERVERS_ENV = "SAFEPREF_SERVERS"  # JSON {server_key: base_url}: how stages in worker processes find them
 SERVED_KINDS = frozenset({"transformers", "vllm"})
 _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -134,7 +135,7 @@ def served_spec(spec: BackendSpec) -> BackendSpec:
     """For a stage: the client of the server the engine started for `spec` (other kinds unchanged)."""
     if spec.kind not in SERVED_KINDS:
         return spec
-    servers = json.loads(os.environ.get(ENV_VAR) or "{}")
+    servers = json.loads(os.environ.get(SERVERS_ENV) or "{}")
     url = servers.get(server_key(spec))
     if url is None:
         raise RuntimeError(
@@ -351,10 +352,9 @@ def managed_servers(
 ) -> Iterator[dict[str, ManagedServer]]:
     """Start one server per distinct served backend, ready before the block runs; stop all afterwards.
 
-    Inside the block `ENV_VAR` tells stages (worker processes inherit it) where each server listens.
+    Inside the block `SERVERS_ENV` tells stages (worker processes inherit it) where each server listens.
     `sampling`: per backend name, the settings the server is pinned to (default: its `generation`).
     """
-    previous = os.environ.get(ENV_VAR)
     servers: dict[str, ManagedServer] = {}
     with ExitStack() as stack:
         by_key: dict[str, ManagedServer] = {}
@@ -373,11 +373,5 @@ def managed_servers(
         for server in by_key.values():
             seconds = server.wait_ready()
             on_event(f"server {server.name}: ready in {seconds:.1f} s (pid {server.pid})")
-        os.environ[ENV_VAR] = json.dumps({key: server.url for key, server in by_key.items()})
-        try:
+        with env_vars({SERVERS_ENV: json.dumps({key: server.url for key, server in by_key.items()})}):
             yield servers
-        finally:
-            if previous is None:
-                os.environ.pop(ENV_VAR, None)
-            else:
-                os.environ[ENV_VAR] = previous

@@ -25,7 +25,7 @@ from factory.backends.base import Backend, ChatRequest, Completion, in_order, st
 from factory.core.models import model_id, model_revision
 from schemas.generation import BackendSpec, GenerationParams
 
-ENV_VAR = "SAFEPREF_REQUEST_CACHE"
+REQUEST_CACHE_ENV = "SAFEPREF_REQUEST_CACHE"
 REQUEST_CACHE_FILE = "requests.sqlite"  # in DIR/.work
 
 

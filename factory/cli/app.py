@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -70,16 +69,17 @@ def run(
     from factory.engine.run import run_recipe
 
     out_dir = out or Path("out") / loaded.recipe.name
-    from factory.core.progress import ENV_VAR, ProgressWatcher
+    from factory.core.env import env_vars
+    from factory.core.progress import PROGRESS_FILE_ENV, ProgressWatcher
     from factory.core.storage_errors import storage_errors_reported
     from factory.engine.processes import RunInterrupted, exit_interrupted
 
     progress_file = (out_dir / ".work" / "progress.jsonl").resolve()
-    os.environ[ENV_VAR] = str(progress_file)  # the steps (in worker processes) append to it
     console.print(f"running [bold]{loaded.recipe.name}[/] → {out_dir}")
     try:
         with (
             storage_errors_reported(out_dir),  # the display's own file, before the engine's
+            env_vars({PROGRESS_FILE_ENV: str(progress_file)}),  # the steps (in worker processes) append to it
             ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]),
         ):
             result = run_recipe(

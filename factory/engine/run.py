@@ -14,18 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory import __version__
-from factory.backends.fail_fast import ENV_VAR as STOP_FILE_ENV
-from factory.backends.fail_fast import raise_if_stopped, stop_file
-from factory.backends.managed_server import ENV_VAR as SERVERS_ENV
-from factory.backends.managed_server import client_spec, recipe_servers
-from factory.backends.request_cache import ENV_VAR as REQUEST_CACHE_ENV
-from factory.backends.request_cache import REQUEST_CACHE_FILE, RequestCache
+from factory.backends.fail_fast import STOP_FILE_ENV, raise_if_stopped, stop_file
+from factory.backends.managed_server import SERVERS_ENV, client_spec, recipe_servers
+from factory.backends.request_cache import REQUEST_CACHE_ENV, REQUEST_CACHE_FILE, RequestCache
 from factory.backends.request_window import llm_stage_batch_size
 from factory.core.errors import RunFailed, UserError
 from factory.core.hashing import input_hashes
 from factory.core.models import model_id, model_revision, stage_decodings
-from factory.core.progress import ENV_VAR as PROGRESS_ENV
-from factory.core.progress import report_total
+from factory.core.progress import PROGRESS_FILE_ENV, report_total
 from factory.core.rows import EXPANSION_SEP, RAW, REASON, ROW_ID, STAGE, STATUS, USAGE, read_usage
 from factory.core.sources import SOURCE_STAGE
 from factory.core.storage_errors import storage_errors_reported
@@ -255,7 +251,14 @@ def _on_ray(pipeline: Any, address: str | None) -> Any:
     except ImportError:
         raise UserError("--executor ray needs the `ray` extra: pip install 'safepref[ray]'") from None
     # Workers read the request cache path and import user steps like this process does.
-    names = (REQUEST_CACHE_ENV, SERVERS_ENV, PROGRESS_ENV, STOP_FILE_ENV, "OMP_NUM_THREADS", "HF_HUB_OFFLINE")
+    names = (
+        REQUEST_CACHE_ENV,
+        SERVERS_ENV,
+        PROGRESS_FILE_ENV,
+        STOP_FILE_ENV,
+        "OMP_NUM_THREADS",
+        "HF_HUB_OFFLINE",
+    )
     env = {k: os.environ[k] for k in names if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     init: dict[str, Any] = {

@@ -16,7 +16,7 @@ from factory.backends.base import EMPTY_COMPLETION
 from factory.backends.fail_fast import QuarantineWatch, WatchedBackend, stop_run, stopped
 from factory.backends.metered import MeteredBackend
 from factory.backends.prompt_cap import PromptCapped
-from factory.backends.request_cache import ENV_VAR as REQUEST_CACHE_ENV
+from factory.backends.request_cache import REQUEST_CACHE_ENV
 from factory.backends.request_window import window
 from factory.core.distilabel_compat import Step, StepInput
 from factory.core.errors import UserError
