@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from factory.dataset.card import render_card
+from factory.engine.output import export_context
 from factory.engine.recipe import load_recipe
-from factory.engine.run import export_context
 from factory.export.writer import write_records
 from schemas.manifest import DatasetManifest, RowCounts
 from tests.conftest import REPO

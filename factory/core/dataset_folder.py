@@ -16,6 +16,7 @@ from factory.core.errors import UserError
 from schemas.manifest import DatasetManifest
 
 MANIFEST_FILE = "manifest.json"
+WORK_DIR = ".work"  # a run's resume state (request cache, distilabel's cache, logs); never published
 
 
 def read_manifest(folder: Path) -> DatasetManifest:
