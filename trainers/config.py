@@ -81,7 +81,7 @@ class DPOSettings(BaseModel):
 
 
 class PTAlignSettings(BaseModel):
-    """ptalign.md §4: `L = L_MLE(positive) + alpha * L_UT(selected toxic tokens)`."""
+    """docs/training.md, "Losses": `L = L_MLE(positive) + alpha * L_UT(selected toxic tokens)`."""
 
     model_config = ConfigDict(extra="forbid")
     alpha: float = Field(default=1.0, ge=0)

@@ -1,6 +1,6 @@
 """PT-ALIGN trainer: MLE on positive responses + token-level unlikelihood on the harmful tokens of toxic ones.
 
-Loss (shared/docs/ptalign.md §4, implemented in `trainers.losses.ptalign_loss`):
+Loss (docs/training.md, "Losses"; implemented in `trainers.losses.ptalign_loss`):
     L = L_MLE(y⁺) + α · L_UT(y⁻),  L_UT = −mean over selected t of log(clamp(1 − p(y⁻_t), ε))
 
 | setting | meaning |

@@ -1,4 +1,4 @@
-"""C²-Eval (Xu et al., arXiv 2407.16637 §5 of docs c2syn.md): how often a model course-corrects after
+"""C²-Eval (Xu et al., arXiv 2407.16637; docs/c2syn.md, "C²-Eval"): how often a model course-corrects after
 being forced to start a harmful answer.
 
 For each model, row, k and sample index one path is generated (resumably, `DIR/<slug>/samples.jsonl`),

@@ -59,23 +59,6 @@ def faithful_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[
     return prefixes
 
 
-def reference_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[str]:
-    """The reference loop, character by character (slow; kept to test `faithful_prefixes` against)."""
-    prefixes = []
-    for i in range(1, k + 1):
-        out = []
-        count = 0
-        for ch in text:
-            if ch in delimiters:
-                count += 1
-            if count == i * t_k:
-                out.append(ch)
-                break
-            out.append(ch)
-        prefixes.append("".join(out))
-    return prefixes
-
-
 def degenerate_kind(prefixes: list[str]) -> str | None:
     """The first of `DEGENERATE_KINDS` these prefixes show, or None when the cuts are usable."""
     visible = [len(p.strip()) for p in prefixes]
