@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from factory.core.errors import RunFailed
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
 from tests.conftest import REPO

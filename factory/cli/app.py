@@ -166,7 +166,7 @@ def plan(recipe: RecipeArg, overrides: SetOpt = None, limit: LimitOpt = None) ->
 @app.command()
 def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by `safepref run`.")]) -> None:
     """Re-validate every row of a dataset folder against its schemas; exit 1 on any problem."""
-    from factory.dataset.check import check_folder
+    from factory.dataset.folder_check import check_folder
 
     if not folder.is_dir():
         raise UserError("no such folder", where=str(folder))

@@ -149,7 +149,7 @@ def _validate_folder(folder: Path) -> DatasetManifest:
         if not (folder / name).is_file():
             raise UserError(f"{folder / name}: missing; is this a `safepref run` folder?")
     manifest = read_manifest(folder)
-    from factory.dataset.check import check_folder
+    from factory.dataset.folder_check import check_folder
 
     problems = check_folder(folder).problems  # `safepref check`'s verdict
     if problems:

@@ -31,7 +31,7 @@ def read_rows(loaded: LoadedRecipe, *, allow_import_steps: bool) -> tuple[list[d
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
     stages = [(s.name, resolve_step_class(s.step, allow_import=allow_import_steps)) for s in recipe.stages]
-    check_rows(rows, needed_columns(stages), label)
+    quarantine_unusable_rows(rows, needed_columns(stages), label)
     return rows, label
 
 
@@ -91,7 +91,7 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def check_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
+def quarantine_unusable_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
     """Quarantine (in place) the `ok` rows with an unusable value; returns how many. Needed columns
     must hold a value; any column must hold one kind of value and valid UTF-8 (other columns too: a
     mixed or unencodable column crashed distilabel's dataset). A column that no row has is the

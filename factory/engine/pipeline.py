@@ -66,7 +66,7 @@ def build_pipeline(
     return pipeline, steps
 
 
-def check_source_columns(
+def require_source_columns(
     loaded: LoadedRecipe, rows: list[dict[str, Any]], label: str, first_step: Any
 ) -> None:
     if not rows:

@@ -19,7 +19,7 @@ from factory.engine.folder_lock import hold_output_folder
 from factory.engine.intake import read_rows
 from factory.engine.lineage import Lineage
 from factory.engine.output import export_context, run_manifest, write_folder_files
-from factory.engine.pipeline import build_pipeline, check_source_columns, run_pipeline
+from factory.engine.pipeline import build_pipeline, require_source_columns, run_pipeline
 from factory.engine.preflight import preflight
 from factory.engine.processes import resume_hint_on_interrupt, run_processes
 from factory.engine.recipe import LoadedRecipe
@@ -81,7 +81,7 @@ def _run_recipe(
     # data: the source step reads the rows from a file in its own process; rows kept here would be
     # copied into every step's process when distilabel forks them
     pipeline, steps = build_pipeline(loaded, rows, work_dir, allow_import_steps=allow_import_steps)
-    check_source_columns(loaded, rows, label, steps[0])
+    require_source_columns(loaded, rows, label, steps[0])
     del rows
     release_freed_memory()
     # run

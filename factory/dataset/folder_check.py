@@ -1,4 +1,4 @@
-"""`safepref check DIR`: re-validate a dataset folder against its manifest and record schemas."""
+"""`safepref check DIR` (the dataset folder check): re-validate a folder against its manifest and record schemas."""
 
 from __future__ import annotations
 
