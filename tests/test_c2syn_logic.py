@@ -16,7 +16,7 @@ from factory.steps.c2syn.steps import (
     select_fhr,
     truncate,
 )
-from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
+from schemas.methods.c2syn import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
 LONG_UNSAFE = " ".join(["word"] * 81)
 KW = ["how", "what", "How", "What"]

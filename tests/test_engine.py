@@ -305,7 +305,7 @@ def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(
 
 def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: Path) -> None:
     from factory.steps.c2syn.steps import row_rng, truncate
-    from schemas.step_params import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
+    from schemas.methods.c2syn import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
     clause = "leave the shared kitchen a little messy and skip your turn on the chore list again"
     # six comma-ended clauses: t = 6, t_k in {0, 1}; t_k = 0 cuts after one character and is re-drawn

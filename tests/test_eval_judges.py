@@ -18,7 +18,7 @@ from factory.evaluation.judges import (
     plan_judge,
 )
 from factory.evaluation.model_specs import BackendOptions
-from schemas.step_params import REFUSAL_KEYWORDS
+from schemas.methods.c2syn import REFUSAL_KEYWORDS
 
 
 @pytest.mark.parametrize("reply", ["yes", "Yes", " YES ", "yes\n", "\tYes \n"])

@@ -14,7 +14,7 @@ from factory.evaluation.c2_prefill import (
     path_seed,
     prefill_messages,
 )
-from schemas.step_params import C2_OPENERS
+from schemas.methods.c2syn import C2_OPENERS
 from tests.test_chat_render import LLAMA2, ZEPHYR
 
 LLAMA3 = (

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from factory.core.errors import UserError
 from factory.core.sources import read_source
 from factory.engine.recipe import load_recipe
-from schemas.ptalign_seed import MAX_HUMAN_ITEMS, PTAlignSeed
+from schemas.methods.ptalign_seed import MAX_HUMAN_ITEMS, PTAlignSeed
 from schemas.recipe import SourceSpec
 from tests.conftest import REPO
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from factory.backends import ChatRequest, Completion
-from factory.export.c2syn import ExportContext
+from factory.export.base import ExportContext
 from factory.export.ptalign import ptalign_kto, ptalign_pairs, ptalign_triples
 from factory.steps.ptalign.hashes import constraints_version
 from schemas.generation import BackendSpec
-from schemas.ptalign_params import (
+from schemas.methods.ptalign import (
     AnnotateSpansParams,
     InstructionsParams,
     RefineConstraintsParams,

@@ -66,7 +66,7 @@ def test_regenerate_asks_the_llm_again_only_for_unsafe_srs(tmp_path: Path) -> No
 
 
 def test_safety_check_plan_counts_regenerations() -> None:
-    from schemas.step_params import C2SafetyCheckParams
+    from schemas.methods.c2syn import C2SafetyCheckParams
 
     assert C2SafetyCheckParams(judge="keyword", action="drop").llm_calls_per_row() == 0
     assert C2SafetyCheckParams(judge="llm", action="drop").llm_calls_per_row() == 1

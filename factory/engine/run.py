@@ -34,7 +34,7 @@ from factory.engine.intake import missing_column, read_rows
 from factory.engine.preflight import preflight
 from factory.engine.processes import resume_hint_on_interrupt, run_processes
 from factory.engine.recipe import LoadedRecipe
-from factory.export.c2syn import ExportContext
+from factory.export.base import ExportContext
 from factory.steps.registry import resolve_step_class
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.registry import HARMFUL_TEXT_SCHEMAS

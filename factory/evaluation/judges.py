@@ -33,7 +33,7 @@ from factory.evaluation.model_specs import (
 )
 from schemas.eval_report import JudgeInfo
 from schemas.generation import GenerationParams
-from schemas.step_params import REFUSAL_KEYWORDS
+from schemas.methods.c2syn import REFUSAL_KEYWORDS
 
 C2_TEMPLATE = "eval_c2_judge.jinja"
 HARM_TEMPLATE = "eval_harm_judge.jinja"

@@ -12,7 +12,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.generation import DecodingOverride
-from schemas.step_params_base import StepParams
+from schemas.methods.base import ExporterDeclaration, MethodDeclaration, Paper, StepDeclaration
+from schemas.methods.ptalign_seed import PTAlignSeed
+from schemas.step_params import StepParams
 
 
 class LLMStepParams(StepParams):
@@ -187,21 +189,41 @@ class AssembleParams(StepParams):
     """S8: build and validate the triple (spans checked against the text) that the exporters publish."""
 
 
-PTALIGN_STEP_PARAMS: dict[str, type[StepParams]] = {
-    "ptalign.refine_constraints": RefineConstraintsParams,
-    "ptalign.topics": TopicsParams,
-    "ptalign.instructions": InstructionsParams,
-    "ptalign.positive": PositiveParams,
-    "ptalign.toxic": ToxicParams,
-    "ptalign.refine": RefineParams,
-    "ptalign.annotate_spans": AnnotateSpansParams,
-    "ptalign.diff_spans": DiffSpansParams,
-    "ptalign.assemble": AssembleParams,
-}
-PTALIGN_EXPORTERS: dict[str, str] = {
-    "ptalign.triples": "safety_triple",
-    "ptalign.pairs": "preference_pair",
-    "ptalign.kto": "kto_row",
-    "ptalign.pairs_conversational": "conversational_pair",
-    "ptalign.kto_conversational": "conversational_kto_row",
-}
+METHOD = MethodDeclaration(
+    name="ptalign",
+    label="PT-ALIGN",
+    paper=Paper(
+        "Refining Positive and Toxic Samples for Dual Safety Self-Alignment of LLMs with Minimal Human "
+        "Interventions",
+        "2502.08657",
+    ),
+    steps={
+        "ptalign.refine_constraints": StepDeclaration(
+            RefineConstraintsParams, "factory.steps.ptalign.steps:PTRefineConstraints"
+        ),
+        "ptalign.topics": StepDeclaration(TopicsParams, "factory.steps.ptalign.steps:PTTopics"),
+        "ptalign.instructions": StepDeclaration(
+            InstructionsParams, "factory.steps.ptalign.steps:PTInstructions"
+        ),
+        "ptalign.positive": StepDeclaration(PositiveParams, "factory.steps.ptalign.steps:PTPositive"),
+        "ptalign.toxic": StepDeclaration(ToxicParams, "factory.steps.ptalign.steps:PTToxic"),
+        "ptalign.refine": StepDeclaration(RefineParams, "factory.steps.ptalign.steps:PTRefine"),
+        "ptalign.annotate_spans": StepDeclaration(
+            AnnotateSpansParams, "factory.steps.ptalign.steps:PTAnnotateSpans"
+        ),
+        "ptalign.diff_spans": StepDeclaration(DiffSpansParams, "factory.steps.ptalign.steps:PTDiffSpans"),
+        "ptalign.assemble": StepDeclaration(AssembleParams, "factory.steps.ptalign.steps:PTAssemble"),
+    },
+    exporters={
+        "ptalign.triples": ExporterDeclaration("safety_triple", "factory.export.ptalign:ptalign_triples"),
+        "ptalign.pairs": ExporterDeclaration("preference_pair", "factory.export.ptalign:ptalign_pairs"),
+        "ptalign.kto": ExporterDeclaration("kto_row", "factory.export.ptalign:ptalign_kto"),
+        "ptalign.pairs_conversational": ExporterDeclaration(
+            "conversational_pair", "factory.export.ptalign:ptalign_pairs_conversational"
+        ),
+        "ptalign.kto_conversational": ExporterDeclaration(
+            "conversational_kto_row", "factory.export.ptalign:ptalign_kto_conversational"
+        ),
+    },
+    seed_files={"ptalign_seed": PTAlignSeed},
+)

@@ -88,7 +88,3 @@ class PTAlignSeed(BaseModel):
             + len(self.toxic_constraints)
             + 3 * len(self.demonstrations)
         )
-
-
-# Schemas a whole source file may be validated against (`source.file_schema`).
-SEED_FILE_SCHEMAS: dict[str, type[BaseModel]] = {"ptalign_seed": PTAlignSeed}
