@@ -49,13 +49,13 @@ def test_ptalign_card_says_which_toxic_template_ran_and_names_the_generator() ->
     generators = [
         GeneratorInfo(backend="local", kind="transformers", model="HuggingFaceTB/SmolLM2-135M-Instruct")
     ]
-    builtin = {"template:ptalign_toxic.jinja": template_sha256("ptalign_toxic.jinja")}
+    builtin = {"template:ptalign/toxic.jinja": template_sha256("ptalign/toxic.jinja")}
     text = "\n".join(deviation_lines(loaded.recipe, manifest(generators=generators, inputs_sha256=builtin)))
-    assert "the built-in `ptalign_toxic.jinja` asks for mild, non-operational toxic answers" in text
+    assert "the built-in `ptalign/toxic.jinja` asks for mild, non-operational toxic answers" in text
     assert "the paper's toxic samples are extremely harmful" in text
     assert "Harmful-token spans: annotated by the LLM" in text
     assert "train `HuggingFaceTB/SmolLM2-135M-Instruct` on this data" in text
-    own = {"template:ptalign_toxic.jinja": "f" * 64}
+    own = {"template:ptalign/toxic.jinja": "f" * 64}
     text = "\n".join(deviation_lines(loaded.recipe, manifest(generators=generators, inputs_sha256=own)))
-    assert f"the recipe's own template `ptalign_toxic.jinja` (sha256 `{'f' * 64}`)" in text
+    assert f"the recipe's own template `ptalign/toxic.jinja` (sha256 `{'f' * 64}`)" in text
     assert "mild" not in text

@@ -131,6 +131,6 @@ def test_a_run_records_the_seed_file_and_every_template_it_renders() -> None:
     loaded = load_recipe("ptalign-demo")
     hashes = input_hashes(loaded.recipe, loaded.base_dir)
     assert hashes.pop("source:ptalign_seed.yaml") == hashlib.sha256(SEED_PATH.read_bytes()).hexdigest()
-    names = sorted(p.name for p in (REPO / "recipes" / "templates").glob("ptalign_*.jinja"))
+    names = sorted(f"ptalign/{p.name}" for p in (REPO / "recipes" / "templates" / "ptalign").glob("*.jinja"))
     assert sorted(hashes) == [f"template:{n}" for n in names]
     assert all(hashes[f"template:{n}"] == template_sha256(n) for n in names)

@@ -29,7 +29,7 @@ CONTENT_WARNING = (
     "responses) produced for safety-alignment research. It is not for all audiences. Do not use it to "
     "build systems that produce such content."
 )
-CARD_TEMPLATE = "dataset_card.md.jinja"
+CARD_TEMPLATE = "card/dataset_card.md.jinja"
 EXAMPLE_ROWS = 3
 EXAMPLE_CHARS = 160  # longer strings in the example rows are cut, so the card stays readable
 

@@ -54,14 +54,14 @@ class ListParams(LLMStepParams):
 class TopicsParams(ListParams):
     """S1: domain -> up to `n` safety topics (dedup within the domain)."""
 
-    template: str = "ptalign_topics.jinja"
+    template: str = "ptalign/topics.jinja"
     n: int = Field(10, ge=1, le=10_000)
 
 
 class InstructionsParams(ListParams):
     """S2: topic -> up to `n` red-team instructions (dedup across the whole stage)."""
 
-    template: str = "ptalign_instructions.jinja"
+    template: str = "ptalign/instructions.jinja"
     n: int = Field(20, ge=1, le=10_000)
     min_chars: int = Field(10, ge=1)
 
@@ -69,7 +69,7 @@ class InstructionsParams(ListParams):
 class RefineConstraintsParams(LLMStepParams):
     """S3: the seed's positive and toxic constraints, rewritten by the model for the row's domain."""
 
-    template: str = "ptalign_refine_constraints.jinja"
+    template: str = "ptalign/refine_constraints.jinja"
     rounds: int = Field(1, ge=0, le=20, description="0 = use the seed constraints unchanged")
     max_constraints: int = Field(8, ge=1, le=100)
     keep_seed: bool = Field(True, description="the refined set starts with the seed's constraints")
@@ -88,11 +88,11 @@ class ResponseParams(LLMStepParams):
 
 
 class PositiveParams(ResponseParams):
-    template: str = "ptalign_positive.jinja"
+    template: str = "ptalign/positive.jinja"
 
 
 class ToxicParams(ResponseParams):
-    template: str = "ptalign_toxic.jinja"
+    template: str = "ptalign/toxic.jinja"
 
 
 class JudgeCriterion(BaseModel):
@@ -140,13 +140,13 @@ class RefineParams(StepParams):
     criteria: list[JudgeCriterion] = Field(default_factory=_default_criteria, min_length=1)
     scale_min: int = 1
     scale_max: int = 10
-    judge_template: str = "ptalign_judge.jinja"
+    judge_template: str = "ptalign/judge.jinja"
     judge_prefill: str | None = Field(None, description="text the judge's answer starts with, e.g. 'Score:'")
     judge_generation: DecodingOverride = Field(
         default_factory=lambda: DecodingOverride.model_validate({"max_new_tokens": 6, "temperature": 0.0})
     )
-    critique_template: str = "ptalign_critique.jinja"
-    revise_template: str = "ptalign_revise.jinja"
+    critique_template: str = "ptalign/critique.jinja"
+    revise_template: str = "ptalign/revise.jinja"
     generation: DecodingOverride = Field(default_factory=DecodingOverride)
 
     def llm_calls_per_row(self) -> float:
@@ -170,7 +170,7 @@ class RefineParams(StepParams):
 class AnnotateSpansParams(LLMStepParams):
     """S7: the model quotes the harmful phrases of the toxic response; quotes are located in the text."""
 
-    template: str = "ptalign_annotate_spans.jinja"
+    template: str = "ptalign/annotate_spans.jinja"
     max_spans: int = Field(8, ge=1, le=1000)
     min_quote_chars: int = Field(3, ge=1)
     fallback: Literal["diff", "none"] = Field(

@@ -345,7 +345,7 @@ class C2SafetyCheck(SafeprefStep):
         from schemas.generation import merged_decoding
         from schemas.methods.c2syn import SR_JUDGE_DECODING
 
-        template = self.params.get("judge_template") or "c2syn_sr_judge.jinja"
+        template = self.params.get("judge_template") or "c2syn/sr_judge.jinja"
         assert self.backend_spec is not None
         judge_params = merged_decoding(self.backend_spec.get("generation"), SR_JUDGE_DECODING)
         requests = [
