@@ -15,7 +15,7 @@ os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.hub_env"]  # the `hub` and `datasets_client` fixtures
+pytest_plugins = ["tests.support.hub_env"]  # the `hub` and `datasets_client` fixtures
 
 
 @pytest.fixture(scope="session")

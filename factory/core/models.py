@@ -20,7 +20,7 @@ from factory.core.errors import UserError
 from schemas.generation import merged_decoding
 from schemas.provenance import StageDecoding
 from schemas.recipe import Recipe
-from schemas.step_params import STEP_PARAMS
+from schemas.registry import STEP_PARAMS
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

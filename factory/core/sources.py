@@ -141,7 +141,7 @@ def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", where=str(path))
     if spec.file_schema is not None:
-        from schemas.ptalign_seed import SEED_FILE_SCHEMAS
+        from schemas.registry import SEED_FILE_SCHEMAS
 
         try:
             data = SEED_FILE_SCHEMAS[spec.file_schema].model_validate(data).model_dump(mode="json")

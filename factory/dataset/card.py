@@ -29,7 +29,7 @@ CONTENT_WARNING = (
     "responses) produced for safety-alignment research. It is not for all audiences. Do not use it to "
     "build systems that produce such content."
 )
-CARD_TEMPLATE = "dataset_card.md.jinja"
+CARD_TEMPLATE = "card/dataset_card.md.jinja"
 EXAMPLE_ROWS = 3
 EXAMPLE_CHARS = 160  # longer strings in the example rows are cut, so the card stays readable
 
@@ -41,24 +41,16 @@ class Method:
     arxiv: str
 
 
-# The methods by the prefix of their exporters' names (`c2syn.pairs` -> c2syn).
-METHODS = {
-    "c2syn": Method(
-        "C²-Syn", "Course-Correction: Safety Alignment Using Synthetic Preferences", "2407.16637"
-    ),
-    "ptalign": Method(
-        "PT-ALIGN",
-        "Refining Positive and Toxic Samples for Dual Safety Self-Alignment of LLMs with Minimal Human "
-        "Interventions",
-        "2502.08657",
-    ),
-}
-
-
 def method_of(recipe: Recipe) -> Method | None:
-    prefixes = {o.exporter.split(".", 1)[0] for o in recipe.outputs}
-    known = [METHODS[p] for p in sorted(prefixes) if p in METHODS]
-    return known[0] if len(known) == 1 else None
+    """The paper the recipe's outputs follow, when they all come from one declared method that has one."""
+    from schemas.registry import METHOD_OF_EXPORTER
+
+    declared = {METHOD_OF_EXPORTER[o.exporter].name: METHOD_OF_EXPORTER[o.exporter] for o in recipe.outputs}
+    papers = [(m.label, m.paper) for m in declared.values() if m.paper is not None]
+    if len(papers) != 1 or len(declared) != 1:
+        return None
+    label, paper = papers[0]
+    return Method(label, paper.title, paper.arxiv)
 
 
 def source_datasets(recipe: Recipe) -> list[str]:
@@ -136,7 +128,6 @@ def render_card(recipe: Recipe, manifest: DatasetManifest, folder: Path) -> str:
         recipe=recipe,
         manifest=manifest,
         method=method_of(recipe),
-        methods=METHODS,
         source=_source_line(recipe, manifest),
         harmful=manifest.contains_harmful_text,
         content_warning=CONTENT_WARNING,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from factory.core.models import stage_decodings
 from schemas.manifest import DatasetManifest
+from schemas.methods.c2syn import DEGENERATE_KINDS
 from schemas.recipe import Recipe, StageSpec
-from schemas.step_params import DEGENERATE_KINDS
 
 KIND_LABELS = {
     "empty": "empty cuts",

@@ -12,7 +12,7 @@ from factory.core.dataset_folder import MANIFEST_FILE
 from factory.core.models import model_id, model_revision, stage_decodings
 from factory.engine.recipe import LoadedRecipe
 from factory.engine.resume import Reuse
-from factory.export.c2syn import ExportContext
+from factory.export.base import ExportContext
 from schemas.manifest import DatasetManifest, GeneratorInfo, RowCounts, StageStats
 from schemas.recipe import Recipe
 from schemas.registry import HARMFUL_TEXT_SCHEMAS

@@ -8,7 +8,7 @@ from factory.core.rows import is_ok
 from factory.core.sources import read_source
 from factory.engine.recipe import LoadedRecipe
 from schemas.generation import merged_decoding
-from schemas.step_params import STEP_PARAMS
+from schemas.registry import STEP_PARAMS
 
 
 @dataclass(frozen=True)

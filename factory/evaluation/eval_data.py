@@ -88,7 +88,7 @@ def uses_reference_filter(spec: SourceSpec) -> bool:
 def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
     """The first `rows` rows in source order that qualify (`uses_reference_filter`); FHR = `response_0`
     if unsafe, else `response_1`, as the reference `eval/eval_data.py` picks it."""
-    from schemas.step_params import C2SelectParams
+    from schemas.methods.c2syn import C2SelectParams
 
     records, where = _read(spec)
     reference = uses_reference_filter(spec)

@@ -1,59 +1,22 @@
-"""Exporters turn a finished row into the records of one output config (validated by its schema)."""
+"""C²-Syn exporters: a ranked row -> its group, its 15 pairs, or the pairs as conversations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from factory.export.ptalign import PTALIGN_EXPORTER_FUNCTIONS
-from schemas.generation import GenerationParams
-from schemas.provenance import Provenance, StageDecoding
-from schemas.records import C2Group, PromptResponse, assistant_turn, user_turn
-
-
-@dataclass(frozen=True)
-class ExportContext:
-    """Run-level facts every record's provenance carries."""
-
-    recipe_name: str
-    recipe_hash: str
-    seed: int
-    generator_model: str = "none"
-    generator_revision: str | None = None
-    decoding: GenerationParams = field(default_factory=GenerationParams)
-    stages: tuple[StageDecoding, ...] = ()
-
-    def provenance(self, source_id: str) -> Provenance:
-        return Provenance(
-            recipe_name=self.recipe_name,
-            recipe_hash=self.recipe_hash,
-            generator_model=self.generator_model,
-            generator_revision=self.generator_revision,
-            decoding=self.decoding,
-            seed=self.seed,
-            source_id=source_id,
-            stages=list(self.stages),
-        )
-
-
-Record = BaseModel | dict[str, Any]
-Exporter = Callable[[dict[str, Any], ExportContext], list[Record]]
-_last_group: tuple[dict[str, Any], C2Group] | None = None
+from factory.export.base import ExportContext, Record
+from schemas.records import C2Group, assistant_turn, user_turn
 
 
 def _c2_group(row: dict[str, Any], ctx: ExportContext) -> C2Group:
     """The row's validated group; parsed once per row although several configs export it."""
     from factory.steps.c2syn.steps import build_group
 
-    global _last_group
-    if _last_group is not None and _last_group[0] is row:
-        return _last_group[1]
-    data = build_group(row, ctx.seed)
-    group = C2Group.model_validate({**data, "provenance": ctx.provenance(data["source_id"])})
-    _last_group = (row, group)
+    def build() -> C2Group:
+        data = build_group(row, ctx.seed)
+        return C2Group.model_validate({**data, "provenance": ctx.provenance(data["source_id"])})
+
+    group: C2Group = ctx.shared("c2syn.group", row, build)
     return group
 
 
@@ -77,23 +40,3 @@ def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
 
 def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [conversational_pair(p) for p in _c2_group(row, ctx).pair_records()]
-
-
-def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    return [
-        PromptResponse(
-            prompt=row["prompt"],
-            response=row["response"],
-            source_id=str(row["_sp_id"]),
-            provenance=ctx.provenance(str(row["_sp_id"])),
-        )
-    ]
-
-
-EXPORTER_FUNCTIONS: dict[str, Exporter] = {
-    "c2syn.groups": c2syn_groups,
-    "c2syn.pairs": c2syn_pairs,
-    "c2syn.pairs_conversational": c2syn_pairs_conversational,
-    "generate.responses": generate_responses,
-    **PTALIGN_EXPORTER_FUNCTIONS,
-}

@@ -7,9 +7,9 @@ prompts are the plain instruction: constraints and demonstrations never reach th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from factory.export.base import ExportContext, Record
 from schemas.records import (
     PRINCIPLE_SAFE_OVER_HARMFUL,
     ConversationalKTORow,
@@ -20,9 +20,6 @@ from schemas.records import (
     assistant_turn,
     user_turn,
 )
-
-if TYPE_CHECKING:
-    from factory.export.c2syn import ExportContext, Record
 
 
 def safety_triple(row: dict[str, Any], ctx: ExportContext) -> SafetyTriple:
@@ -86,12 +83,3 @@ def ptalign_kto_conversational(row: dict[str, Any], ctx: ExportContext) -> list[
         )
         for k in _kto(safety_triple(row, ctx))
     ]
-
-
-PTALIGN_EXPORTER_FUNCTIONS: dict[str, Callable[[dict[str, Any], ExportContext], list[Record]]] = {
-    "ptalign.triples": ptalign_triples,
-    "ptalign.pairs": ptalign_pairs,
-    "ptalign.kto": ptalign_kto,
-    "ptalign.pairs_conversational": ptalign_pairs_conversational,
-    "ptalign.kto_conversational": ptalign_kto_conversational,
-}

@@ -17,10 +17,9 @@ from pydantic import ValidationError
 from factory.core.config_files import format_validation_error
 from factory.core.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
 from factory.export.arrow import arrow_schema, with_hf_features, write_table
-from factory.export.c2syn import EXPORTER_FUNCTIONS, ExportContext
+from factory.export.base import ExportContext, exporter_function
 from schemas.recipe import OutputSpec
-from schemas.registry import RECORD_SCHEMAS
-from schemas.step_params import EXPORTERS
+from schemas.registry import EXPORTERS, RECORD_SCHEMAS
 
 EXPORT_STAGE = "export"
 _ACCOUNTING_FIELDS = [
@@ -115,7 +114,7 @@ def write_records(
         )
         for spec in outputs
     }
-    exporters = [(spec, EXPORTER_FUNCTIONS[spec.exporter]) for spec in outputs]
+    exporters = [(spec, exporter_function(spec.exporter)) for spec in outputs]
     filtered_rows: list[dict[str, Any]] = []
     quarantined_rows: list[dict[str, Any]] = []
     result = WriteResult(configs={}, output_rows=0)

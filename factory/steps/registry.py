@@ -1,4 +1,5 @@
-"""Built-in steps by the names recipes use. Implementations are imported only when a run needs them."""
+"""A recipe's step name -> its class: declared by a method (`schemas/methods/`), or an import path the
+user allowed. Implementations are imported only when a run needs them."""
 
 from __future__ import annotations
 
@@ -6,26 +7,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 from factory.core.errors import UserError
-from factory.steps.ptalign.registry import PTALIGN_STEPS
+from schemas.registry import STEP_IMPLEMENTATIONS
 
 if TYPE_CHECKING:
     from distilabel.steps import Step
 
-# step name -> "module:Class"
-BUILTIN_STEPS: dict[str, str] = {
-    "c2syn.select": "factory.steps.c2syn.steps:C2Select",
-    "c2syn.truncate": "factory.steps.c2syn.steps:C2Truncate",
-    "c2syn.generate": "factory.steps.c2syn.steps:C2Generate",
-    "c2syn.safety_check": "factory.steps.c2syn.steps:C2SafetyCheck",
-    "c2syn.rank": "factory.steps.c2syn.steps:C2Rank",
-    "generate.respond": "factory.steps.generate:Respond",
-    **PTALIGN_STEPS,
-}
-
 
 def resolve_step_class(step: str, *, allow_import: bool) -> type[Step]:
     """The step class for a built-in name, or for `module:Class` when the user allowed imports."""
-    target = BUILTIN_STEPS.get(step)
+    target = STEP_IMPLEMENTATIONS.get(step)
     if target is None:
         if not allow_import:
             raise UserError(

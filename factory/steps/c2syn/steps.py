@@ -318,9 +318,9 @@ class C2SafetyCheck(SafeprefStep):
             return [(contains_any(r["sr"], self.params["keywords"]), None) for r in rows]
         from factory.backends import ChatRequest
         from schemas.generation import merged_decoding
-        from schemas.step_params import SR_JUDGE_DECODING
+        from schemas.methods.c2syn import SR_JUDGE_DECODING
 
-        template = self.params.get("judge_template") or "c2syn_sr_judge.jinja"
+        template = self.params.get("judge_template") or "c2syn/sr_judge.jinja"
         assert self.backend_spec is not None
         judge_params = merged_decoding(self.backend_spec.get("generation"), SR_JUDGE_DECODING)
         requests = [
@@ -345,7 +345,7 @@ class C2SafetyCheck(SafeprefStep):
         """Sample a new SR for each row; returns the rows that got one (a failed call quarantines)."""
         from factory.backends import ChatRequest
         from schemas.generation import merged_decoding
-        from schemas.step_params import SR_REGENERATE_DECODING
+        from schemas.methods.c2syn import SR_REGENERATE_DECODING
 
         assert self.backend_spec is not None
         params = merged_decoding(
