@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,8 +11,9 @@ from pydantic import BaseModel
 
 from factory.ptalign_exporters import PTALIGN_EXPORTER_FUNCTIONS
 from schemas.generation import GenerationParams
+from schemas.generic_params import GENERIC_EXPORTERS
 from schemas.provenance import Provenance, StageDecoding
-from schemas.records import C2Group, PromptResponse, assistant_turn, user_turn
+from schemas.records import C2Group, assistant_turn, user_turn
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class ExportContext:
     generator_revision: str | None = None
     decoding: GenerationParams = field(default_factory=GenerationParams)
     stages: tuple[StageDecoding, ...] = ()
+    # the output's validated exporter params (schemas.step_params.EXPORTER_PARAMS), set per config by the writer
+    params: Any = None
 
     def provenance(self, source_id: str) -> Provenance:
         return Provenance(
@@ -79,21 +83,16 @@ def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[
     return [conversational_pair(p) for p in _c2_group(row, ctx).pair_records()]
 
 
-def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    return [
-        PromptResponse(
-            prompt=row["prompt"],
-            response=row["response"],
-            source_id=str(row["_sp_id"]),
-            provenance=ctx.provenance(str(row["_sp_id"])),
-        )
-    ]
+def _imported(target: str) -> Exporter:
+    module, _, name = target.partition(":")
+    found: Exporter = getattr(importlib.import_module(module), name)
+    return found
 
 
 EXPORTER_FUNCTIONS: dict[str, Exporter] = {
     "c2syn.groups": c2syn_groups,
     "c2syn.pairs": c2syn_pairs,
     "c2syn.pairs_conversational": c2syn_pairs_conversational,
-    "generate.responses": generate_responses,
     **PTALIGN_EXPORTER_FUNCTIONS,
+    **{name: _imported(target) for name, (_, _, target) in GENERIC_EXPORTERS.items()},
 }

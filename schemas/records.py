@@ -298,3 +298,32 @@ class ConversationalKTORow(BaseModel):
         if any(m.role != "assistant" for m in self.completion):
             raise ValueError("the completion must be assistant messages")
         return self
+
+
+class SFTRow(BaseModel):
+    """Supervised fine-tuning row in TRL's prompt-completion format (plain text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="the user request, plain text")
+    completion: str = Field(min_length=1, description="the response to learn, plain text")
+    source_id: str = Field(description=_SOURCE_ID)
+
+
+class ConversationalSFTRow(BaseModel):
+    """Supervised fine-tuning row in TRL's conversational format: one message list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(
+        min_length=2, description="the conversation, ending with the assistant reply to learn"
+    )
+    source_id: str = Field(description=_SOURCE_ID)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConversationalSFTRow:
+        if self.messages[-1].role != "assistant":
+            raise ValueError("the messages must end with the assistant reply")
+        if not any(m.role == "user" for m in self.messages):
+            raise ValueError("the messages must hold a user message")
+        return self

@@ -11,8 +11,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from schemas.generation import DecodingOverride
+from schemas.generic_params import GENERIC_EXPORTERS, GENERIC_STEPS
 from schemas.ptalign_params import PTALIGN_EXPORTERS, PTALIGN_STEP_PARAMS
-from schemas.step_params_base import StepParams
+from schemas.step_params_base import ExporterParams, StepParams
 
 # The reference's lists (pillowsofwind/Course-Correction, syn/synthesize.py), verbatim, in a fixed order.
 C2_OPENERS: list[str] = [
@@ -161,16 +162,6 @@ class C2SafetyCheckParams(StepParams):
         return judge + self.max_regenerations * (judge + regenerate) if regenerate else judge
 
 
-class RespondParams(StepParams):
-    """Answer one column with the LLM: [system?][user: row[input_column]] -> row[output_column]."""
-
-    needs_llm: ClassVar[bool] = True
-    input_column: str = "prompt"
-    output_column: str = "response"
-    system_prompt: str | None = None
-    generation: DecodingOverride = Field(default_factory=DecodingOverride)
-
-
 class C2RankParams(StepParams):
     """Assemble the ranked group SR ≻ SYN_1..4 ≻ FHR and validate it."""
 
@@ -181,8 +172,8 @@ STEP_PARAMS: dict[str, type[StepParams]] = {
     "c2syn.generate": C2GenerateParams,
     "c2syn.safety_check": C2SafetyCheckParams,
     "c2syn.rank": C2RankParams,
-    "generate.respond": RespondParams,
     **PTALIGN_STEP_PARAMS,
+    **{name: params for name, (params, _) in GENERIC_STEPS.items()},
 }
 
 # exporter name -> record schema name (schemas.registry.RECORD_SCHEMAS)
@@ -190,10 +181,16 @@ EXPORTERS: dict[str, str] = {
     "c2syn.groups": "c2_group",
     "c2syn.pairs": "preference_pair",
     "c2syn.pairs_conversational": "conversational_pair",
-    "generate.responses": "prompt_response",
     **PTALIGN_EXPORTERS,
+    **{name: schema for name, (schema, _, _) in GENERIC_EXPORTERS.items()},
+}
+# exporter name -> the model of its `params` (exporters not listed take none)
+EXPORTER_PARAMS: dict[str, type[ExporterParams]] = {
+    name: params for name, (_, params, _) in GENERIC_EXPORTERS.items() if params is not None
 }
 
 
-def params_json_schema() -> dict[str, Any]:
-    return {name: model.model_json_schema() for name, model in STEP_PARAMS.items()}
+def params_models() -> dict[str, type[StepParams] | type[ExporterParams]]:
+    """`step:NAME` / `exporter:NAME` -> its params model (for `safepref schema`)."""
+    steps = {f"step:{name}": model for name, model in STEP_PARAMS.items()}
+    return {**steps, **{f"exporter:{name}": model for name, model in EXPORTER_PARAMS.items()}}

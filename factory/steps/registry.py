@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from factory.errors import UserError
 from factory.steps.ptalign_registry import PTALIGN_STEPS
+from schemas.generic_params import GENERIC_STEPS
 
 if TYPE_CHECKING:
     from distilabel.steps import Step
@@ -18,8 +19,8 @@ BUILTIN_STEPS: dict[str, str] = {
     "c2syn.generate": "factory.steps.c2syn:C2Generate",
     "c2syn.safety_check": "factory.steps.c2syn:C2SafetyCheck",
     "c2syn.rank": "factory.steps.c2syn:C2Rank",
-    "generate.respond": "factory.steps.generate:Respond",
     **PTALIGN_STEPS,
+    **{name: target for name, (_, target) in GENERIC_STEPS.items()},
 }
 
 
