@@ -102,7 +102,7 @@ def format_validation_error(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
-    nested = re.match(r"^(params\.[\w.]+): (.*)$", msg, re.S)
+    nested = re.match(r"^(params(?:\.[\w.]+)?): (.*)$", msg, re.S)
     if nested:  # a step-params error raised inside the stage validator: keep the full path
         loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
@@ -110,18 +110,17 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def _with_stage_names(loc_msg: str, data: dict[str, Any]) -> str:
-    """Turn `stages.2.params.x` into `stages[generate].params.x` (and `outputs.0` into `outputs[pairs]`)
-    so the user sees the stage or config name."""
-    parts = loc_msg.split(".")
+    """Turn `stages.2.params.x: msg` into `stages[generate].params.x: msg` (and `outputs.0` into
+    `outputs[pairs]`) so the user sees the stage or config name."""
+    loc, sep, msg = loc_msg.partition(": ")
+    parts = loc.split(".")
     key = {"stages": "name", "outputs": "config"}.get(parts[0])
     if len(parts) > 1 and key and parts[1].isdigit():
         items = data.get(parts[0]) or []
         idx = int(parts[1])
         if idx < len(items) and isinstance(items[idx], dict) and key in items[idx]:
-            rest = ".".join(parts[2:])
-            return f"{parts[0]}[{items[idx][key]}]" + (
-                f".{rest}" if rest and not rest.startswith(":") else rest
-            )
+            rest = "".join(f".{p}" for p in parts[2:])
+            return f"{parts[0]}[{items[idx][key]}]{rest}{sep}{msg}"
     return loc_msg
 
 

@@ -310,7 +310,7 @@ class FilterParams(StepParams):
         return rules
 
     def summary(self) -> str:
-        return "Filter, rows failing a rule are filtered under its name: " + "; ".join(
+        return "Filter (a row failing a rule is filtered under the rule's name): " + "; ".join(
             r.describe() for r in self.rules
         )
 
@@ -398,7 +398,13 @@ class PairsParams(_FromList):
             "the best against the worst response" if self.pairing == "best_vs_worst" else "every ordered pair"
         )
         by = f"scores `{self.scores_column}`" if self.scores_column else "the order of the list"
-        margin = f", score margin at least {self.min_margin:g}" if self.scores_column else ""
+        margin = ""
+        if self.scores_column:
+            margin = (
+                f", chosen scoring higher by at least {self.min_margin:g}"
+                if self.min_margin
+                else (", chosen scoring strictly higher")
+            )
         return f"Preference pairs: {how} of `{self.responses_column}` by {by}{margin}"
 
 

@@ -96,7 +96,7 @@ def _params_error(exc: ValidationError) -> str:
     """`params.<field>: <message>` for the first error of a params model (the loader keeps the path)."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
     return f"params.{loc}: {msg}" if loc else f"params: {msg}"
 
 
