@@ -3,8 +3,8 @@
 Steps: `llm.generate` (a template -> a column, n samples per row), `llm.judge` (a template -> scores,
 labels or a JSON verdict in columns), `filter` (keywords, regex, length, a sandboxed expression) and
 `rank` (order a list column by scores). Exporters: preference pairs, SFT rows and KTO rows from a
-ranked or scored list, each plain and conversational. `GENERIC_STEPS` / `GENERIC_EXPORTERS` at the end
-declare the group once; the registries derive from them. docs/authoring.md walks through a recipe.
+ranked or scored list, each plain and conversational. `schemas/methods/generic.py` declares them with
+their implementations; docs/authoring.md walks a recipe author through them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from schemas.generation import DecodingOverride
-from schemas.step_params_base import ExporterParams, StepParams
+from schemas.step_params import ExporterParams, StepParams
 
 
 def _not_bookkeeping(name: str) -> str:
@@ -477,36 +477,3 @@ class KTOParams(_FromList):
 
 class ConversationalKTOParams(KTOParams, _Conversational):
     """KTO rows (TRL's conversational format) from a ranked or scored list."""
-
-
-# -- the generic group, declared once -------------------------------------------------------------
-# step name -> (params model, implementation "module:Class")
-GENERIC_STEPS: dict[str, tuple[type[StepParams], str]] = {
-    "llm.generate": (LLMGenerateParams, "factory.steps.llm:LLMGenerate"),
-    "llm.judge": (LLMJudgeParams, "factory.steps.llm:LLMJudge"),
-    "filter": (FilterParams, "factory.steps.filter:Filter"),
-    "rank": (RankParams, "factory.steps.rank:Rank"),
-    "generate.respond": (RespondParams, "factory.steps.llm:LLMGenerate"),
-}
-# exporter name -> (record schema name, params model or None, implementation "module:function")
-GENERIC_EXPORTERS: dict[str, tuple[str, type[ExporterParams] | None, str]] = {
-    "pairs": ("preference_pair", PairsParams, "factory.export.generic:pairs"),
-    "pairs_conversational": (
-        "conversational_pair",
-        ConversationalPairsParams,
-        "factory.export.generic:pairs_conversational",
-    ),
-    "sft": ("sft_row", SFTParams, "factory.export.generic:sft"),
-    "sft_conversational": (
-        "conversational_sft_row",
-        ConversationalSFTParams,
-        "factory.export.generic:sft_conversational",
-    ),
-    "kto": ("kto_row", KTOParams, "factory.export.generic:kto"),
-    "kto_conversational": (
-        "conversational_kto_row",
-        ConversationalKTOParams,
-        "factory.export.generic:kto_conversational",
-    ),
-    "generate.responses": ("prompt_response", None, "factory.export.generic:prompt_responses"),
-}

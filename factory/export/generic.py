@@ -1,5 +1,6 @@
-"""Generic exporters a recipe composes in YAML: preference pairs, SFT rows and KTO rows from the
-columns its params name (schemas/generic_params.py), plain and in TRL's conversational format.
+"""Generic exporters a recipe composes in YAML (declared in `schemas/methods/generic.py`): preference
+pairs, SFT rows and KTO rows from the columns its params name (schemas/generic_params.py), plain and
+in TRL's conversational format.
 
 Every record is validated by its schema here, so a row that cannot make one is quarantined at
 stage `export` with the reason. A row that makes none by the params' rules (no pair beats the
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from factory.rows import ROW_ID, RowFiltered
+from factory.core.rows import ROW_ID, RowFiltered
+from factory.export.base import ExportContext, Record
 from schemas.records import (
     ConversationalKTORow,
     ConversationalPair,
@@ -25,7 +27,6 @@ from schemas.records import (
 )
 
 if TYPE_CHECKING:
-    from factory.exporters import ExportContext, Record
     from schemas.generic_params import KTOParams, PairsParams, SFTParams
 
 NO_PAIR = "no_preference_pair"
@@ -210,7 +211,7 @@ def kto_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
 # -- prompt + response (the `generate.respond` step's output) -------------------------------------
 
 
-def prompt_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
+def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [
         PromptResponse(
             prompt=row["prompt"],

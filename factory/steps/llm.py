@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from factory.backends.base import EMPTY_COMPLETION
-from factory.errors import UserError
-from factory.reproducibility import derived_seed
+from factory.core.errors import UserError
+from factory.core.hashing import derived_seed
 from factory.steps.base import ROW_ID, RowFailed, SafeprefStep, add_usage
 from schemas.generic_params import JudgeField, LLMJudgeParams
 
