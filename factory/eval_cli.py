@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,7 +214,7 @@ def c2(
             server, server_command, server_arg, device, prefill_mode, concurrency
         ),
     )
-    with _batch_bar() as (on_batch, on_event):
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
         outcome = run_c2_eval(settings, out, on_batch=on_batch, on_event=on_event)
     _print_outcome(outcome, out)
     _fail_past_share(outcome, max_failed_share)
@@ -272,10 +273,23 @@ def harm(
             server, server_command, server_arg, device, prefill_mode, concurrency
         ),
     )
-    with _batch_bar() as (on_batch, on_event):
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
         outcome = run_harm_eval(settings, out, on_batch=on_batch, on_event=on_event)
     _print_outcome(outcome, out)
     _fail_past_share(outcome, max_failed_share)
+
+
+@contextmanager
+def _interrupt_line(out: Path) -> Iterator[None]:
+    """Ctrl-C: the server is stopped by then; one line says what is kept, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"interrupted: {out}: the stored answers and verdicts are kept; run the same command "
+            "again to resume\n"
+        )
+        raise typer.Exit(130) from None
 
 
 @contextmanager

@@ -232,9 +232,17 @@ class ManagedServer:
     """
 
     def __init__(
-        self, name: str, spec: BackendSpec, log_path: Path, sampling: GenerationParams | None = None
+        self,
+        name: str,
+        spec: BackendSpec,
+        log_path: Path,
+        sampling: GenerationParams | None = None,
+        where: str | None = None,
     ) -> None:
         self.name, self.spec, self.log_path = name, spec, log_path
+        self.where = (
+            where or f"backends.{name}"
+        )  # what its errors name (a recipe's backend, an eval's --model)
         self.sampling = sampling or spec.generation  # what the warm-up request asks for
         self.port = _free_port()
         self.url = f"http://{_HOST}:{self.port}/v1"
@@ -268,7 +276,7 @@ class ManagedServer:
                 raise UserError(
                     f"cannot start `{self.label}`: {exc.strerror or exc}; install the server "
                     "or set server_command",
-                    where=f"backends.{self.name}",
+                    where=self.where,
                 ) from None
 
     def wait_ready(self) -> float:
@@ -317,7 +325,7 @@ class ManagedServer:
         raise ServerError(
             f"{self.label} of model {self.spec.model!r} {what}: {_last_line(self.log_path)} "
             f"(log: {self.log_path})",
-            where=f"backends.{self.name}",
+            where=self.where,
         )
 
     def stop(self) -> None:

@@ -217,7 +217,7 @@ def plan_judge(spec: str, question: Question, options: BackendOptions) -> JudgeP
             key=f"classifier-{question}-{model.slug}",
             info=info,
             open=lambda servers: ClassifierJudge(
-                open_backend(ref, options, servers, CLASSIFIER_PARAMS, f"judge-{model.slug}")
+                open_backend(ref, options, servers, CLASSIFIER_PARAMS, f"judge-{model.slug}", "--judge")
             ),
         )
     ref = parse_model_spec(spec, option="--judge")
@@ -229,7 +229,8 @@ def plan_judge(spec: str, question: Question, options: BackendOptions) -> JudgeP
         key=f"llm-{question}-{model.slug}-{sha[:10]}",
         info=info,
         open=lambda servers: LLMJudge(
-            open_backend(ref, options, servers, JUDGE_PARAMS, f"judge-{model.slug}"), question
+            open_backend(ref, options, servers, JUDGE_PARAMS, f"judge-{model.slug}", "--judge"),
+            question,
         ),
     )
 

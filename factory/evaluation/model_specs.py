@@ -199,11 +199,16 @@ def served_spec(ref: ModelRef, options: BackendOptions, work_dir: Path) -> Backe
 
 
 def open_backend(
-    ref: ModelRef, options: BackendOptions, servers: EvalServers, sampling: GenerationParams, name: str
+    ref: ModelRef,
+    options: BackendOptions,
+    servers: EvalServers,
+    sampling: GenerationParams,
+    name: str,
+    option: str = "--model",
 ) -> Backend:
     """A client for `ref`: its own endpoint for `openai:`, else a managed server that `servers` starts
     (stopping the one it ran before), named `name` in its log file. `sampling`: what the requests will
-    ask for (a transformers server is pinned to it)."""
+    ask for (a transformers server is pinned to it); `option`: what asked for the model (in errors)."""
     if ref.kind == "openai":
         spec = BackendSpec.model_validate(
             {
@@ -223,4 +228,5 @@ def open_backend(
         def prepare() -> None:  # after the previous server stopped: the merge loads the weights once
             ensure_merged(Path(ref.target), servers.work_dir)
 
-    return servers.client(name, served_spec(ref, options, servers.work_dir), sampling, prepare)
+    spec = served_spec(ref, options, servers.work_dir)
+    return servers.client(name, spec, sampling, prepare, where=f"{option} {ref.spec}")

@@ -54,17 +54,19 @@ class EvalServers:
         spec: BackendSpec,
         sampling: GenerationParams,
         prepare: Callable[[], None] | None = None,
+        where: str | None = None,
     ) -> Backend:
         """An OpenAI-compatible client of a ready server for `spec`, started if needed (the previous
         server, if another, is stopped first). `prepare` runs after that stop and before the start
-        (e.g. writing a merged adapter folder, which loads the weights once)."""
+        (e.g. writing a merged adapter folder, which loads the weights once); `where` is what a
+        server's error names (the option that asked for it)."""
         pinned = sampling.model_dump_json() if spec.kind == "transformers" else ""
         key = (server_key(spec), pinned)
         if self._server is None or self._key != key:
             self.stop()
             if prepare is not None:
                 prepare()
-            server = ManagedServer(name, spec, self.work_dir / f"server-{name}.log", sampling)
+            server = ManagedServer(name, spec, self.work_dir / f"server-{name}.log", sampling, where)
             self._server, self._key = server, key
             server.start()
             self.on_event(
