@@ -157,7 +157,7 @@ def generate_missing(
                 progress.interrupted = True  # stopped as if killed here: the rest stays to do
                 return
     finally:
-        answers.close()  # a stream stopped early waits for its requests in flight, unread
+        answers.close()  # stopped early: its unsent requests are cancelled, those in flight dropped
         backend.close()
 
 

@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from factory.backends import bundled_model
-from factory.errors import UserError
-from factory.reproducibility import folder_fingerprint
+from factory.core import models as bundled_model
+from factory.core.errors import UserError
+from factory.core.hashing import folder_fingerprint
 
 _CACHE_VERSION = "v1"
 
