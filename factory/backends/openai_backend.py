@@ -103,8 +103,10 @@ class OpenAIBackend:
             futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
             for future in as_completed(futures):
                 yield futures[future], future.result()
-        finally:  # a caller that stops early must not wait for requests nobody will read
-            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # a caller that stops early (Ctrl-C, a stop) must not wait for requests nobody will
+            # read: the unsent ones are cancelled, the ones in flight end in their threads (at once
+            # when the caller closes the client or stops the server, else by `timeout_s`)
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def unavailable(self) -> list[str]:
         """Replicas skipped now because they refused a connection within `replica_cooldown_s`."""
