@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -70,7 +70,7 @@ class StreamingBackend(Protocol):
 
 def stream_completions(
     backend: Backend, requests: Sequence[ChatRequest], chunk: int
-) -> Iterator[tuple[int, Completion]]:
+) -> Generator[tuple[int, Completion], None, None]:
     """(index, completion) pairs as they arrive: streamed when the backend can, otherwise `chunk`
     requests per call (an in-process backend generates in waves of its batch size anyway)."""
     if isinstance(backend, StreamingBackend):

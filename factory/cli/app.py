@@ -196,16 +196,26 @@ def inspect(
 
 @app.command()
 def schema(
-    name: Annotated[str, typer.Argument(help="recipe, manifest, a record schema, or `list`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="recipe, manifest, a record schema, step:NAME / exporter:NAME (params), or `list`."
+        ),
+    ],
 ) -> None:
-    """Print the JSON Schema of a record, the recipe or the manifest."""
+    """Print the JSON Schema of a record, the recipe, the manifest, or a step's or exporter's params."""
     from pydantic import BaseModel
 
     from schemas.manifest import DatasetManifest
     from schemas.recipe import Recipe
-    from schemas.registry import RECORD_SCHEMAS
+    from schemas.registry import RECORD_SCHEMAS, params_models
 
-    models: dict[str, type[BaseModel]] = {"recipe": Recipe, "manifest": DatasetManifest, **RECORD_SCHEMAS}
+    models: dict[str, type[BaseModel]] = {
+        "recipe": Recipe,
+        "manifest": DatasetManifest,
+        **RECORD_SCHEMAS,
+        **params_models(),
+    }
     if name == "list":
         for n in models:
             console.print(n)

@@ -5,8 +5,9 @@ sample), never of batch order or of the other rows, so a resumed run, a re-run a
 batches draw the same random numbers. Seeds are 31-bit: every backend and server accepts them.
 
 The values must never change: they are part of the request cache's keys and of the published data
-(tests/test_resume.py, tests/test_request_cache.py), hence the two historical ways of reducing a digest
-to 31 bits below, each kept for the seeds that already use it.
+(tests/e2e/test_resume.py, tests/unit/factory/backends/test_request_cache.py), hence the historical
+conventions below (parts joined by NUL or by `:` under a namespace; the first 4 bytes of the digest
+or the first 8 modulo 2**31), each kept for the seeds that already use it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ def _keyed(namespace: str, seed: int, key: tuple[object, ...]) -> str:
     return ":".join([namespace, str(seed), *map(str, key)])
 
 
+def seed_for(*parts: object) -> int:
+    """A sampling seed from what identifies one request (the recipe seed, then e.g. the prompt, or the
+    stage, row id and sample), its parts joined by NUL."""
+    return int.from_bytes(_digest("\0".join(map(str, parts)))[:4], "big") & _SEED_BITS
+
+
 def prompt_seed(seed: int, prompt: str) -> int:
     """The seed a backend sends with one request: same prompt + same seed -> same text, whatever else
     is in the batch, while different prompts under one seed draw independent streams."""
-    return int.from_bytes(_digest(f"{seed}\0{prompt}")[:4], "big") & _SEED_BITS
+    return seed_for(seed, prompt)
 
 
 def row_request_seed(method: str, seed: int, *key: object) -> int:

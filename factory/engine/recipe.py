@@ -50,15 +50,17 @@ def resolve_recipe_path(ref: str) -> Path:
     raise UserError(f"no recipe file or built-in recipe named {ref!r} (built-ins: {known})")
 
 
-def _stage_named(data: dict[str, Any]) -> Callable[[Location], str]:
-    """Name a stage by its name, not its index (`stages[generate].params.x`, not `stages.2.params.x`)."""
-    stages = data.get("stages")
+def _named(data: dict[str, Any]) -> Callable[[Location], str]:
+    """Name a stage or an output by its name, not its index: `stages[generate].params.x`, not
+    `stages.2.params.x`; `outputs[pairs]`, not `outputs.0`."""
 
     def location(loc: Location) -> str:
-        if len(loc) > 1 and loc[0] == "stages" and isinstance(loc[1], int) and isinstance(stages, list):
-            stage = stages[loc[1]] if loc[1] < len(stages) else None
-            if isinstance(stage, dict) and "name" in stage:
-                return dotted((f"stages[{stage['name']}]", *loc[2:]))
+        key = {"stages": "name", "outputs": "config"}.get(str(loc[0])) if len(loc) > 1 else None
+        items = data.get(str(loc[0])) if key else None
+        if key and isinstance(items, list) and isinstance(loc[1], int) and loc[1] < len(items):
+            item = items[loc[1]]
+            if isinstance(item, dict) and key in item:
+                return dotted((f"{loc[0]}[{item[key]}]", *loc[2:]))
         return dotted(loc)
 
     return location
@@ -78,7 +80,7 @@ def load_recipe(ref: str, overrides: list[str] | None = None, limit: int | None 
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, location=_stage_named(data)), where=str(path)) from None
+        raise UserError(format_validation_error(exc, location=_named(data)), where=str(path)) from None
     return LoadedRecipe(recipe=recipe, path=path.resolve(), hash=recipe_hash(recipe))
 
 

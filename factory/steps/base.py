@@ -80,13 +80,19 @@ class SafeprefStep(Step):
     _backend: "Backend | None" = PrivateAttr(default=None)
     _watch: QuarantineWatch | None = PrivateAttr(default=None)
 
+    @classmethod
+    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, produced) of a stage with these params: the class's own, or, for a generic step,
+        the columns its params name. The source must provide what no earlier stage produces."""
+        return cls.required, cls.produced
+
     @property
     def inputs(self) -> "StepColumns":
-        return [*self.required, ROW_ID, STATUS]
+        return [*self.columns(self.params)[0], ROW_ID, STATUS]
 
     @property
     def outputs(self) -> "StepColumns":
-        return [*self.produced, STATUS, STAGE, REASON, RAW, USAGE]
+        return [*self.columns(self.params)[1], STATUS, STAGE, REASON, RAW, USAGE]
 
     # -- LLM access -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -174,8 +180,9 @@ class SafeprefStep(Step):
 
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
+        produced = self.columns(self.params)[1]
         for row in rows:
-            for col in (*self.produced, STAGE, REASON, RAW, USAGE):
+            for col in (*produced, STAGE, REASON, RAW, USAGE):
                 row.setdefault(col, None)
         # rows whose status is None come from a stage that crashed (distilabel imputed None): the
         # engine quarantines them; like filtered rows they pass through untouched
@@ -208,14 +215,16 @@ class SafeprefStep(Step):
         self._watch.add(processed, _quarantined_here(rows, self.stage)[:processed])
 
 
-def answer_text(completion: "Completion") -> str:
-    """The answer's text for a step that needs text: a failed request or an empty answer raises
-    RowFailed, so the row is quarantined with the reason and the server's raw body."""
+def answer_text(completion: "Completion", what: str = "generation", prefill: str | None = None) -> str:
+    """The whole answer (the prefill, then the model's text) for a step that needs text: a failed
+    request or an empty answer raises RowFailed (`<what> failed: ...`), so the row is quarantined with
+    the reason and the server's raw body."""
     if completion.error is not None:
-        raise RowFailed(f"generation failed: {completion.error}", completion.raw)
+        raise RowFailed(f"{what} failed: {completion.error}", completion.raw)
     if completion.empty:
-        raise RowFailed(EMPTY_COMPLETION, completion.raw if completion.raw is not None else completion.text)
-    return completion.text
+        raw = completion.raw if completion.raw is not None else completion.text
+        raise RowFailed(f"{what} failed: {EMPTY_COMPLETION}", raw)
+    return f"{prefill}{completion.text}" if prefill else completion.text
 
 
 def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:

@@ -4,11 +4,11 @@ harm eval)."""
 
 from __future__ import annotations
 
-from factory.core.seeds import keyed_rng, prompt_seed, row_request_seed, sample_seed
+from factory.core.seeds import keyed_rng, prompt_seed, row_request_seed, sample_seed, seed_for
 
 
 def test_a_backend_request_seed_is_the_recipe_seed_and_prompt_hashed() -> None:
-    assert prompt_seed(42, "Hello") == 1449514765
+    assert prompt_seed(42, "Hello") == seed_for(42, "Hello") == 1449514765  # the generic steps use seed_for
     assert prompt_seed(42, "Hello!") != prompt_seed(42, "Hello") != prompt_seed(43, "Hello")
 
 
