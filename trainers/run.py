@@ -58,7 +58,7 @@ def train(
     if cfg.algorithm == "dpo":
         trainer = _dpo_trainer(cfg, data, policy, tokenizer, out_dir, bf16)
     elif cfg.algorithm == "ptalign":
-        from trainers.ptalign_fidelity import self_alignment, self_alignment_warning
+        from trainers.algorithms.ptalign.fidelity import self_alignment, self_alignment_warning
 
         trainer, method_summary = _ptalign_trainer(cfg, data, policy, tokenizer, out_dir, bf16)
         method_summary.update(self_alignment(data.manifest, base_id))
@@ -232,7 +232,7 @@ def _dpo_trainer(
     )
     trainer_cls: Any = DPOTrainer
     if cfg.dpo.group_forward:
-        from trainers.group_dpo import GroupDPOTrainer
+        from trainers.algorithms.group_dpo import GroupDPOTrainer
 
         rows, trainer_cls = group_rows(data.records, where=data.source), GroupDPOTrainer
     else:
@@ -281,9 +281,14 @@ def _ptalign_trainer(
     from datasets import Dataset
     from transformers import TrainingArguments
 
+    from trainers.algorithms.ptalign.fidelity import penalised_share, resolve_selection
+    from trainers.algorithms.ptalign.trainer import (
+        PTAlignTrainer,
+        encode_triple,
+        ratio_token_logps,
+        stop_token_ids,
+    )
     from trainers.data import triple_rows
-    from trainers.ptalign import PTAlignTrainer, encode_triple, ratio_token_logps, stop_token_ids
-    from trainers.ptalign_fidelity import penalised_share, resolve_selection
 
     rows = triple_rows(data.records)
     settings = cfg.ptalign.model_copy(update={"selection": resolve_selection(cfg.ptalign.selection, rows)})
@@ -370,7 +375,7 @@ def model_card(cfg: TrainConfig, summary: dict[str, Any]) -> str:
         "",
     ]
     if cfg.algorithm == "ptalign":
-        from trainers.ptalign_fidelity import card_lines
+        from trainers.algorithms.ptalign.fidelity import card_lines
 
         lines += card_lines(summary)
     if cfg.notes:

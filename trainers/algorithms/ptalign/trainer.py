@@ -97,7 +97,9 @@ def encode_triple(
     toxic tokens the rule could have penalised (the denominator of the share it did penalise)."""
     rule = settings.selection
     if rule == "auto":  # a bug, not a user error: the trainer resolves it against the dataset
-        raise ValueError("resolve selection `auto` first (trainers.ptalign_fidelity.resolve_selection)")
+        raise ValueError(
+            "resolve selection `auto` first (trainers.algorithms.ptalign.fidelity.resolve_selection)"
+        )
     pos = encode_response(tokenizer, example["prompt"], example["positive"], stop_ids)
     tox = encode_response(tokenizer, example["prompt"], example["toxic"], stop_ids)
     positive_ids = [t for t, r in zip(pos.ids, pos.candidate, strict=True) if r]
