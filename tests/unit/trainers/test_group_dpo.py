@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from tests.support.trainer_fixtures import c2_group, tiny_llama  # noqa: E402
-from trainers.data import group_rows, preference_rows  # noqa: E402
+from trainers.algorithms.dpo import group_rows, preference_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
