@@ -73,7 +73,9 @@ class TrainConfigBase(BaseModel):
         None, description="config inside the dataset (default: the manifest's)"
     )
     split: str = "train"
-    out: str | None = Field(default=None, description="output folder (default: runs/<config name>)")
+    out: str | None = Field(
+        default=None, description="output folder for the model or adapter (unset: runs/<config name>)"
+    )
     chat_template: str | None = Field(default=None, description="Jinja template for models that ship none")
     lora: LoraSettings | None = None
     training: TrainingSettings = Field(default_factory=TrainingSettings)
