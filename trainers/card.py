@@ -58,7 +58,7 @@ def model_card(cfg: TrainConfig, summary: dict[str, Any], card_section: list[str
     }
     if not Path(str(summary["dataset"])).exists():
         header["datasets"] = [summary["dataset"]]
-    settings = getattr(cfg, cfg.algorithm).model_dump(mode="json")
+    settings = cfg.algorithm_settings().model_dump(mode="json")
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False).strip(),

@@ -63,7 +63,7 @@ class TrainConfigBase(BaseModel):
     from the command line. `TrainConfig` adds one section per algorithm (`dpo:`, `kto:`, `ptalign:`)."""
 
     model_config = ConfigDict(extra="forbid")
-    algorithm: str = Field(description="the training algorithm (trainers.algorithms)")
+    algorithm: str = Field(description="the training algorithm, a name in trainers.algorithms.ALGORITHMS")
     model: str = Field(default="bundled", description="path, Hub id, or `bundled` (SmolLM2-135M-Instruct)")
     model_revision: str | None = None
     dataset: str | None = Field(
@@ -81,6 +81,12 @@ class TrainConfigBase(BaseModel):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     notes: dict[str, str] = Field(default_factory=dict, description="provenance of values (paper / unknown)")
 
+    def algorithm_settings(self) -> BaseModel:
+        """The section of the algorithm this run uses (`dpo:` for `algorithm: dpo`)."""
+        section = getattr(self, self.algorithm)
+        assert isinstance(section, BaseModel), self.algorithm
+        return section
+
 
 def _with_algorithm_sections() -> type[TrainConfigBase]:
     """`TrainConfigBase` with `algorithm` limited to the registered names and each one's section."""
@@ -92,7 +98,7 @@ def _with_algorithm_sections() -> type[TrainConfigBase]:
         "TrainConfig",
         __base__=TrainConfigBase,
         __doc__=TrainConfigBase.__doc__,
-        algorithm=(names, Field(description="the training algorithm")),
+        algorithm=(names, TrainConfigBase.model_fields["algorithm"]),
         **fields,
     )
 

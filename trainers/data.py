@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from factory.core.errors import UserError
 from schemas.manifest import DatasetManifest
-from schemas.registry import RECORD_SCHEMAS
+from schemas.records import RECORD_SCHEMAS
 from trainers.algorithms import ALGORITHMS
 
 

@@ -64,7 +64,7 @@ class TrainingRun:
 
     def settings(self, kind: type[Settings]) -> Settings:
         """The config's section of the algorithm being run."""
-        section = getattr(self.config, self.config.algorithm)
+        section = self.config.algorithm_settings()
         assert isinstance(section, kind), (self.config.algorithm, kind)
         return section
 
