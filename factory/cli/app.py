@@ -32,22 +32,18 @@ console = Console()
 RecipeArg = Annotated[
     str, typer.Argument(help="Recipe file (.yaml) or built-in recipe name (see `safepref recipes`).")
 ]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
+
+
+def _set_option(what: str) -> Any:
+    return typer.Option(
         "--set",
         metavar="<key.path=value>",
-        help="Override a recipe value: key.path=value (YAML value). Repeatable.",
-    ),
-]
-TrainSetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="<key.path=value>",
-        help="Override a training-config value: key.path=value (YAML value). Repeatable.",
-    ),
-]
+        help=f"Override a {what} value: key.path=value (YAML value). Repeatable.",
+    )
+
+
+SetOpt = Annotated[list[str] | None, _set_option("recipe")]
+TrainSetOpt = Annotated[list[str] | None, _set_option("training-config")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Read at most N source rows.")]
 AllowImportOpt = Annotated[
     bool,
