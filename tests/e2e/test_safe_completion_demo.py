@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from factory.dataset.folder_check import check_folder
 
+from factory.dataset.folder_check import check_folder
 from schemas.records import ConversationalPair, PreferencePair
 from tests.conftest import REPO
 
