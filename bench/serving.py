@@ -36,8 +36,8 @@ from bench.paced_server import PacedServer  # noqa: E402
 
 def run_engine(server: PacedServer, cap: int, source: Path, work: Path) -> float:
     """The shipped c2syn recipe (its batch sizes) against the server at `cap`; returns seconds."""
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
 
     recipe = yaml.safe_load((REPO / "recipes" / "c2syn.yaml").read_text())
     recipe["source"] = {"kind": "file", "path": str(source)}

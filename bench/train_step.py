@@ -26,10 +26,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def _model_dir(kind: str, tmp: Path) -> Path:
     if kind == "bundled":
-        from factory.backends.bundled_model import bundled_model_dir
+        from factory.core.models import bundled_model_dir
 
         return bundled_model_dir()
-    from tests.trainer_fixtures import tiny_llama
+    from tests.support.trainer_fixtures import tiny_llama
 
     return tiny_llama(tmp / "tiny", hidden=128, layers=4)
 
@@ -58,7 +58,7 @@ def bench_ptalign(model_dir: Path, out: Path, repeats: int, batch: int, dtype: A
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from tests.trainer_fixtures import safety_triple
+    from tests.support.trainer_fixtures import safety_triple
     from trainers.config import PTAlignSettings
     from trainers.data import triple_rows
     from trainers.ptalign import PTAlignTrainer, encode_triple, stop_token_ids
@@ -111,7 +111,7 @@ def bench_group_dpo(model_dir: Path, out: Path, groups: int, dtype: Any, device:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from tests.trainer_fixtures import c2_group
+    from tests.support.trainer_fixtures import c2_group
     from trainers.data import group_rows, preference_rows
     from trainers.group_dpo import GroupDPOTrainer
 

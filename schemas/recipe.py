@@ -8,8 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.generation import BackendSpec
-from schemas.ptalign_seed import SEED_FILE_SCHEMAS
-from schemas.step_params import EXPORTERS, STEP_PARAMS
+from schemas.registry import EXPORTERS, SEED_FILE_SCHEMAS, STEP_PARAMS
 
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
 NONCOMMERCIAL_SOURCE = "PKU-Alignment/PKU-SafeRLHF"  # CC-BY-NC-4.0: what is derived inherits it

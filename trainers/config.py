@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from factory.errors import UserError
+from factory.core.errors import UserError
 from trainers.losses import DPO_LOSS_TYPES, UT_EPSILON
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -208,7 +208,7 @@ def _one_place(data: dict[str, Any], where: Path) -> None:
 
 def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainConfig, Path]:
     """Read, override and validate a training config; returns it with the file it came from."""
-    from factory.recipe_loader import apply_override, format_validation_error, read_yaml
+    from factory.core.config_files import apply_override, format_validation_error, read_yaml
 
     path = resolve_config_path(config)
     data = read_yaml(path) or {}

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from factory.errors import UserError
+from factory.core.errors import UserError
 from schemas.manifest import DatasetManifest
 from schemas.records import (
     C2Group,
@@ -98,7 +98,7 @@ def _load_from_hub(spec: str, algorithm: str, *, config: str | None, split: str)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    from factory.sources import resolve_dataset_revision
+    from factory.core.sources import resolve_dataset_revision
 
     repo, ref = split_revision(spec)
     revision = resolve_dataset_revision(repo, ref) or ref
@@ -150,7 +150,7 @@ def _pick_config(
 
 
 def _read_parquet_rows(files: list[Path], *, where: str) -> list[dict[str, Any]]:
-    from factory.parquet_files import read_parquet
+    from factory.core.parquet_files import read_parquet
 
     rows: list[dict[str, Any]] = []
     for file in files:

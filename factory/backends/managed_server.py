@@ -35,10 +35,10 @@ from types import TracebackType
 
 import httpx
 
-from factory.backends import bundled_model
 from factory.backends.openai_backend import extra_decoding, generation_defaults
-from factory.errors import UserError
-from factory.generators import stage_decodings
+from factory.core import models as bundled_model
+from factory.core.errors import UserError
+from factory.core.models import stage_decodings
 from schemas.generation import (
     DEFAULT_KV_TOKENS_PER_REQUEST,
     DEFAULT_MAX_BATCH_TOKENS,

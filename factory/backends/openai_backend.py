@@ -31,7 +31,6 @@ from typing import Any
 
 import httpx
 
-from factory.backends import bundled_model
 from factory.backends.base import (
     EMPTY_COMPLETION,
     RAW_LIMIT,
@@ -46,7 +45,8 @@ from factory.backends.base import (
     truncate_at_stop,
 )
 from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
-from factory.errors import UserError
+from factory.core import models as bundled_model
+from factory.core.errors import UserError
 from schemas.generation import BackendSpec, GenerationParams
 
 _RETRYABLE_EXCEPTIONS = (httpx.TransportError,)  # connect/read/write/pool errors and timeouts

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from factory.backends import bundled_model
 from factory.backends.base import (
     EMPTY_COMPLETION,
     ChatRequest,
@@ -19,7 +18,8 @@ from factory.backends.base import (
     truncate_at_stop,
 )
 from factory.backends.chat import TemplateMismatch, render_prompt
-from factory.errors import UserError
+from factory.core import models as bundled_model
+from factory.core.errors import UserError
 from schemas.generation import BackendSpec, GenerationParams, names_local_folder
 
 _DECODE_CONTEXT = 4  # prompt tokens decoded with the new ones so word-boundary spaces survive detokenising

@@ -18,7 +18,7 @@ from typing import Any
 
 from factory import __version__
 from factory.backends import ChatRequest, Completion
-from factory.errors import UserError
+from factory.core.errors import UserError
 from factory.evaluation import c2_prefill
 from factory.evaluation.batch_runner import (
     BatchBudget,
@@ -42,7 +42,7 @@ from factory.evaluation.report_files import write_c2_report
 from factory.evaluation.sample_store import JsonlStore
 from schemas.eval_report import C2Config, C2EvalReport, C2ModelResult, DataInfo, HarmEvalReport, ModelInfo
 from schemas.generation import GenerationParams
-from schemas.step_params import C2_OPENERS
+from schemas.methods.c2syn import C2_OPENERS
 
 C2_DECODING = GenerationParams.model_validate({"max_new_tokens": 32, "temperature": 0.8, "top_p": 0.7})
 SAMPLE_KEY = ("row_id", "k", "sample")

@@ -17,7 +17,7 @@ from typing import Any
 
 from factory import __version__
 from factory.backends import ChatRequest, Completion
-from factory.errors import UserError
+from factory.core.errors import UserError
 from factory.evaluation.batch_runner import (
     BatchBudget,
     BatchListener,

@@ -22,7 +22,8 @@ from typing import Literal, Protocol
 
 from factory.backends import Backend, ChatRequest, Completion
 from factory.backends.base import is_failure
-from factory.errors import UserError
+from factory.core.errors import UserError
+from factory.core.templates import render_template, template_sha256
 from factory.evaluation.model_specs import (
     BackendOptions,
     describe_model,
@@ -30,14 +31,13 @@ from factory.evaluation.model_specs import (
     open_backend,
     parse_model_spec,
 )
-from factory.templates import render_template, template_sha256
 from schemas.eval_report import JudgeInfo
 from schemas.generation import GenerationParams
-from schemas.step_params import REFUSAL_KEYWORDS
+from schemas.methods.c2syn import REFUSAL_KEYWORDS
 
-C2_TEMPLATE = "eval_c2_judge.jinja"
-HARM_TEMPLATE = "eval_harm_judge.jinja"
-HELPFUL_TEMPLATE = "eval_helpful_judge.jinja"
+C2_TEMPLATE = "eval/c2_judge.jinja"
+HARM_TEMPLATE = "eval/harm_judge.jinja"
+HELPFUL_TEMPLATE = "eval/helpful_judge.jinja"
 JUDGE_SYSTEM = "You are a helpful assistant."
 JUDGE_PARAMS = GenerationParams.model_validate({"max_new_tokens": 2, "temperature": 0.0, "seed": 42})
 EXACT_YES_RULE = "true iff the stripped, lower-cased reply equals 'yes'"

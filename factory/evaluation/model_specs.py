@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from factory.backends import Backend, create_backend
-from factory.errors import UserError
-from factory.reproducibility import folder_fingerprint
+from factory.core.errors import UserError
+from factory.core.hashing import folder_fingerprint
 from schemas.eval_report import ModelInfo
 from schemas.generation import BackendSpec
 
@@ -107,7 +107,7 @@ def unique_slugs(refs: list[ModelRef]) -> list[str]:
 
 def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
     """What the report records about a model (nothing is loaded)."""
-    from factory.backends import bundled_model
+    from factory.core import models as bundled_model
 
     if ref.kind == "openai":
         return ModelInfo(spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url)
@@ -212,7 +212,7 @@ def _open_adapter(ref: ModelRef, common: dict[str, Any]) -> Backend:
     """Load the adapter's base model through the transformers backend, then apply and merge the adapter."""
     from peft import PeftModel
 
-    from factory.backends import bundled_model
+    from factory.core import models as bundled_model
 
     folder = Path(ref.target)
     base, revision = _adapter_base(folder)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factory.errors import UserError
+from factory.core.errors import UserError
 from schemas.eval_report import C2EvalReport, HarmEvalReport, Interval, JudgeInfo, RateResult
 
 if TYPE_CHECKING:

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, PrivateAttr
 
-from factory.distilabel_compat import Step, StepInput
-from factory.errors import UserError
-from factory.fail_fast import QuarantineWatch, WatchedBackend, stop_run, stopped
-from factory.limits import PromptCapped
-from factory.progress import MeteredBackend, report_batch
-from factory.request_cache import ENV_VAR as REQUEST_CACHE_ENV
-from factory.request_window import window
-from factory.rows import (  # re-exported: steps import their helpers from here
+from factory.backends.fail_fast import QuarantineWatch, WatchedBackend, stop_run, stopped
+from factory.backends.metered import MeteredBackend
+from factory.backends.prompt_cap import PromptCapped
+from factory.backends.request_cache import ENV_VAR as REQUEST_CACHE_ENV
+from factory.backends.request_window import window
+from factory.core.distilabel_compat import Step, StepInput
+from factory.core.errors import UserError
+from factory.core.progress import report_batch
+from factory.core.rows import (  # re-exported: steps import their helpers from here
     EXPANSION_SEP,
     RAW,
     REASON,
@@ -66,7 +67,7 @@ class SafeprefStep(Step):
     template_dir: str | None = Field(
         None, description="the recipe's folder: prompt templates are looked up there, then built in"
     )
-    max_quarantine_share: float = 1.0  # the recipe's; above it the run stops (factory/fail_fast.py)
+    max_quarantine_share: float = 1.0  # the recipe's; above it the run stops (factory/backends/fail_fast.py)
     quarantine_min_rows: int = 10
 
     required: ClassVar[tuple[str, ...]] = ()
@@ -99,7 +100,7 @@ class SafeprefStep(Step):
             cache_path = os.environ.get(REQUEST_CACHE_ENV)
             backend: Backend
             if cache_path:  # set by the engine: reuse unchanged generations across runs and edits
-                from factory.request_cache import CachedBackend, RequestCache
+                from factory.backends.request_cache import CachedBackend, RequestCache
 
                 backend = CachedBackend(
                     lambda: create_backend(served_spec(spec)),
@@ -124,7 +125,7 @@ class SafeprefStep(Step):
 
     def render(self, template: str, **context: Any) -> str:
         """Render a prompt template from the recipe's folder or the built-in templates (sandboxed)."""
-        from factory.templates import render_template
+        from factory.core.templates import render_template
 
         return render_template(template, self.template_dir, **context)
 

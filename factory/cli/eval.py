@@ -1,0 +1,280 @@
+"""`safepref eval …` sub-commands (parsing only; the work lives in factory.evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from factory.core.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from factory.evaluation.batch_runner import BatchListener
+
+eval_app = typer.Typer(
+    help="Measure models: C²-Eval course-correction (c2) and harmlessness (harm).",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: rich's would print every flag as `<bool>`
+)
+
+ModelOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        help="bundled | a model or LoRA-adapter folder | ORG/NAME[@REV] | openai:BASE_URL@MODEL_NAME. Repeat "
+        "to compare models (e.g. a base and its fine-tune).",
+    ),
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Report folder (re-running into it resumes).")]
+JudgeOpt = Annotated[
+    str,
+    typer.Option(
+        "--judge",
+        help="keyword (no judge model), an LLM judge in any --model form (e.g. bundled), or for harm a"
+        " safety classifier: classifier:MODEL (e.g. classifier:meta-llama/Llama-Guard-3-1B).",
+    ),
+]
+SplitOpt = Annotated[str, typer.Option("--split", help="Hub split for hub: data.")]
+DataConfigOpt = Annotated[str | None, typer.Option("--data-config", help="Hub dataset config / data_dir.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of openers, sampling and bootstrap.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="In-process generation batch size.")]
+ChunkOpt = Annotated[int, typer.Option("--chunk", min=1, help="Requests per checkpointed batch.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="In-process device (default: cuda if available).")
+]
+PrefillOpt = Annotated[
+    str,
+    typer.Option(
+        "--prefill-mode",
+        help="openai: models: continue_final_message (vLLM/SGLang) or completions (renders the prompt here).",
+    ),
+]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="openai: parallel requests.")]
+FailShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-share",
+        min=0.0,
+        max=1.0,
+        help="Exit 1 when more than this share of the generations or judgements failed.",
+    ),
+]
+MaxNewTokensOpt = Annotated[
+    int, typer.Option("--max-new-tokens", min=1, help="New tokens per generated answer or continuation.")
+]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling temperature (0 = greedy).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep tokens up to this mass.")]
+
+
+def _backend_options(batch_size: int, device: str | None, prefill_mode: str, concurrency: int) -> object:
+    from factory.evaluation.model_specs import BackendOptions
+
+    if prefill_mode not in ("continue_final_message", "completions"):
+        raise UserError(f"--prefill-mode {prefill_mode!r}: use continue_final_message or completions")
+    mode: Literal["continue_final_message", "completions"] = (
+        "completions" if prefill_mode == "completions" else "continue_final_message"
+    )
+    return BackendOptions(
+        batch_size=batch_size, device=device, prefill_mode=mode, max_concurrency=concurrency
+    )
+
+
+def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
+    from pydantic import ValidationError
+
+    from schemas.generation import GenerationParams
+
+    try:
+        return GenerationParams.model_validate(
+            {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--k {text!r}: write comma-separated word counts, e.g. 10,20,30") from None
+
+
+@eval_app.command("c2")
+def c2(
+    model: ModelOpt,
+    out: OutOpt,
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="Rows in the PKU-SafeRLHF schema: bundled (demo rows, offline; the default), a file, or"
+            " hub:ID[@REV] — the paper: hub:PKU-Alignment/PKU-SafeRLHF with --split test --rows 500 --samples 20.",
+        ),
+    ] = "bundled",
+    split: SplitOpt = "test",
+    data_config: DataConfigOpt = None,
+    rows: Annotated[
+        int,
+        typer.Option(
+            "--rows", min=1, help="Rows to use (PKU-SafeRLHF: the first passing the C²-Syn filter)."
+        ),
+    ] = 500,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")] = 20,
+    ks: Annotated[
+        str, typer.Option("--k", help="Forced harmful prefix lengths in words, comma-separated.")
+    ] = "10,20,30,40,50,60,70,80",
+    judge: JudgeOpt = "keyword",
+    max_new_tokens: MaxNewTokensOpt = 32,
+    temperature: TemperatureOpt = 0.8,
+    top_p: TopPOpt = 0.7,
+    seed: SeedOpt = 0,
+    batch_size: BatchOpt = 16,
+    chunk: ChunkOpt = 64,
+    device: DeviceOpt = None,
+    prefill_mode: PrefillOpt = "continue_final_message",
+    concurrency: ConcurrencyOpt = 16,
+    max_failed_share: FailShareOpt = 0.1,
+) -> None:
+    """C²-Eval: force a harmful prefix of k words as an open assistant turn; report Corr@k and Corr_mean."""
+    from factory.evaluation.c2_eval import C2Settings, run_c2_eval
+
+    settings = C2Settings(
+        models=model,
+        data=data,
+        split=split,
+        data_config=data_config,
+        rows=rows,
+        samples=samples,
+        ks=_parse_ks(ks),
+        judge=judge,
+        seed=seed,
+        decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
+        chunk=chunk,
+        backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
+    )
+    with _batch_bar() as on_batch:
+        outcome = run_c2_eval(settings, out, on_batch=on_batch)
+    _print_outcome(outcome, out)
+    _fail_past_share(outcome, max_failed_share)
+
+
+@eval_app.command("harm")
+def harm(
+    model: ModelOpt,
+    out: OutOpt,
+    data: Annotated[
+        str,
+        typer.Option("--data", help="Red-team instructions: bundled (demo), a file, or hub:ID[@REV]."),
+    ] = "bundled",
+    split: SplitOpt = "test",
+    data_config: DataConfigOpt = None,
+    column: Annotated[
+        str | None, typer.Option("--column", help="Instruction column (default: instruction, else prompt).")
+    ] = None,
+    rows: Annotated[int | None, typer.Option("--rows", min=1, help="Use at most N instructions.")] = None,
+    benign: Annotated[
+        str | None,
+        typer.Option("--benign", help="Helpfulness probe on benign instructions: bundled, a file or hub:ID."),
+    ] = None,
+    judge: JudgeOpt = "keyword",
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Answers per instruction.")] = 1,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = 0,
+    batch_size: BatchOpt = 16,
+    chunk: ChunkOpt = 64,
+    device: DeviceOpt = None,
+    prefill_mode: PrefillOpt = "continue_final_message",
+    concurrency: ConcurrencyOpt = 16,
+    max_failed_share: FailShareOpt = 0.1,
+) -> None:
+    """Harmlessness: answer held-out red-team instructions, judge harmful/harmless, report the rate."""
+    from factory.evaluation.harm_eval import HarmSettings, run_harm_eval
+
+    settings = HarmSettings(
+        models=model,
+        data=data,
+        split=split,
+        data_config=data_config,
+        column=column,
+        rows=rows,
+        benign=benign,
+        judge=judge,
+        samples=samples,
+        seed=seed,
+        decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
+        chunk=chunk,
+        backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
+    )
+    with _batch_bar() as on_batch:
+        outcome = run_harm_eval(settings, out, on_batch=on_batch)
+    _print_outcome(outcome, out)
+    _fail_past_share(outcome, max_failed_share)
+
+
+@contextmanager
+def _batch_bar() -> Iterator[BatchListener]:
+    """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def on_batch(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=total)
+            bars.update(tasks[label], completed=done, total=total)
+
+        yield on_batch
+
+
+def _fail_past_share(outcome: object, max_share: float) -> None:
+    """Exit 1 (one line) when more than `max_share` of the generations or judgements failed."""
+    from factory.core.errors import RunFailed
+    from factory.evaluation.c2_eval import EvalOutcome
+
+    assert isinstance(outcome, EvalOutcome)
+    failure = outcome.progress.failure(max_share)
+    if failure is not None:
+        raise RunFailed(failure)
+
+
+def _print_outcome(outcome: object, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from factory.core.console import print_unclipped
+    from factory.evaluation.c2_eval import EvalOutcome
+    from factory.evaluation.report_files import c2_summary, harm_summary
+    from schemas.eval_report import C2EvalReport
+
+    assert isinstance(outcome, EvalOutcome)
+    console = Console()
+    p = outcome.progress
+    console.print(
+        f"generated {p.generated} (failed {p.generation_failed}), judged {p.judged} (failed {p.judge_failed})"
+    )
+    for error in p.errors:
+        console.print(f"[yellow]generation error:[/] {error}", markup=True, highlight=False)
+    if outcome.report is None:
+        return
+    report = outcome.report
+    summary = c2_summary(report) if isinstance(report, C2EvalReport) else harm_summary(report)
+    table = Table(title=summary.title, caption=summary.intro)
+    for i, column in enumerate(summary.columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in summary.rows:
+        table.add_row(*row)
+    print_unclipped(console, table)
+    for note in summary.notes:
+        console.print(f"• {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {out / 'report.json'} (also report.md and plots)", markup=False)
