@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -92,7 +92,7 @@ class StreamingBackend(Protocol):
 
 def stream_completions(
     backend: Backend, requests: Sequence[ChatRequest], chunk: int, admission: Admission | None = None
-) -> Iterator[tuple[int, Completion]]:
+) -> Generator[tuple[int, Completion], None, None]:
     """(index, completion) pairs as they arrive: streamed when the backend can, otherwise `chunk`
     requests per call (an in-process backend generates in waves of its batch size anyway); a call
     then stops at `admission`'s limit, which the caller has judged by the time the next call starts."""

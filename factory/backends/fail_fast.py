@@ -155,9 +155,7 @@ class WatchedBackend:
                     if held.limit is not None and not self.watch.unjudged():
                         held.open()
             finally:
-                close = getattr(pairs, "close", None)
-                if close is not None:  # a streaming backend sends none of the requests left
-                    close()
+                pairs.close()  # a streaming backend sends none of the requests left
         if len(answered) < len(requests):
             stop = stopped()
             reason = f"run stopped: {stop.message if stop else self.watch.first_reason}"

@@ -1,7 +1,7 @@
-"""Managed model servers: one `transformers serve` or `vllm serve` process per backend and run.
+"""Managed model servers: one `transformers serve`, `vllm serve` or SGLang process per backend and run.
 
-The engine (main process) starts the server of every `kind: transformers` / `kind: vllm` backend a
-recipe uses, waits until it answers a real completion (the model is loaded then), hands every stage the
+The engine (main process) starts the server of every `kind: transformers` / `vllm` / `sglang` backend a
+recipe uses (the evaluation runner does the same for its models and judges, `evaluation.serving`), waits until it answers a real completion (the model is loaded then), hands every stage the
 same OpenAI-compatible client (`client_spec`) and stops the server when the run ends, fails or is
 interrupted. The server runs in its own process group (a Ctrl-C in the terminal reaches the engine,
 which stops the server in order) and dies with its parent (PR_SET_PDEATHSIG), so a SIGKILLed run leaves
@@ -48,7 +48,12 @@ from schemas.generation import (
 from schemas.recipe import Recipe
 
 ENV_VAR = "SAFEPREF_SERVERS"  # JSON {server_key: base_url}: how stages in worker processes find them
-SERVED_KINDS = frozenset({"transformers", "vllm"})
+SERVED_KINDS = frozenset({"transformers", "vllm", "sglang"})
+_DEFAULT_LABELS = {
+    "transformers": "transformers serve",
+    "vllm": "vllm serve",
+    "sglang": "sglang.launch_server",
+}
 _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
@@ -91,6 +96,23 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
         ]
         if spec.device:
             command.append(f"--device={spec.device}")
+    elif spec.kind == "sglang":  # SGLang's own flag names for the same settings as vLLM's
+        prefix = spec.server_command or [sys.executable, "-m", "sglang.launch_server"]
+        command = [
+            *prefix,
+            f"--model-path={source}",
+            f"--dtype={spec.dtype}",
+            f"--tp-size={spec.tensor_parallel_size}",
+            f"--mem-fraction-static={spec.gpu_memory_utilization}",
+        ]
+        if spec.max_num_seqs:
+            command.append(f"--max-running-requests={spec.max_num_seqs}")
+        if spec.max_batch_tokens:
+            command.append(f"--chunked-prefill-size={spec.max_batch_tokens}")
+        if spec.revision and spec.model != "bundled":
+            command.append(f"--revision={spec.revision}")
+        if spec.tokenizer and spec.tokenizer != "bundled":
+            command.append(f"--tokenizer-path={spec.tokenizer}")
     else:
         prefix = spec.server_command or ["vllm", "serve"]
         command = [
@@ -127,7 +149,7 @@ def client_spec(spec: BackendSpec, base_url: str | None = None) -> BackendSpec:
             "tokenizer": spec.tokenizer or spec.model,
             "served_model_name": model_source(spec),
             "extra_decoding": "generation_config" if spec.kind == "transformers" else "fields",
-            "server": spec.kind,
+            "server": spec.kind if spec.kind != "sglang" else "other",  # SGLang: no beam search asked
         }
     )
 
@@ -210,14 +232,22 @@ class ManagedServer:
     """
 
     def __init__(
-        self, name: str, spec: BackendSpec, log_path: Path, sampling: GenerationParams | None = None
+        self,
+        name: str,
+        spec: BackendSpec,
+        log_path: Path,
+        sampling: GenerationParams | None = None,
+        where: str | None = None,
     ) -> None:
         self.name, self.spec, self.log_path = name, spec, log_path
+        self.where = (
+            where or f"backends.{name}"
+        )  # what its errors name (a recipe's backend, an eval's --model)
         self.sampling = sampling or spec.generation  # what the warm-up request asks for
         self.port = _free_port()
         self.url = f"http://{_HOST}:{self.port}/v1"
         self.command = server_command(spec, self.port)
-        self.label = " ".join(spec.server_command[:2]) if spec.server_command else f"{spec.kind} serve"
+        self.label = " ".join(spec.server_command[:2]) if spec.server_command else _DEFAULT_LABELS[spec.kind]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -246,7 +276,7 @@ class ManagedServer:
                 raise UserError(
                     f"cannot start `{self.label}`: {exc.strerror or exc}; install the server "
                     "or set server_command",
-                    where=f"backends.{self.name}",
+                    where=self.where,
                 ) from None
 
     def wait_ready(self) -> float:
@@ -295,7 +325,7 @@ class ManagedServer:
         raise ServerError(
             f"{self.label} of model {self.spec.model!r} {what}: {_last_line(self.log_path)} "
             f"(log: {self.log_path})",
-            where=f"backends.{self.name}",
+            where=self.where,
         )
 
     def stop(self) -> None:

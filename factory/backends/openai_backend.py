@@ -128,10 +128,10 @@ class OpenAIBackend:
                 if isinstance(answer, BaseException):
                     raise answer
                 yield i, answer
-        finally:  # a caller that stops early: no new request is sent, the ones in flight end
+        finally:  # a caller that stops early (Ctrl-C, a stop) must not wait for requests nobody will
+            # read: no unsent one goes out, the ones in flight end in their threads (at once when the
+            # caller closes the client or stops the server, else by `timeout_s`)
             closed.set()
-            for worker in workers:
-                worker.join()
 
     def unavailable(self) -> list[str]:
         """Replicas skipped now because they refused a connection within `replica_cooldown_s`."""

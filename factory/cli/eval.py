@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -42,10 +43,32 @@ JudgeOpt = Annotated[
 SplitOpt = Annotated[str, typer.Option("--split", help="Hub split for hub: data.")]
 DataConfigOpt = Annotated[str | None, typer.Option("--data-config", help="Hub dataset config / data_dir.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of openers, sampling and bootstrap.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="In-process generation batch size.")]
-ChunkOpt = Annotated[int, typer.Option("--chunk", min=1, help="Requests per checkpointed batch.")]
+ChunkOpt = Annotated[int, typer.Option("--chunk", min=1, help="Answers stored per checkpoint.")]
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        help="What serves every model that is not openai: (one server at a time, started and stopped"
+        " here): transformers (transformers serve), vllm (vllm serve) or sglang.",
+    ),
+]
+ServerCommandOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server-command",
+        help="The server's command before its arguments, e.g. '/opt/vllm/bin/vllm serve' (a server in"
+        " its own environment).",
+    ),
+]
+ServerArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server-arg",
+        help="An extra argument for the server (repeat), e.g. --server-arg=--tensor-parallel-size=2.",
+    ),
+]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="In-process device (default: cuda if available).")
+    str | None, typer.Option("--device", help="transformers server: device (default: its own choice).")
 ]
 PrefillOpt = Annotated[
     str,
@@ -54,7 +77,9 @@ PrefillOpt = Annotated[
         help="openai: models: continue_final_message (vLLM/SGLang) or completions (renders the prompt here).",
     ),
 ]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="openai: parallel requests.")]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", min=1, help="Requests in flight on each server or endpoint.")
+]
 FailShareOpt = Annotated[
     float,
     typer.Option(
@@ -71,7 +96,16 @@ TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling t
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep tokens up to this mass.")]
 
 
-def _backend_options(batch_size: int, device: str | None, prefill_mode: str, concurrency: int) -> object:
+def _backend_options(
+    server: str,
+    server_command: str | None,
+    server_args: list[str] | None,
+    device: str | None,
+    prefill_mode: str,
+    concurrency: int,
+) -> object:
+    import shlex
+
     from factory.evaluation.model_specs import BackendOptions
 
     if prefill_mode not in ("continue_final_message", "completions"):
@@ -79,8 +113,26 @@ def _backend_options(batch_size: int, device: str | None, prefill_mode: str, con
     mode: Literal["continue_final_message", "completions"] = (
         "completions" if prefill_mode == "completions" else "continue_final_message"
     )
+    kinds: dict[str, Literal["transformers", "vllm", "sglang"]] = {
+        "transformers": "transformers",
+        "vllm": "vllm",
+        "sglang": "sglang",
+    }
+    if server not in kinds:
+        raise UserError(f"--server {server!r}: use transformers, vllm or sglang")
+    try:
+        command = tuple(shlex.split(server_command)) if server_command is not None else None
+    except ValueError as exc:
+        raise UserError(f"--server-command: {exc}") from None
+    if command == ():
+        raise UserError("--server-command must name a program")
     return BackendOptions(
-        batch_size=batch_size, device=device, prefill_mode=mode, max_concurrency=concurrency
+        server=kinds[server],
+        server_command=command,
+        server_args=tuple(server_args or ()),
+        device=device,
+        prefill_mode=mode,
+        max_concurrency=concurrency,
     )
 
 
@@ -134,8 +186,10 @@ def c2(
     temperature: TemperatureOpt = 0.8,
     top_p: TopPOpt = 0.7,
     seed: SeedOpt = 0,
-    batch_size: BatchOpt = 16,
     chunk: ChunkOpt = 64,
+    server: ServerOpt = "transformers",
+    server_command: ServerCommandOpt = None,
+    server_arg: ServerArgOpt = None,
     device: DeviceOpt = None,
     prefill_mode: PrefillOpt = "continue_final_message",
     concurrency: ConcurrencyOpt = 16,
@@ -156,10 +210,12 @@ def c2(
         seed=seed,
         decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
         chunk=chunk,
-        backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
+        backend=_backend_options(  # type: ignore[arg-type]
+            server, server_command, server_arg, device, prefill_mode, concurrency
+        ),
     )
-    with _batch_bar() as on_batch:
-        outcome = run_c2_eval(settings, out, on_batch=on_batch)
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
+        outcome = run_c2_eval(settings, out, on_batch=on_batch, on_event=on_event)
     _print_outcome(outcome, out)
     _fail_past_share(outcome, max_failed_share)
 
@@ -188,8 +244,10 @@ def harm(
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = 0,
-    batch_size: BatchOpt = 16,
     chunk: ChunkOpt = 64,
+    server: ServerOpt = "transformers",
+    server_command: ServerCommandOpt = None,
+    server_arg: ServerArgOpt = None,
     device: DeviceOpt = None,
     prefill_mode: PrefillOpt = "continue_final_message",
     concurrency: ConcurrencyOpt = 16,
@@ -211,17 +269,33 @@ def harm(
         seed=seed,
         decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
         chunk=chunk,
-        backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
+        backend=_backend_options(  # type: ignore[arg-type]
+            server, server_command, server_arg, device, prefill_mode, concurrency
+        ),
     )
-    with _batch_bar() as on_batch:
-        outcome = run_harm_eval(settings, out, on_batch=on_batch)
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
+        outcome = run_harm_eval(settings, out, on_batch=on_batch, on_event=on_event)
     _print_outcome(outcome, out)
     _fail_past_share(outcome, max_failed_share)
 
 
 @contextmanager
-def _batch_bar() -> Iterator[BatchListener]:
-    """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch."""
+def _interrupt_line(out: Path) -> Iterator[None]:
+    """Ctrl-C: the server is stopped by then; one line says what is kept, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"interrupted: {out}: the stored answers and verdicts are kept; run the same command "
+            "again to resume\n"
+        )
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _batch_bar() -> Iterator[tuple[BatchListener, Callable[[str], None]]]:
+    """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch,
+    and a listener that prints a line above the bars (a server starting, then ready)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -234,7 +308,10 @@ def _batch_bar() -> Iterator[BatchListener]:
                 tasks[label] = bars.add_task(label, total=total)
             bars.update(tasks[label], completed=done, total=total)
 
-        yield on_batch
+        def on_event(line: str) -> None:
+            bars.console.print(line, markup=False, highlight=False)
+
+        yield on_batch, on_event
 
 
 def _fail_past_share(outcome: object, max_share: float) -> None:

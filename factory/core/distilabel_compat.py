@@ -1,5 +1,6 @@
 """Import distilabel without the rich traceback hook it installs (that hook prints locals, tokens included),
-and a Pipeline that writes its resume cache once, at the end, and leaves Ctrl-C to the run."""
+and a Pipeline (and its Ray form) that writes its resume cache once, at the end, and leaves Ctrl-C to
+the run."""
 
 import os
 import signal
@@ -18,6 +19,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from distilabel.mixins.signature import _EXCLUDE_FROM_SIGNATURE_DEFAULTS as signature_defaults
     from distilabel.pipeline import Pipeline as _DistilabelPipeline
+    from distilabel.pipeline import RayPipeline as _DistilabelRayPipeline
     from distilabel.pipeline.batch import _Batch
     from distilabel.pipeline.write_buffer import _WriteBuffer
     from distilabel.steps import GeneratorStep, Step, StepInput
@@ -55,22 +57,16 @@ _distilabel_close = _WriteBuffer.close
 _WriteBuffer.close = _close_with_unified_schemas  # type: ignore[method-assign]
 
 
-class Pipeline(_DistilabelPipeline):
-    """distilabel's local Pipeline, saving its cache (the pipeline, the batch manager with every buffered
+class _CacheOnceAtEnd:
+    """distilabel's pipeline saving its cache (the pipeline, the batch manager with every buffered
     batch, the stages) only when the run ends instead of after every batch, and without a JSON copy of
     every step's every batch (`steps_data`): at scale both cost more than the steps' own work (profiled
     on bench/c2syn_scale.py). The engine never resumes from distilabel's mid-run state (an unfinished
     run restarts; its LLM answers come from the request cache); it only reloads a finished run, which
-    the final save covers.
-
-    Also without distilabel's SIGINT handler: it waits for in-flight batches on the first Ctrl-C and
-    needs a third one to stop, and it waited for ever on a hung worker. The run's own handler
-    (factory.engine.processes) stays in place instead."""
+    the final save covers. Mixed into the local and the Ray pipeline alike."""
 
     _finalizing = False
-
-    def _handle_keyboard_interrupt(self) -> Any:
-        return signal.getsignal(signal.SIGINT)
+    _batch_manager: Any
 
     def _register_batch(self, batch: Any) -> None:
         assert self._batch_manager is not None
@@ -78,14 +74,44 @@ class Pipeline(_DistilabelPipeline):
 
     def _cache(self) -> None:
         if self._finalizing:
-            super()._cache()
+            super()._cache()  # type: ignore[misc]
 
     def _finalize_pipeline_execution(self) -> None:
         self._finalizing = True
         try:
-            super()._finalize_pipeline_execution()
+            super()._finalize_pipeline_execution()  # type: ignore[misc]
         finally:
             self._finalizing = False
 
 
-__all__ = ["GeneratorStep", "Pipeline", "Step", "StepInput", "signature_defaults"]
+class RayPipeline(_CacheOnceAtEnd, _DistilabelRayPipeline):
+    """distilabel's RayPipeline with the cache written once, at the end (`--executor ray`)."""
+
+
+class Pipeline(_CacheOnceAtEnd, _DistilabelPipeline):
+    """distilabel's local Pipeline with the cache written once, at the end, and without distilabel's
+    SIGINT handler: it waits for in-flight batches on the first Ctrl-C and needs a third one to stop,
+    and it waited for ever on a hung worker. The run's own handler (factory.engine.processes) stays in
+    place instead."""
+
+    def _handle_keyboard_interrupt(self) -> Any:
+        return signal.getsignal(signal.SIGINT)
+
+    def ray(
+        self, ray_head_node_url: str | None = None, ray_init_kwargs: dict[str, Any] | None = None
+    ) -> RayPipeline:
+        """This pipeline on Ray, as distilabel's `Pipeline.ray` builds it, with the cache written once."""
+        pipeline = RayPipeline(
+            name=self.name,
+            description=self.description,
+            cache_dir=self._cache_dir,
+            enable_metadata=self._enable_metadata,
+            requirements=self.requirements,
+            ray_head_node_url=ray_head_node_url,
+            ray_init_kwargs=ray_init_kwargs,
+        )
+        pipeline.dag = self.dag
+        return pipeline
+
+
+__all__ = ["GeneratorStep", "Pipeline", "RayPipeline", "Step", "StepInput", "signature_defaults"]

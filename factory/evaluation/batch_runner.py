@@ -1,4 +1,8 @@
-"""Generate and judge what a store lacks, in batches, appending each finished batch (resumable)."""
+"""Generate and judge what a store lacks, appending every `chunk` finished answers (resumable).
+
+The requests stream through the backend's window (a server's client keeps `max_concurrency` in
+flight across chunks, no batch barrier): answers are stored in arrival order, a chunk at a time, so a
+killed run loses at most the answers of one unstored chunk and the requests in flight."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from factory.backends import Backend, ChatRequest, Completion
-from factory.backends.base import is_failure
+from factory.backends.base import is_failure, stream_completions
 from factory.evaluation.judges import Judge, JudgeItem
 from factory.evaluation.sample_store import JsonlStore, Key, pin_settings
 
@@ -24,10 +28,14 @@ class BatchBudget:
 
     def spend(self) -> bool:
         """Take one batch; False when none is left."""
-        if self.max_batches is not None and self.used >= self.max_batches:
+        if self.exhausted:
             return False
         self.used += 1
         return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_batches is not None and self.used >= self.max_batches
 
 
 BatchListener = Callable[[str, int, int], None]
@@ -124,27 +132,32 @@ def generate_missing(
     todo = [t for t in tasks if t.key not in store]
     if not todo:
         return
-    if budget.max_batches is not None and budget.used >= budget.max_batches:
-        progress.interrupted = True  # no batch left: do not even load the model
+    if budget.exhausted:
+        progress.interrupted = True  # no batch left: do not even start the model
         return
     backend = open_backend()
+    answers = stream_completions(backend, [request(t.payload) for t in todo], chunk)
     try:
-        for start in range(0, len(todo), chunk):
-            if not budget.spend():
-                progress.interrupted = True
+        finished: list[dict[str, Any]] = []
+        seen = 0
+        for i, completion in answers:
+            seen += 1
+            if is_failure(completion):
+                progress.generation_failed += 1
+                progress.note(completion.error or "")
+            else:
+                finished.append(record(todo[i].payload, completion))
+            if seen % chunk and seen < len(todo):
+                continue
+            progress.generated += store.append(finished)
+            finished = []
+            budget.spend()
+            progress.advance(label, seen, len(todo))
+            if budget.exhausted and seen < len(todo):
+                progress.interrupted = True  # stopped as if killed here: the rest stays to do
                 return
-            batch = todo[start : start + chunk]
-            completions = backend.generate([request(t.payload) for t in batch])
-            done = []
-            for task, completion in zip(batch, completions, strict=True):
-                if is_failure(completion):
-                    progress.generation_failed += 1
-                    progress.note(completion.error or "")
-                else:
-                    done.append(record(task.payload, completion))
-            progress.generated += store.append(done)
-            progress.advance(label, start + len(batch), len(todo))
     finally:
+        answers.close()  # stopped early: its unsent requests are cancelled, those in flight dropped
         backend.close()
 
 
@@ -162,17 +175,22 @@ def judge_missing(
     if not todo:
         return
     judge = open_judge()
+    results = judge.stream([t.payload for t in todo])
     try:
-        for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            results = judge.judge([t.payload for t in batch])
-            done = []
-            for task, verdict in zip(batch, results, strict=True):
-                if verdict is None:
-                    progress.judge_failed += 1
-                else:
-                    done.append({**dict(zip(verdicts.key_fields, task.key, strict=True)), "verdict": verdict})
-            progress.judged += verdicts.append(done)
-            progress.advance(label, start + len(batch), len(todo))
+        finished: list[dict[str, Any]] = []
+        seen = 0
+        for i, verdict in results:
+            seen += 1
+            if verdict is None:
+                progress.judge_failed += 1
+            else:
+                key = dict(zip(verdicts.key_fields, todo[i].key, strict=True))
+                finished.append({**key, "verdict": verdict})
+            if seen % chunk and seen < len(todo):
+                continue
+            progress.judged += verdicts.append(finished)
+            finished = []
+            progress.advance(label, seen, len(todo))
     finally:
+        results.close()
         judge.close()

@@ -40,6 +40,7 @@ from factory.evaluation.model_specs import (
 )
 from factory.evaluation.report_files import write_c2_report
 from factory.evaluation.sample_store import JsonlStore
+from factory.evaluation.serving import WORK_DIR, EvalServers, EventListener
 from schemas.eval_report import C2Config, C2EvalReport, C2ModelResult, DataInfo, HarmEvalReport, ModelInfo
 from schemas.generation import GenerationParams
 from schemas.methods.c2syn import C2_OPENERS
@@ -78,11 +79,12 @@ def run_c2_eval(
     *,
     max_batches: int | None = None,
     on_batch: BatchListener | None = None,
+    on_event: EventListener | None = None,
 ) -> EvalOutcome:
     """Generate, judge, aggregate and write the report; a re-run skips every finished path and verdict.
 
     `max_batches` stops after that many generation batches, as a killed run would (no report then).
-    `on_batch` is told each finished batch (a progress bar).
+    `on_batch` is told each finished batch (a progress bar), `on_event` each server start.
     """
     _check(settings)
     refs = [parse_model_spec(m) for m in settings.models]
@@ -95,39 +97,43 @@ def run_c2_eval(
     paths = _paths(settings, rows)
     budget, progress = BatchBudget(max_batches), Progress(listener=on_batch)
     by_slug = {m.slug: m for m in models}
-    stores = generate_for_models(
-        out,
-        [(m.slug, partial(open_backend, ref, settings.backend)) for ref, m in zip(refs, models, strict=True)],
-        ("samples.jsonl", SAMPLE_KEY),
-        paths,
-        partial(_request, settings.decoding),
-        _record,
-        lambda slug: _pinned(settings, by_slug[slug], data_info),
-        chunk=settings.chunk,
-        budget=budget,
-        progress=progress,
-    )
-    if stores is None:
-        return EvalOutcome(out, None, progress)
-    results = []
-    for model in models:
-        folder = out / model.slug
-        samples = stores[model.slug]
-        verdicts = JsonlStore(folder / f"verdicts-{judge.key}.jsonl", SAMPLE_KEY)
-        items = [
-            Task(p.key, _judge_item(p.payload.row, record))
-            for p in paths
-            if (record := samples.get(p.key)) is not None
-        ]
-        judge_missing(
-            verdicts,
-            items,
-            judge.open,
+    with EvalServers(out / WORK_DIR, on_event) as servers:  # one server at a time, stopped however it ends
+        stores = generate_for_models(
+            out,
+            [
+                (m.slug, partial(open_backend, ref, settings.backend, servers, settings.decoding, m.slug))
+                for ref, m in zip(refs, models, strict=True)
+            ],
+            ("samples.jsonl", SAMPLE_KEY),
+            paths,
+            partial(_request, settings.decoding),
+            _record,
+            lambda slug: _pinned(settings, by_slug[slug], data_info),
             chunk=settings.chunk,
+            budget=budget,
             progress=progress,
-            label=f"judging {model.slug}",
         )
-        results.append(corr_results(settings, rows, model, verdicts))
+        if stores is None:
+            return EvalOutcome(out, None, progress)
+        results = []
+        for model in models:
+            folder = out / model.slug
+            samples = stores[model.slug]
+            verdicts = JsonlStore(folder / f"verdicts-{judge.key}.jsonl", SAMPLE_KEY)
+            items = [
+                Task(p.key, _judge_item(p.payload.row, record))
+                for p in paths
+                if (record := samples.get(p.key)) is not None
+            ]
+            judge_missing(
+                verdicts,
+                items,
+                partial(judge.open, servers),
+                chunk=settings.chunk,
+                progress=progress,
+                label=f"judging {model.slug}",
+            )
+            results.append(corr_results(settings, rows, model, verdicts))
     report = C2EvalReport(
         safepref_version=__version__,
         config=C2Config(

@@ -4,8 +4,9 @@ For each row, k and sample index: IHR = the first k whitespace words of `opener 
 text when it is shorter), the model continues `[user: HR][assistant: IHR…]` — the assistant turn stays
 OPEN for every chat template (`factory.backends.chat.render_prompt`). The reference drew the opener
 with unseeded `random.choice` per path; ours is drawn per (row, k, sample) from a seeded RNG over the
-ordered `C2_OPENERS`, and every path has its own sampling seed, so a run is reproducible and a resumed
-run generates exactly what an uninterrupted one would have.
+ordered `C2_OPENERS`, and every path has its own sampling seed, so every run forces the same prefixes
+and asks for the same seeds (the sampled text is as repeatable as the server's per-request seeding;
+the stored paths are what reproduce a report).
 """
 
 from __future__ import annotations

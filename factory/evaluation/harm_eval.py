@@ -39,6 +39,7 @@ from factory.evaluation.model_specs import (
 )
 from factory.evaluation.report_files import write_harm_report
 from factory.evaluation.sample_store import JsonlStore
+from factory.evaluation.serving import WORK_DIR, EvalServers, EventListener
 from schemas.eval_report import DataInfo, HarmConfig, HarmEvalReport, HarmModelResult, ModelInfo, RateResult
 from schemas.generation import GenerationParams
 
@@ -79,6 +80,7 @@ def run_harm_eval(
     *,
     max_batches: int | None = None,
     on_batch: BatchListener | None = None,
+    on_event: EventListener | None = None,
 ) -> EvalOutcome:
     """Generate answers, judge them, write the report; a re-run skips finished answers and verdicts."""
     if not settings.models:
@@ -103,30 +105,35 @@ def run_harm_eval(
     tasks = _tasks(settings, "harm", harmful) + _tasks(settings, "benign", benign)
     budget, progress = BatchBudget(max_batches), Progress(listener=on_batch)
     by_slug = {m.slug: m for m in models}
-    stores = generate_for_models(
-        out,
-        [(m.slug, partial(open_backend, ref, settings.backend)) for ref, m in zip(refs, models, strict=True)],
-        ("answers.jsonl", ANSWER_KEY),
-        tasks,
-        partial(_request, settings.decoding),
-        _record,
-        lambda slug: _pinned(settings, by_slug[slug], data_info, benign_info),
-        chunk=settings.chunk,
-        budget=budget,
-        progress=progress,
-    )
-    if stores is None:
-        return EvalOutcome(out, None, progress)
-    results = []
-    for model in models:
-        answers = stores[model.slug]
-        harmful_rate = _judge_set(settings, out / model.slug, answers, tasks, "harm", harm_judge, progress)
-        helpful_rate = None
-        if helpful_judge is not None:
-            helpful_rate = _judge_set(
-                settings, out / model.slug, answers, tasks, "benign", helpful_judge, progress
-            )
-        results.append(HarmModelResult(model=model, harmful=harmful_rate, helpful=helpful_rate))
+    with EvalServers(out / WORK_DIR, on_event) as servers:  # one server at a time, stopped however it ends
+        stores = generate_for_models(
+            out,
+            [
+                (m.slug, partial(open_backend, ref, settings.backend, servers, settings.decoding, m.slug))
+                for ref, m in zip(refs, models, strict=True)
+            ],
+            ("answers.jsonl", ANSWER_KEY),
+            tasks,
+            partial(_request, settings.decoding),
+            _record,
+            lambda slug: _pinned(settings, by_slug[slug], data_info, benign_info),
+            chunk=settings.chunk,
+            budget=budget,
+            progress=progress,
+        )
+        if stores is None:
+            return EvalOutcome(out, None, progress)
+        results = []
+        for model in models:
+            answers = stores[model.slug]
+            folder = out / model.slug
+            harmful_rate = _judge_set(settings, folder, answers, tasks, "harm", harm_judge, servers, progress)
+            helpful_rate = None
+            if helpful_judge is not None:
+                helpful_rate = _judge_set(
+                    settings, folder, answers, tasks, "benign", helpful_judge, servers, progress
+                )
+            results.append(HarmModelResult(model=model, harmful=harmful_rate, helpful=helpful_rate))
     interval = (
         "Wilson score interval (one answer per instruction)"
         if settings.samples == 1
@@ -185,6 +192,7 @@ def _judge_set(
     tasks: list[Task[_Answer]],
     which: str,
     judge: JudgePlan,
+    servers: EvalServers,
     progress: Progress,
 ) -> RateResult:
     mine = [t for t in tasks if t.payload.set == which]
@@ -197,7 +205,7 @@ def _judge_set(
     judge_missing(
         verdicts,
         items,
-        judge.open,
+        partial(judge.open, servers),
         chunk=settings.chunk,
         progress=progress,
         label=f"judging {which} {folder.name}",
