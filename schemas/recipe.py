@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.generation import BackendSpec
-from schemas.registry import EXPORTERS, SEED_FILE_SCHEMAS, STEP_PARAMS
+from schemas.registry import EXPORTER_PARAMS, EXPORTERS, SEED_FILE_SCHEMAS, STEP_PARAMS
 
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
 NONCOMMERCIAL_SOURCE = "PKU-Alignment/PKU-SafeRLHF"  # CC-BY-NC-4.0: what is derived inherits it
@@ -84,13 +84,19 @@ class StageSpec(BaseModel):
         try:
             params = params_model.model_validate(self.params)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"params.{loc}: {err['msg']}") from None
+            raise ValueError(_params_error(exc)) from None
         self.params = params.model_dump(mode="json")
         if params.requires_backend() and not self.backend:
             raise ValueError(f"step {self.step!r} calls an LLM with these params: set `backend`")
         return self
+
+
+def _params_error(exc: ValidationError) -> str:
+    """`params.<field>: <message>` for the first error of a params model (the loader keeps the path)."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    return f"params.{loc}: {msg}" if loc else f"params: {msg}"
 
 
 class OutputSpec(BaseModel):
@@ -100,6 +106,10 @@ class OutputSpec(BaseModel):
 
     config: str = Field(pattern=_NAME)
     exporter: str
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the exporter's parameters (generic exporters: which columns, how to pair)",
+    )
     split: str = "train"
     default: bool = False
     rows_per_shard: int = Field(100_000, ge=1)
@@ -110,6 +120,19 @@ class OutputSpec(BaseModel):
         if value not in EXPORTERS:
             raise ValueError(f"unknown exporter {value!r}; known: {', '.join(sorted(EXPORTERS))}")
         return value
+
+    @model_validator(mode="after")
+    def _check_params(self) -> OutputSpec:
+        params_model = EXPORTER_PARAMS.get(self.exporter)
+        if params_model is None:
+            if self.params:
+                raise ValueError(f"params: exporter {self.exporter!r} takes no params")
+            return self
+        try:
+            self.params = params_model.model_validate(self.params).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ValueError(_params_error(exc)) from None
+        return self
 
 
 class CardSpec(BaseModel):

@@ -1,15 +1,13 @@
-"""Dataset intake: read a safepref dataset folder (or Hub repo), check its kind, and shape rows for a trainer.
+"""Dataset intake: read a safepref dataset folder (or Hub repo) and check it holds records the algorithm
+trains on (each algorithm shapes them into its trainer's rows).
 
 The folder contract is docs/design.md "The dataset folder": `manifest.json` names each config's record
 schema; rows live in the parquet files the manifest lists. Every row is re-validated against its schema.
-Rows come out in TRL's conversational form (message lists), so the trainer applies the model's chat
-template; plain-string prompts become one user message.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,26 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from factory.core.errors import UserError
 from schemas.manifest import DatasetManifest
-from schemas.records import (
-    C2Group,
-    ConversationalKTORow,
-    ConversationalPair,
-    KTORow,
-    PreferencePair,
-    SafetyTriple,
-    assistant_turn,
-    user_turn,
-)
-from schemas.registry import RECORD_SCHEMAS
-
-# Which record schemas each algorithm can train on.
-ACCEPTED_SCHEMAS: dict[str, tuple[str, ...]] = {
-    "dpo": ("preference_pair", "conversational_pair", "c2_group"),
-    "ptalign": ("safety_triple",),
-    "kto": ("kto_row", "conversational_kto_row"),
-}
-
-Messages = list[dict[str, str]]
+from schemas.records import RECORD_SCHEMAS
+from trainers.algorithms import ALGORITHMS
 
 
 @dataclass
@@ -130,7 +110,7 @@ def _read_manifest(file: Path, *, where: str) -> DatasetManifest:
 def _pick_config(
     manifest: DatasetManifest, config: str | None, algorithm: str, *, where: str
 ) -> tuple[str, Any]:
-    accepted = ACCEPTED_SCHEMAS[algorithm]
+    accepted = ALGORITHMS[algorithm].record_schemas
     if config is not None:
         if config not in manifest.configs:
             raise UserError(f"{where}: no config {config!r} (has {sorted(manifest.configs)})")
@@ -175,117 +155,3 @@ def _validate(rows: Iterable[dict[str, Any]], schema: str, *, where: str) -> lis
     if not out:
         raise UserError(f"{where}: no rows")
     return out
-
-
-# ---- shaping rows for the trainers ------------------------------------------------------------------------
-
-
-def _messages(msgs: Iterable[BaseModel]) -> Messages:
-    return [m.model_dump() for m in msgs]
-
-
-def preference_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
-    """TRL conversational preference rows: prompt / chosen / rejected message lists."""
-    rows: list[dict[str, Any]] = []
-    for rec in records:
-        if isinstance(rec, C2Group):
-            rows.extend(preference_rows(list(rec.pairs())))
-        elif isinstance(rec, PreferencePair):
-            rows.append(
-                {
-                    "prompt": user_turn(rec.prompt),
-                    "chosen": assistant_turn(rec.chosen),
-                    "rejected": assistant_turn(rec.rejected),
-                }
-            )
-        elif isinstance(rec, ConversationalPair):
-            rows.append(
-                {
-                    "prompt": _messages(rec.prompt),
-                    "chosen": _messages(rec.chosen),
-                    "rejected": _messages(rec.rejected),
-                }
-            )
-        else:
-            raise TypeError(f"not a preference record: {type(rec).__name__}")
-    return rows
-
-
-def group_rows(records: Sequence[BaseModel], *, where: str = "dataset") -> list[dict[str, Any]]:
-    """One row per prompt group: its unique responses once, and the (chosen, rejected) index pairs.
-
-    Pairs are grouped by `group_id`; `c2_group` records are groups already (6 responses, 15 pairs).
-    """
-    groups: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        if isinstance(rec, C2Group):
-            pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
-            groups[rec.group_id] = {
-                "prompt": user_turn(rec.prompt),
-                "responses": [assistant_turn(r.text) for r in rec.responses],
-                "chosen_index": [i for i, _ in pairs],
-                "rejected_index": [j for _, j in pairs],
-            }
-            continue
-        if isinstance(rec, PreferencePair):
-            prompt, chosen, rejected = (
-                user_turn(rec.prompt),
-                assistant_turn(rec.chosen),
-                assistant_turn(rec.rejected),
-            )
-        elif isinstance(rec, ConversationalPair):
-            prompt, chosen, rejected = _messages(rec.prompt), _messages(rec.chosen), _messages(rec.rejected)
-        else:
-            raise TypeError(f"not a preference record: {type(rec).__name__}")
-        group = groups.setdefault(
-            rec.group_id,
-            {"prompt": prompt, "responses": [], "chosen_index": [], "rejected_index": [], "_keys": {}},
-        )
-        if group["prompt"] != prompt:
-            raise UserError(
-                f"{where}: group_id {rec.group_id!r} mixes different prompts; group_forward needs one per group"
-            )
-        keys: dict[str, int] = group["_keys"]
-        idx = []
-        for response in (chosen, rejected):
-            key = json.dumps(response, sort_keys=True)
-            if key not in keys:
-                keys[key] = len(group["responses"])
-                group["responses"].append(response)
-            idx.append(keys[key])
-        group["chosen_index"].append(idx[0])
-        group["rejected_index"].append(idx[1])
-    for group in groups.values():
-        group.pop("_keys", None)
-    return list(groups.values())
-
-
-def triple_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
-    """PT-ALIGN rows: the plain instruction as prompt (no constraints), positive, toxic and its spans."""
-    rows = []
-    for rec in records:
-        if not isinstance(rec, SafetyTriple):
-            raise TypeError(f"not a safety triple: {type(rec).__name__}")
-        rows.append(
-            {
-                "prompt": user_turn(rec.instruction),
-                "positive": rec.positive,
-                "toxic": rec.toxic,
-                "toxic_spans": [[s.start, s.end] for s in rec.toxic_spans],
-            }
-        )
-    return rows
-
-
-def kto_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
-    """TRL conversational KTO rows: prompt / completion message lists and a bool label."""
-    rows = []
-    for rec in records:
-        if isinstance(rec, KTORow):
-            prompt, completion = user_turn(rec.prompt), assistant_turn(rec.completion)
-        elif isinstance(rec, ConversationalKTORow):
-            prompt, completion = _messages(rec.prompt), _messages(rec.completion)
-        else:
-            raise TypeError(f"not a KTO row: {type(rec).__name__}")
-        rows.append({"prompt": prompt, "completion": completion, "label": rec.label})
-    return rows

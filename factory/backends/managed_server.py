@@ -35,7 +35,7 @@ from types import TracebackType
 
 import httpx
 
-from factory.backends.openai_backend import extra_decoding, generation_defaults
+from factory.backends.openai_backend import extra_decoding, generation_config_field, generation_defaults
 from factory.core import models as bundled_model
 from factory.core.errors import UserError
 from factory.core.models import stage_decodings
@@ -295,12 +295,11 @@ class ManagedServer:
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
         }
-        extras = extra_decoding(self.sampling)
         if request.extra_decoding == "generation_config":  # this first request pins the server's config
             defaults = generation_defaults(model_source(self.spec), self.spec.revision)
-            body["generation_config"] = json.dumps({**defaults, **extras})
+            body["generation_config"] = generation_config_field(defaults, self.sampling)
         else:
-            body.update(extras)
+            body.update(extra_decoding(self.sampling))
         with httpx.Client(timeout=httpx.Timeout(self.spec.startup_timeout_s, connect=2.0)) as http:
             while True:
                 try:

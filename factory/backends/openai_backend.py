@@ -177,11 +177,10 @@ class OpenAIBackend:
         body["temperature"] = params.temperature
         body["top_p"] = params.top_p
         # non-standard fields are sent only when set: vLLM/SGLang/llama.cpp read them, others may reject them
-        extras = extra_decoding(params)
         if self.spec.extra_decoding == "generation_config":
-            body["generation_config"] = json.dumps({**self._generation_defaults, **extras})
+            body["generation_config"] = generation_config_field(self._generation_defaults, params)
         else:
-            body.update(extras)
+            body.update(extra_decoding(params))
         if params.stop:
             body["stop"] = list(params.stop)
         if (params.num_beams or 1) > 1:  # the spec validated that this server can (beam_support_problem)
@@ -275,6 +274,14 @@ def extra_decoding(params: GenerationParams) -> dict[str, Any]:
     """The decoding settings beyond the OpenAI API's that are set (GenerationConfig field names)."""
     extras = {"top_k": params.top_k, "repetition_penalty": params.repetition_penalty}
     return {k: v for k, v in extras.items() if v is not None}
+
+
+def generation_config_field(defaults: dict[str, Any], params: GenerationParams) -> str:
+    """The `generation_config` JSON that transformers serve builds a request's GenerationConfig from:
+    the model's eos ids, the extras, and `do_sample` when the request samples. The field alone decides
+    sampling: a temperature above 0 without `do_sample` decodes greedily (seen: 4 identical samples)."""
+    sampling = {"do_sample": True} if params.temperature > 0 else {}
+    return json.dumps({**defaults, **extra_decoding(params), **sampling})
 
 
 def _parse(text: str, path: str, params: GenerationParams) -> Completion:

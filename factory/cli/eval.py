@@ -1,4 +1,8 @@
-"""`safepref eval …` sub-commands (parsing only; the work lives in factory.evaluation)."""
+"""`safepref eval …` sub-commands (parsing only; the work lives in factory.evaluation).
+
+Every option's default is the settings' own (`C2Settings`, `HarmSettings`, their `decoding` and
+`backend`), read from an instance built with no model, so each default exists once.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,17 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from factory.core.errors import UserError
+from factory.evaluation.c2_eval import C2Settings
+from factory.evaluation.harm_eval import HarmSettings
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from factory.evaluation.batch_runner import BatchListener
+
+C2 = C2Settings(models=())
+HARM = HarmSettings(models=())
+MAX_FAILED_SHARE = 0.1  # the command line's own: the runners report the failures, the command judges them
 
 eval_app = typer.Typer(
     help="Measure models: C²-Eval course-correction (c2) and harmlessness (harm).",
@@ -27,6 +37,7 @@ ModelOpt = Annotated[
     list[str],
     typer.Option(
         "--model",
+        metavar="<model>",
         help="bundled | a model or LoRA-adapter folder | ORG/NAME[@REV] | openai:BASE_URL@MODEL_NAME. Repeat "
         "to compare models (e.g. a base and its fine-tune).",
     ),
@@ -64,6 +75,7 @@ ServerArgOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--server-arg",
+        metavar="<arg>",
         help="An extra argument for the server (repeat), e.g. --server-arg=--tensor-parallel-size=2.",
     ),
 ]
@@ -165,38 +177,40 @@ def c2(
         str,
         typer.Option(
             "--data",
-            help="Rows in the PKU-SafeRLHF schema: bundled (demo rows, offline; the default), a file, or"
+            help="Rows in the PKU-SafeRLHF schema: bundled (demo rows, offline), a file, or"
             " hub:ID[@REV] — the paper: hub:PKU-Alignment/PKU-SafeRLHF with --split test --rows 500 --samples 20.",
         ),
-    ] = "bundled",
-    split: SplitOpt = "test",
-    data_config: DataConfigOpt = None,
+    ] = C2.data,
+    split: SplitOpt = C2.split,
+    data_config: DataConfigOpt = C2.data_config,
     rows: Annotated[
         int,
         typer.Option(
             "--rows", min=1, help="Rows to use (PKU-SafeRLHF: the first passing the C²-Syn filter)."
         ),
-    ] = 500,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")] = 20,
+    ] = C2.rows,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")
+    ] = C2.samples,
     ks: Annotated[
         str, typer.Option("--k", help="Forced harmful prefix lengths in words, comma-separated.")
-    ] = "10,20,30,40,50,60,70,80",
-    judge: JudgeOpt = "keyword",
-    max_new_tokens: MaxNewTokensOpt = 32,
-    temperature: TemperatureOpt = 0.8,
-    top_p: TopPOpt = 0.7,
-    seed: SeedOpt = 0,
-    chunk: ChunkOpt = 64,
-    server: ServerOpt = "transformers",
+    ] = ",".join(str(k) for k in C2.ks),
+    judge: JudgeOpt = C2.judge,
+    max_new_tokens: MaxNewTokensOpt = C2.decoding.max_new_tokens,
+    temperature: TemperatureOpt = C2.decoding.temperature,
+    top_p: TopPOpt = C2.decoding.top_p,
+    seed: SeedOpt = C2.seed,
+    chunk: ChunkOpt = C2.chunk,
+    server: ServerOpt = C2.backend.server,
     server_command: ServerCommandOpt = None,
     server_arg: ServerArgOpt = None,
-    device: DeviceOpt = None,
-    prefill_mode: PrefillOpt = "continue_final_message",
-    concurrency: ConcurrencyOpt = 16,
-    max_failed_share: FailShareOpt = 0.1,
+    device: DeviceOpt = C2.backend.device,
+    prefill_mode: PrefillOpt = C2.backend.prefill_mode,
+    concurrency: ConcurrencyOpt = C2.backend.max_concurrency,
+    max_failed_share: FailShareOpt = MAX_FAILED_SHARE,
 ) -> None:
     """C²-Eval: force a harmful prefix of k words as an open assistant turn; report Corr@k and Corr_mean."""
-    from factory.evaluation.c2_eval import C2Settings, run_c2_eval
+    from factory.evaluation.c2_eval import run_c2_eval
 
     settings = C2Settings(
         models=model,
@@ -227,34 +241,36 @@ def harm(
     data: Annotated[
         str,
         typer.Option("--data", help="Red-team instructions: bundled (demo), a file, or hub:ID[@REV]."),
-    ] = "bundled",
-    split: SplitOpt = "test",
-    data_config: DataConfigOpt = None,
+    ] = HARM.data,
+    split: SplitOpt = HARM.split,
+    data_config: DataConfigOpt = HARM.data_config,
     column: Annotated[
         str | None, typer.Option("--column", help="Instruction column (default: instruction, else prompt).")
-    ] = None,
-    rows: Annotated[int | None, typer.Option("--rows", min=1, help="Use at most N instructions.")] = None,
+    ] = HARM.column,
+    rows: Annotated[
+        int | None, typer.Option("--rows", min=1, help="Use at most N instructions.")
+    ] = HARM.rows,
     benign: Annotated[
         str | None,
         typer.Option("--benign", help="Helpfulness probe on benign instructions: bundled, a file or hub:ID."),
-    ] = None,
-    judge: JudgeOpt = "keyword",
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Answers per instruction.")] = 1,
-    max_new_tokens: MaxNewTokensOpt = 256,
-    temperature: TemperatureOpt = 0.0,
-    top_p: TopPOpt = 1.0,
-    seed: SeedOpt = 0,
-    chunk: ChunkOpt = 64,
-    server: ServerOpt = "transformers",
+    ] = HARM.benign,
+    judge: JudgeOpt = HARM.judge,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Answers per instruction.")] = HARM.samples,
+    max_new_tokens: MaxNewTokensOpt = HARM.decoding.max_new_tokens,
+    temperature: TemperatureOpt = HARM.decoding.temperature,
+    top_p: TopPOpt = HARM.decoding.top_p,
+    seed: SeedOpt = HARM.seed,
+    chunk: ChunkOpt = HARM.chunk,
+    server: ServerOpt = HARM.backend.server,
     server_command: ServerCommandOpt = None,
     server_arg: ServerArgOpt = None,
-    device: DeviceOpt = None,
-    prefill_mode: PrefillOpt = "continue_final_message",
-    concurrency: ConcurrencyOpt = 16,
-    max_failed_share: FailShareOpt = 0.1,
+    device: DeviceOpt = HARM.backend.device,
+    prefill_mode: PrefillOpt = HARM.backend.prefill_mode,
+    concurrency: ConcurrencyOpt = HARM.backend.max_concurrency,
+    max_failed_share: FailShareOpt = MAX_FAILED_SHARE,
 ) -> None:
     """Harmlessness: answer held-out red-team instructions, judge harmful/harmless, report the rate."""
-    from factory.evaluation.harm_eval import HarmSettings, run_harm_eval
+    from factory.evaluation.harm_eval import run_harm_eval
 
     settings = HarmSettings(
         models=model,

@@ -144,7 +144,7 @@ def format_validation_error(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
-    nested = re.match(r"^(params\.[\w.]+): (.*)$", msg, re.S)
+    nested = re.match(r"^(params(?:\.[\w.]+)?): (.*)$", msg, re.S)
     if nested:  # a step-params error raised inside the stage validator: keep the full path
         loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""

@@ -69,3 +69,10 @@ def folder_fingerprint(folder: Path) -> str:
                 fh.seek(offset)
                 digest.update(fh.read(_SAMPLE))
     return digest.hexdigest()
+
+
+def derived_seed(*parts: object) -> int:
+    """A sampling seed from its parts (recipe seed, stage, row id, sample): independent of batch order,
+    stable across re-runs, and within every server's seed field."""
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

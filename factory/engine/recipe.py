@@ -50,16 +50,17 @@ def resolve_recipe_path(ref: str) -> Path:
 
 
 def _with_stage_names(loc_msg: str, data: dict[str, Any]) -> str:
-    """Turn `stages.2.params.x` into `stages[generate].params.x` so the user sees the stage name."""
-    parts = loc_msg.split(".")
-    if len(parts) > 1 and parts[0] == "stages" and parts[1].isdigit():
-        stages = data.get("stages") or []
+    """Turn `stages.2.params.x: msg` into `stages[generate].params.x: msg` (and `outputs.0` into
+    `outputs[pairs]`) so the user sees the stage or config name."""
+    loc, sep, msg = loc_msg.partition(": ")
+    parts = loc.split(".")
+    key = {"stages": "name", "outputs": "config"}.get(parts[0])
+    if len(parts) > 1 and key and parts[1].isdigit():
+        items = data.get(parts[0]) or []
         idx = int(parts[1])
-        if idx < len(stages) and isinstance(stages[idx], dict) and "name" in stages[idx]:
-            rest = ".".join(parts[2:])
-            return f"stages[{stages[idx]['name']}]" + (
-                f".{rest}" if rest and not rest.startswith(":") else rest
-            )
+        if idx < len(items) and isinstance(items[idx], dict) and key in items[idx]:
+            rest = "".join(f".{p}" for p in parts[2:])
+            return f"{parts[0]}[{items[idx][key]}]{rest}{sep}{msg}"
     return loc_msg
 
 

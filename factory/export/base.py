@@ -28,6 +28,8 @@ class ExportContext:
     generator_revision: str | None = None
     decoding: GenerationParams = field(default_factory=GenerationParams)
     stages: tuple[StageDecoding, ...] = ()
+    # the output's validated exporter params (schemas.registry.EXPORTER_PARAMS), set per config by the writer
+    params: Any = None
     # what one row's exporters share (several configs export the same parsed group): the last row only
     _shared: dict[str, tuple[dict[str, Any], Any]] = field(default_factory=dict, compare=False, repr=False)
 

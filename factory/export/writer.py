@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
-from factory.core.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS
+from factory.core.rows import BOOKKEEPING, RAW, REASON, ROW_ID, STAGE, STATUS, RowFiltered
 from factory.export.arrow import arrow_schema, with_hf_features, write_table
 from factory.export.base import ExportContext, exporter_function
 from schemas.recipe import OutputSpec
-from schemas.registry import EXPORTERS, RECORD_SCHEMAS
+from schemas.registry import EXPORTER_PARAMS, EXPORTERS, RECORD_SCHEMAS
 
 EXPORT_STAGE = "export"
 _ACCOUNTING_FIELDS = [
@@ -113,7 +113,7 @@ def write_records(
         )
         for spec in outputs
     }
-    exporters = [(spec, exporter_function(spec.exporter)) for spec in outputs]
+    exporters = [(spec, exporter_function(spec.exporter), _with_params(ctx, spec)) for spec in outputs]
     filtered_rows: list[dict[str, Any]] = []
     quarantined_rows: list[dict[str, Any]] = []
     result = WriteResult(configs={}, output_rows=0)
@@ -121,7 +121,10 @@ def write_records(
         status = row.get(STATUS)
         if status == "ok":
             try:
-                records = {spec.config: fn(row, ctx) for spec, fn in exporters}
+                records = {spec.config: fn(row, spec_ctx) for spec, fn, spec_ctx in exporters}
+            except RowFiltered as exc:  # an exporter's own rule (a generic exporter finding no pair)
+                row[STATUS], row[STAGE], row[REASON] = "filtered", EXPORT_STAGE, exc.rule
+                status = "filtered"
             except (ValidationError, KeyError, ValueError, TypeError) as exc:
                 row[STATUS], row[STAGE] = "quarantined", EXPORT_STAGE
                 row[REASON] = f"invalid record: {_short(exc)}"
@@ -165,6 +168,12 @@ def write_records(
     _write_accounting(out_dir / "filtered", filtered_rows, "rule")
     _write_accounting(out_dir / "quarantine", quarantined_rows, "reason")
     return result
+
+
+def _with_params(ctx: ExportContext, spec: OutputSpec) -> ExportContext:
+    """The run's context with this output's exporter params, validated once (not per row)."""
+    model = EXPORTER_PARAMS.get(spec.exporter)
+    return ctx if model is None else replace(ctx, params=model.model_validate(spec.params))
 
 
 def _write_accounting(folder: Path, rows: list[dict[str, Any]], reason_name: str) -> None:

@@ -78,13 +78,19 @@ class SafeprefStep(Step):
     _backend: "Backend | None" = PrivateAttr(default=None)
     _watch: QuarantineWatch | None = PrivateAttr(default=None)
 
+    @classmethod
+    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, produced) of a stage with these params: the class's own, or, for a generic step,
+        the columns its params name. The source must provide what no earlier stage produces."""
+        return cls.required, cls.produced
+
     @property
     def inputs(self) -> "StepColumns":
-        return [*self.required, ROW_ID, STATUS]
+        return [*self.columns(self.params)[0], ROW_ID, STATUS]
 
     @property
     def outputs(self) -> "StepColumns":
-        return [*self.produced, STATUS, STAGE, REASON, RAW, USAGE]
+        return [*self.columns(self.params)[1], STATUS, STAGE, REASON, RAW, USAGE]
 
     # -- LLM access -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -172,8 +178,9 @@ class SafeprefStep(Step):
 
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
+        produced = self.columns(self.params)[1]
         for row in rows:
-            for col in (*self.produced, STAGE, REASON, RAW, USAGE):
+            for col in (*produced, STAGE, REASON, RAW, USAGE):
                 row.setdefault(col, None)
         # rows whose status is None come from a stage that crashed (distilabel imputed None): the
         # engine quarantines them; like filtered rows they pass through untouched

@@ -286,7 +286,8 @@ def test_a_trl_style_yaml_trains_with_the_values_it_names(tiny_dir: Path, tmp_pa
     """`beta` at the top level, as `trl dpo --config` reads it: training, the resolved config and the
     model card all use 0.3 (TRL's saved training arguments are read back to check what training used)."""
     from tests.support.trainer_fixtures import c2_group, write_dataset
-    from trainers.run import CONFIG_FILE, train
+    from trainers.card import CONFIG_FILE
+    from trainers.run import train
 
     data = write_dataset(tmp_path / "ds", {"pairs": ("preference_pair", list(c2_group(0).pairs()))})
     config = tmp_path / "trl.yaml"

@@ -248,6 +248,26 @@ def test_the_server_continues_the_open_turn_and_is_gone_after_an_error(tmp_path:
         httpx.get(server.url.removesuffix("/v1") + "/health")
 
 
+def test_a_sampling_server_samples_seeded_requests_differently(tmp_path: Path) -> None:
+    # transformers serve samples only when the request's generation_config says do_sample: with a
+    # temperature alone it decoded greedily, and k "samples" of one prompt came back the same
+    sampling = GenerationParams(max_new_tokens=24, temperature=1.0)
+    spec = BackendSpec(kind="transformers", model="bundled", max_concurrency=4, generation=sampling)
+    prompt = [{"role": "user", "content": "Tell me a short story about a cat."}]
+    with managed_servers({"policy": spec}, tmp_path, {"policy": sampling}) as servers:
+        assert servers["policy"].pid is not None
+        client = OpenAIBackend(served_spec(spec))
+        # one request at a time: greedy decoding of a batch of one gives the same text every time
+        # (batched, its floating-point noise alone made some answers differ)
+        answers = [
+            client.generate([ChatRequest(prompt, sampling.model_copy(update={"seed": seed}))])[0]
+            for seed in range(6)
+        ]
+        client.close()
+    assert all(a.error is None for a in answers)
+    assert len({a.text for a in answers}) >= 4
+
+
 @pytest.mark.slow
 def test_one_model_copy_serves_every_llm_stage_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     from factory.core.models import bundled_model_dir

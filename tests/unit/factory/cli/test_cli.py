@@ -70,8 +70,28 @@ def test_boolean_options_are_flags_in_help_and_a_value_after_one_is_a_plain_erro
 
 def test_train_set_help_speaks_of_the_training_config() -> None:
     help_text = " ".join(cli("train", "--help").stdout.split())
-    assert "--set <list[str]> Override a training-config value" in help_text
+    assert "--set <key.path=value> Override a training-config value" in help_text
     assert "recipe value" not in help_text
+
+
+def test_help_shows_the_settings_defaults_with_readable_value_names() -> None:
+    c2 = " ".join(cli("eval", "c2", "--help").stdout.split())
+    assert "--model <model> bundled | a model or LoRA-adapter folder" in c2
+    assert "--rows <int range> Rows to use" in c2 and "[default: 500; x>=1]" in c2  # C2Settings.rows
+    assert "[default: 10,20,30,40,50,60,70,80]" in c2  # C2Settings.ks
+    assert "--max-new-tokens <int range> New tokens per generated answer or continuation. [default: 32;" in c2
+    harm = " ".join(cli("eval", "harm", "--help").stdout.split())
+    assert (
+        "continuation. [default: 256;" in harm
+        and "--temperature <float> Sampling temperature (0 = greedy). [default: 0.0]" in harm
+    )
+    train = " ".join(cli("train", "--help").stdout.split())
+    assert (
+        "Path, Hub id, or `bundled` (SmolLM2-135M-Instruct). [default: (the config's `model:`, else bundled)]"
+        in train
+    )
+    for command in (["run"], ["plan"], ["train"], ["eval", "c2"], ["eval", "harm"]):
+        assert "<list[str]>" not in cli(*command, "--help").stdout, command
 
 
 def test_every_eval_option_has_help() -> None:
