@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -60,25 +61,62 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class Admission:
+    """How many of a stream's requests may be sent so far: the first `limit`, or all once `open()`
+    is called. The caller that reads the answers raises it as it judges them (`WatchedBackend` holds
+    a stage's requests back until its quarantine share can be judged); None admits all at once."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = limit
+        self._changed = threading.Condition()
+
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    def open(self) -> None:
+        with self._changed:
+            self._limit = None
+            self._changed.notify_all()
+
+    def wait(self, sent: int, closed: threading.Event) -> bool:
+        """Block until one more request may follow the `sent` ones; False once `closed` is set."""
+        with self._changed:
+            while self._limit is not None and sent >= self._limit and not closed.is_set():
+                self._changed.wait(0.05)  # polled: `closed` is set by whoever stops the stream
+        return not closed.is_set()
+
+
 @runtime_checkable
 class StreamingBackend(Protocol):
     """A backend that keeps a window of requests in flight and hands back each answer as it arrives
-    (any order), so a caller can store or count it at once instead of waiting for the slowest one."""
+    (any order), so a caller can store or count it at once instead of waiting for the slowest one.
+    A slot that frees up takes the next request at once, whatever the caller is doing, unless
+    `admission` holds it back."""
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]: ...
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]: ...
 
 
 def stream_completions(
-    backend: Backend, requests: Sequence[ChatRequest], chunk: int
+    backend: Backend, requests: Sequence[ChatRequest], chunk: int, admission: Admission | None = None
 ) -> Generator[tuple[int, Completion], None, None]:
     """(index, completion) pairs as they arrive: streamed when the backend can, otherwise `chunk`
-    requests per call (an in-process backend generates in waves of its batch size anyway)."""
+    requests per call (an in-process backend generates in waves of its batch size anyway); a call
+    then stops at `admission`'s limit, which the caller has judged by the time the next call starts."""
     if isinstance(backend, StreamingBackend):
-        yield from backend.stream(requests)
+        yield from backend.stream(requests, admission)
         return
-    for start in range(0, len(requests), chunk):
-        done = backend.generate(requests[start : start + chunk])
+    start = 0
+    while start < len(requests):
+        limit = admission.limit if admission is not None else None
+        end = min(start + chunk, len(requests))
+        if limit is not None and start < limit:
+            end = min(end, limit)
+        done = backend.generate(requests[start:end])
         yield from enumerate(done, start)
+        start = end
 
 
 def in_order(n: int, pairs: Iterator[tuple[int, Completion]]) -> list[Completion]:

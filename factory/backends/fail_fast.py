@@ -22,7 +22,7 @@ from factory.core.env import env_vars
 from factory.core.errors import RunFailed, UserError
 
 if TYPE_CHECKING:
-    from factory.backends.base import Backend, ChatRequest, Completion
+    from factory.backends.base import Admission, Backend, ChatRequest, Completion
 
 STOP_FILE_ENV = "SAFEPREF_STOP_FILE"
 
@@ -112,8 +112,9 @@ class WatchedBackend:
     judged per batch would only stop the run after every request was sent.
 
     Until the share can be judged, a stage sends only the requests that will judge it, at least one
-    `window` of requests in flight (a drain once per worker); the rest follow if it holds. Once it is
-    passed, the requests not yet sent are not sent: they come back failed with the reason the run stops."""
+    `window` of requests in flight; the rest follow as soon as it holds, into the slots that free up
+    (the window never drains for it). Once it is passed, the requests not yet sent are not sent: they
+    come back failed with the reason the run stops."""
 
     def __init__(self, backend: Backend, watch: QuarantineWatch, window: int) -> None:
         self.inner, self.watch, self.window = backend, watch, window
@@ -128,26 +129,27 @@ class WatchedBackend:
 
         return in_order(len(requests), self.stream(requests))
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        from factory.backends.base import failed, is_failure, stream_completions
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]:
+        """`admission` is this class's own: a caller above it does not hold requests back."""
+        from factory.backends.base import Admission, failed, is_failure, stream_completions
 
-        unjudged = self.watch.unjudged()
-        first = min(max(unjudged, self.window) if unjudged else 0, len(requests))
         answered: set[int] = set()
-        for start, end in ((0, first), (first, len(requests))):
-            if start == end or self.watch.passed:
-                continue
-            pairs = stream_completions(self.inner, requests[start:end], chunk=max(1, end - start))
+        if not self.watch.passed:
+            unjudged = self.watch.unjudged()
+            held = Admission(max(unjudged, self.window) if unjudged else None)
+            pairs = stream_completions(self.inner, requests, max(1, len(requests)), held)
             try:
-                for j, completion in pairs:
-                    answered.add(start + j)
-                    yield start + j, completion
+                for i, completion in pairs:
+                    answered.add(i)
+                    yield i, completion
                     if self.watch.add(1, [str(completion.error)] if is_failure(completion) else []):
                         break
+                    if held.limit is not None and not self.watch.unjudged():
+                        held.open()
             finally:
-                close = getattr(pairs, "close", None)
-                if close is not None:  # a streaming backend cancels the requests it has not sent
-                    close()
+                pairs.close()  # a streaming backend sends none of the requests left
         if len(answered) < len(requests):
             stop = stopped()
             reason = f"run stopped: {stop.message if stop else self.watch.first_reason}"

@@ -21,10 +21,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import httpx
 
 from factory.backends.base import (
     RAW_LIMIT,
+    Admission,
     ChatRequest,
     Completion,
     ends_with_prefill,
@@ -93,21 +94,45 @@ class OpenAIBackend:
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         return in_order(len(requests), self.stream(requests))
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        """(index, completion) as each answer arrives; a finished request's slot goes to the next one
-        at once, so the window stays full until the last requests drain."""
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]:
+        """(index, completion) as each answer arrives. One worker thread per slot takes the next request
+        the moment its answer is in, whatever the caller is doing with the answers (storing them,
+        counting them), so the window stays full until the last requests drain."""
         if not requests:
             return
-        workers = min(self.spec.max_concurrency * len(self.base_urls), len(requests))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend")
+        answers: queue.SimpleQueue[tuple[int, Completion | BaseException]] = queue.SimpleQueue()
+        order = iter(range(len(requests)))  # requests go out in order
+        take = threading.Lock()
+        closed = threading.Event()
+
+        def work() -> None:
+            while not closed.is_set():
+                with take:
+                    i = next(order, None)
+                if i is None or (admission is not None and not admission.wait(i, closed)):
+                    return
+                try:
+                    answers.put((i, self._complete(requests[i])))
+                except BaseException as exc:  # a refused key (UserError) or a bug: the caller raises it
+                    answers.put((i, exc))
+                    return
+
+        slots = min(self.spec.max_concurrency * len(self.base_urls), len(requests))
+        workers = [threading.Thread(target=work, name="openai-backend", daemon=True) for _ in range(slots)]
+        for worker in workers:
+            worker.start()
         try:
-            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            for _ in requests:
+                i, answer = answers.get()
+                if isinstance(answer, BaseException):
+                    raise answer
+                yield i, answer
         finally:  # a caller that stops early (Ctrl-C, a stop) must not wait for requests nobody will
-            # read: the unsent ones are cancelled, the ones in flight end in their threads (at once
-            # when the caller closes the client or stops the server, else by `timeout_s`)
-            pool.shutdown(wait=False, cancel_futures=True)
+            # read: no unsent one goes out, the ones in flight end in their threads (at once when the
+            # caller closes the client or stops the server, else by `timeout_s`)
+            closed.set()
 
     def unavailable(self) -> list[str]:
         """Replicas skipped now because they refused a connection within `replica_cooldown_s`."""

@@ -6,17 +6,17 @@ killed run loses at most the answers of one unstored chunk and the requests in f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from factory.backends import Backend, ChatRequest, Completion
 from factory.backends.base import is_failure, stream_completions
 from factory.evaluation.judges import Judge, JudgeItem
-from factory.evaluation.sample_store import JsonlStore, Key, pin_settings
+from factory.evaluation.sample_store import JsonlStore, Key
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -79,48 +79,11 @@ class Task(Generic[T]):
     payload: T
 
 
-def generate_for_models(
-    out: Path,
-    models: Sequence[tuple[str, Callable[[], Backend]]],
-    store: tuple[str, Key],
-    tasks: Sequence[Task[T]],
-    request: Callable[[T], ChatRequest],
-    record: Callable[[T, Completion], dict[str, Any]],
-    pinned: Callable[[str], dict[str, Any]],
-    *,
-    chunk: int,
-    budget: BatchBudget,
-    progress: Progress,
-) -> dict[str, JsonlStore] | None:
-    """For each (slug, open_backend): pin the settings in `out/<slug>/settings.json` (a resume with
-    other settings is refused) and generate what `out/<slug>/<store file>` lacks. Returns the stores by
-    slug, or None when the batch budget ran out (the run stopped as if killed)."""
-    file_name, key = store
-    stores: dict[str, JsonlStore] = {}
-    for slug, open_backend in models:
-        pin_settings(out / slug / "settings.json", pinned(slug))
-        stores[slug] = JsonlStore(out / slug / file_name, key)
-        generate_missing(
-            stores[slug],
-            tasks,
-            request,
-            record,
-            open_backend,
-            chunk=chunk,
-            budget=budget,
-            progress=progress,
-            label=f"generating {slug}",
-        )
-        if progress.interrupted:
-            return None
-    return stores
-
-
 def generate_missing(
     store: JsonlStore,
     tasks: Sequence[Task[T]],
     request: Callable[[T], ChatRequest],
-    record: Callable[[T, Completion], dict[str, Any]],
+    record: Callable[[Task[T], Completion], dict[str, Any]],
     open_backend: Callable[[], Backend],
     *,
     chunk: int,
@@ -138,19 +101,17 @@ def generate_missing(
     backend = open_backend()
     answers = stream_completions(backend, [request(t.payload) for t in todo], chunk)
     try:
-        finished: list[dict[str, Any]] = []
         seen = 0
-        for i, completion in answers:
-            seen += 1
-            if is_failure(completion):
-                progress.generation_failed += 1
-                progress.note(completion.error or "")
-            else:
-                finished.append(record(todo[i].payload, completion))
-            if seen % chunk and seen < len(todo):
-                continue
-            progress.generated += store.append(finished)
+        for batch in _chunks(answers, chunk):
+            seen += len(batch)
             finished = []
+            for i, completion in batch:
+                if is_failure(completion):
+                    progress.generation_failed += 1
+                    progress.note(completion.error or "")
+                else:
+                    finished.append(record(todo[i], completion))
+            progress.generated += store.append(finished)
             budget.spend()
             progress.advance(label, seen, len(todo))
             if budget.exhausted and seen < len(todo):
@@ -177,20 +138,29 @@ def judge_missing(
     judge = open_judge()
     results = judge.stream([t.payload for t in todo])
     try:
-        finished: list[dict[str, Any]] = []
         seen = 0
-        for i, verdict in results:
-            seen += 1
-            if verdict is None:
-                progress.judge_failed += 1
-            else:
-                key = dict(zip(verdicts.key_fields, todo[i].key, strict=True))
-                finished.append({**key, "verdict": verdict})
-            if seen % chunk and seen < len(todo):
-                continue
+        for batch in _chunks(results, chunk):
+            seen += len(batch)
+            finished = [
+                {**dict(zip(verdicts.key_fields, todo[i].key, strict=True)), "verdict": verdict}
+                for i, verdict in batch
+                if verdict is not None
+            ]
+            progress.judge_failed += len(batch) - len(finished)
             progress.judged += verdicts.append(finished)
-            finished = []
             progress.advance(label, seen, len(todo))
     finally:
         results.close()
         judge.close()
+
+
+def _chunks(results: Iterator[R], size: int) -> Iterator[list[R]]:
+    """`results` in lists of `size` as they arrive (the last one shorter): what is stored at a time."""
+    batch: list[R] = []
+    for result in results:
+        batch.append(result)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -124,6 +124,7 @@ def test_classifier_replies_are_read_by_their_first_word() -> None:
     assert classifier_verdict(reply("Unsafe.")) is True
     assert classifier_verdict(reply("I think it is fine")) is None  # not the classifier's format
     assert classifier_verdict(reply("", error="HTTP 500")) is None
+    assert classifier_verdict(reply(" \n")) is None  # an empty reply is an answer, but in no format
 
 
 def test_classifier_plans_judge_harm_only() -> None:
