@@ -54,3 +54,13 @@ def test_the_limit_of_a_job_is_its_requests_sent_the_instant_a_slot_frees() -> N
 
     assert limit_share([2.0, 1.0, 1.0], cap=2) == 1.0  # two slots busy for 2 s
     assert limit_share([1.0, 1.0, 1.0], cap=2) == 0.75  # the last request runs alone
+
+
+def test_serving_demos_bench_measures_the_served_run_and_the_raw_backend_on_the_same_requests() -> None:
+    out = bench("serving_demos.py", "--demo", "c2syn-demo", "--limit", "2")
+    served = re.search(r"served end to end\s+(\d+) tokens", out)
+    raw = re.search(r"in-process raw\s+(\d+) tokens", out)
+    assert served and raw and int(served.group(1)) > 0 and int(raw.group(1)) > 0, out
+    assert re.search(r"peak summed RSS of the run's process tree [\d.]+ GiB", out)
+    assert re.search(r"ratio served/raw\s+[\d.]+x", out) and "server alone" in out
+    assert re.search(r"generating [\d.]+ s with [\d.]+ requests in flight", out)
