@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     args = parser.parse_args()
 
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
 
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)

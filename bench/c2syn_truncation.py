@@ -16,10 +16,10 @@ import contextlib
 import json
 from pathlib import Path
 
-from factory.c2syn_filter import select_fhr
-from factory.rows import RowFiltered
-from factory.steps.c2syn import count_delimiters, degenerate_kind, faithful_prefixes
-from schemas.step_params import C2_DELIMITERS, DEGENERATE_KINDS, C2SelectParams
+from factory.core.rows import RowFiltered
+from factory.steps.c2syn.filter import select_fhr
+from factory.steps.c2syn.steps import count_delimiters, degenerate_kind, faithful_prefixes
+from schemas.methods.c2syn import C2_DELIMITERS, DEGENERATE_KINDS, C2SelectParams
 
 
 def outcome_shares(fhrs: list[str]) -> dict[str, float]:

@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from factory.steps.c2syn import C2Generate
+from factory.steps.c2syn.steps import C2Generate
 
 WORDS = [
     "the",

@@ -7,7 +7,7 @@ generation runs in its distilabel worker). Prints the device, generated tokens/s
       sees a GPU, else CPU. Each side's time includes loading the model.
   --backend openai: an OpenAI-compatible server, e.g. `vllm serve MODEL` on a GPU machine
       (`--base-url http://127.0.0.1:8000/v1 --model MODEL`); without --base-url a local test server
-      (tests/openai_server.py) serves the bundled model on 127.0.0.1, which measures the client side.
+      (tests/support/openai_server.py) serves the bundled model on 127.0.0.1, which measures the client side.
 
     OMP_NUM_THREADS=1 python bench/overhead.py [--prompts 96] [--max-new-tokens 64] [--batch-size 16]
     python bench/overhead.py --backend openai [--base-url URL --model NAME] [--concurrency 16]
@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from factory.backends import ChatRequest, create_backend
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
     from schemas.generation import BackendSpec, GenerationParams
 
     generation = {
@@ -70,7 +70,7 @@ def main() -> None:
         base_url = args.base_url
         if base_url is None:
             from factory.backends.transformers_backend import TransformersBackend
-            from tests.openai_server import OpenAITestServer
+            from tests.support.openai_server import OpenAITestServer
 
             served = TransformersBackend(BackendSpec(kind="transformers", model="bundled", batch_size=1))
             server = OpenAITestServer(served).start()

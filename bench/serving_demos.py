@@ -74,8 +74,8 @@ def run_demo(demo: str, out: Path, limit: int | None) -> tuple[dict, float, int]
 
 def raw_tokens_per_s(out: Path, batch_size: int) -> tuple[int, float]:
     """(tokens, seconds) of the run's requests straight through the in-process backend."""
+    from factory.backends.request_cache import RequestCache
     from factory.backends.transformers_backend import TransformersBackend
-    from factory.request_cache import RequestCache
     from schemas.generation import BackendSpec
 
     cache = RequestCache(out / ".work" / "requests.sqlite")

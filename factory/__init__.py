@@ -23,13 +23,13 @@ _API = {
     "run_recipe": "factory.api",
     "plan_recipe": "factory.api",
     "check_folder": "factory.api",
-    "publish_folder": "factory.publisher",
+    "publish_folder": "factory.dataset.publish",
     "train": "trainers.run",
     "run_c2_eval": "factory.evaluation.c2_eval",
     "C2Settings": "factory.evaluation.c2_eval",
     "run_harm_eval": "factory.evaluation.harm_eval",
     "HarmSettings": "factory.evaluation.harm_eval",
-    "UserError": "factory.errors",
+    "UserError": "factory.core.errors",
 }
 __all__ = [*_API, "__version__"]
 
@@ -38,12 +38,12 @@ if TYPE_CHECKING:  # the same names for type checkers (`x as x` marks a re-expor
     from factory.api import load_recipe as load_recipe
     from factory.api import plan_recipe as plan_recipe
     from factory.api import run_recipe as run_recipe
-    from factory.errors import UserError as UserError
+    from factory.core.errors import UserError as UserError
+    from factory.dataset.publish import publish_folder as publish_folder
     from factory.evaluation.c2_eval import C2Settings as C2Settings
     from factory.evaluation.c2_eval import run_c2_eval as run_c2_eval
     from factory.evaluation.harm_eval import HarmSettings as HarmSettings
     from factory.evaluation.harm_eval import run_harm_eval as run_harm_eval
-    from factory.publisher import publish_folder as publish_folder
     from trainers.run import train as train
 
 

@@ -2,7 +2,7 @@
 
 Each function takes what a person would type (a recipe name or path, a folder) as well as the
 objects the engine passes around, and returns the engine's result objects. User mistakes raise
-`factory.errors.UserError` (its message names the file, field or row), as the CLI prints them.
+`factory.core.errors.UserError` (its message names the file, field or row), as the CLI prints them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from factory.check import CheckReport
-    from factory.engine import RunResult
-    from factory.planning import RecipePlan
-    from factory.recipe_loader import LoadedRecipe
+    from factory.dataset.folder_check import CheckReport
+    from factory.engine.plan import RecipePlan
+    from factory.engine.recipe import LoadedRecipe
+    from factory.engine.run import RunResult
 
 
 def load_recipe(
@@ -24,7 +24,7 @@ def load_recipe(
 
     `overrides` are `key.path=value` strings as `--set` takes them; `limit` caps the source rows read.
     """
-    from factory.recipe_loader import load_recipe as load
+    from factory.engine.recipe import load_recipe as load
 
     return load(str(recipe), overrides, limit)
 
@@ -32,7 +32,7 @@ def load_recipe(
 def _loaded(
     recipe: str | Path | LoadedRecipe, overrides: list[str] | None, limit: int | None
 ) -> LoadedRecipe:
-    from factory.recipe_loader import LoadedRecipe
+    from factory.engine.recipe import LoadedRecipe
 
     if isinstance(recipe, LoadedRecipe):
         if overrides or limit is not None:
@@ -57,7 +57,7 @@ def run_recipe(
     or an edit, every unchanged LLM request comes from the folder's request cache.
     Load the result with `datasets.load_dataset(str(out), CONFIG)`.
     """
-    from factory.engine import run_recipe as run
+    from factory.engine.run import run_recipe as run
 
     return run(
         _loaded(recipe, overrides, limit),
@@ -72,7 +72,7 @@ def plan_recipe(
     recipe: str | Path | LoadedRecipe, *, overrides: list[str] | None = None, limit: int | None = None
 ) -> RecipePlan:
     """Stages with the LLM calls and generated tokens the recipe needs at most, without running it."""
-    from factory.planning import plan_recipe as plan
+    from factory.engine.plan import plan_recipe as plan
 
     return plan(_loaded(recipe, overrides, limit))
 
@@ -80,6 +80,6 @@ def plan_recipe(
 def check_folder(folder: str | Path) -> CheckReport:
     """Re-validate every row of a dataset folder against its schema, and its files, counts and card
     against the manifest; `report.ok` and `report.problems` say the outcome."""
-    from factory.check import check_folder as check
+    from factory.dataset.folder_check import check_folder as check
 
     return check(Path(folder))

@@ -326,3 +326,53 @@ class ConversationalKTORow(BaseModel):
         if any(m.role != "assistant" for m in self.completion):
             raise ValueError("the completion must be assistant messages")
         return self
+
+
+class SFTRow(BaseModel):
+    """Supervised fine-tuning row in TRL's prompt-completion format (plain text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="the user request, plain text")
+    completion: str = Field(min_length=1, description="the response to learn, plain text")
+    source_id: str = Field(description=_SOURCE_ID)
+
+
+class ConversationalSFTRow(BaseModel):
+    """Supervised fine-tuning row in TRL's conversational format: one message list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(
+        min_length=2, description="the conversation, ending with the assistant reply to learn"
+    )
+    source_id: str = Field(description=_SOURCE_ID)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConversationalSFTRow:
+        if self.messages[-1].role != "assistant":
+            raise ValueError("the messages must end with the assistant reply")
+        if not any(m.role == "user" for m in self.messages):
+            raise ValueError("the messages must hold a user message")
+        return self
+
+
+# The published contract by the names used in recipes, manifests and `safepref schema`.
+RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
+    "preference_pair": PreferencePair,
+    "conversational_pair": ConversationalPair,
+    "c2_group": C2Group,
+    "safety_triple": SafetyTriple,
+    "kto_row": KTORow,
+    "conversational_kto_row": ConversationalKTORow,
+    "prompt_response": PromptResponse,
+    "sft_row": SFTRow,
+    "conversational_sft_row": ConversationalSFTRow,
+}
+
+# Schemas whose rows hold harmful text (C²-Syn rejected responses, PT-ALIGN toxic responses): every
+# schema but the listed exceptions, so a new record schema is gated until it is listed here.
+# The SFT rows stay gated: the generic exporters put any column a recipe names in them (every sampled
+# answer with `take: all`), and a safety recipe's prompts are often harmful requests themselves.
+SCHEMAS_WITHOUT_HARMFUL_TEXT = frozenset({"prompt_response"})
+HARMFUL_TEXT_SCHEMAS = frozenset(RECORD_SCHEMAS) - SCHEMAS_WITHOUT_HARMFUL_TEXT

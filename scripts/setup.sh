@@ -21,7 +21,7 @@ if ! command -v chromium >/dev/null; then
   if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
     $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium >/dev/null
   else
-    echo "warning: Chromium is missing (tests/test_inspect.py needs it): apt-get install chromium as root" >&2
+    echo "warning: Chromium is missing (tests/unit/factory/dataset/test_inspect.py needs it): apt-get install chromium as root" >&2
   fi
 fi
 echo "safepref installed in .venv ($(python -c 'import factory; print(factory.__version__)'))"

@@ -15,14 +15,14 @@ os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.hub_env"]  # the `hub` and `datasets_client` fixtures
+pytest_plugins = ["tests.support.hub_env"]  # the `hub` and `datasets_client` fixtures
 
 
 @pytest.fixture(scope="session")
 def c2syn_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real `c2syn-demo` run with the bundled SmolLM2 model, shared by the tests that read it."""
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
 
     out = tmp_path_factory.mktemp("c2syn-demo") / "out"
     run_recipe(load_recipe("c2syn-demo"), out)
@@ -32,9 +32,20 @@ def c2syn_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ptalign_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real `ptalign-demo` run with the bundled SmolLM2 model, shared by the tests that read it."""
-    from factory.engine import run_recipe
-    from factory.recipe_loader import load_recipe
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
 
     out = tmp_path_factory.mktemp("ptalign-demo") / "out"
     run_recipe(load_recipe("ptalign-demo"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def safe_completion_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `safe-completion-demo` run (bundled SmolLM2 as policy and judge), shared by its tests."""
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
+
+    out = tmp_path_factory.mktemp("safe-completion-demo") / "out"
+    run_recipe(load_recipe("safe-completion-demo"), out)
     return out

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.errors import UserError
-from factory.rows import ROW_ID, parse_bool
+from factory.core.errors import UserError
+from factory.core.rows import ROW_ID, parse_bool
 from schemas.eval_report import DataInfo
 from schemas.recipe import SourceSpec
 
@@ -22,7 +22,6 @@ C2_DEMO = "c2eval_demo.jsonl"
 HARM_DEMO = "harm_demo.jsonl"
 BENIGN_DEMO = "benign_demo.jsonl"
 PKU_SAFERLHF_ID = "PKU-Alignment/PKU-SafeRLHF"
-PKU_SAFERLHF = f"hub:{PKU_SAFERLHF_ID}"
 # The 2023 release the reference code was written against: the commit recipes/c2syn.yaml names
 # (docs/c2syn.md, "The 2023 PKU-SafeRLHF pin", gives the evidence and the other candidate, b4d1307).
 PKU_SAFERLHF_2023 = "d18ee9daa7f7a466c993213c84691b30c0e4c88d"
@@ -59,7 +58,7 @@ def source_spec(data: str, *, default_bundled: str, split: str, config: str | No
 
 
 def _read(spec: SourceSpec) -> tuple[list[dict[str, Any]], str]:
-    from factory.sources import read_source
+    from factory.core.sources import read_source
 
     return read_source(spec, Path.cwd())
 
@@ -89,7 +88,7 @@ def uses_reference_filter(spec: SourceSpec) -> bool:
 def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
     """The first `rows` rows in source order that qualify (`uses_reference_filter`); FHR = `response_0`
     if unsafe, else `response_1`, as the reference `eval/eval_data.py` picks it."""
-    from schemas.step_params import C2SelectParams
+    from schemas.methods.c2syn import C2SelectParams
 
     records, where = _read(spec)
     reference = uses_reference_filter(spec)
@@ -140,8 +139,8 @@ def load_c2_rows(spec: SourceSpec, rows: int) -> tuple[list[C2Row], DataInfo]:
 
 
 def _passes_c2syn_filter(record: dict[str, Any], select: Any, index: int, where: str) -> bool:
-    from factory.c2syn_filter import select_fhr
-    from factory.rows import RowFailed, RowFiltered
+    from factory.core.rows import RowFailed, RowFiltered
+    from factory.steps.c2syn.filter import select_fhr
 
     try:
         select_fhr(record, select.keywords, select.min_words)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from factory.errors import UserError
+from factory.core.errors import UserError
 
 Key = tuple[Any, ...]
 
