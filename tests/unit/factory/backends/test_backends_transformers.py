@@ -120,5 +120,5 @@ def test_a_missing_model_folder_is_a_user_error() -> None:
 
 
 def test_a_vllm_backend_is_served_never_loaded_in_process() -> None:
-    with pytest.raises(UserError, match="served by `vllm serve`"):
+    with pytest.raises(UserError, match="a `vllm` backend is served by its own server"):
         create_backend(BackendSpec(kind="vllm"))
