@@ -24,7 +24,11 @@ C2_SMALL = ["--rows", "1", "--samples", "1", "--k", "10", "--max-new-tokens", "4
 
 
 def _eval(*args: str, record: Path | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    # a run's own channels (stop file, servers, progress) are never inherited from an earlier test's run
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith("SAFEPREF_") or k == "SAFEPREF_CACHE"
+    }
+    env = {**inherited, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     if record is not None:
         env["STANDIN_RECORD"] = str(record)
     return subprocess.Popen(
