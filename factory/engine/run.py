@@ -353,7 +353,7 @@ def _run_recipe(
     _check_source_columns(loaded, rows, label, steps[0])
     # the source step reads the rows from a file in its own process: rows kept here would be copied
     # into every step's process when distilabel forks them
-    from factory.engine.source_step import release_freed_memory
+    from factory.core.memory import release_freed_memory
 
     del rows
     release_freed_memory()
