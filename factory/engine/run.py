@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +17,13 @@ from factory import __version__
 from factory.backends.fail_fast import ENV_VAR as STOP_FILE_ENV
 from factory.backends.fail_fast import raise_if_stopped, stop_file
 from factory.backends.managed_server import ENV_VAR as SERVERS_ENV
-from factory.backends.managed_server import client_spec, recipe_servers
+from factory.backends.managed_server import StartedServers, client_spec, recipe_servers
 from factory.backends.request_cache import ENV_VAR as REQUEST_CACHE_ENV
 from factory.backends.request_cache import REQUEST_CACHE_FILE, RequestCache
 from factory.backends.request_window import llm_stage_batch_size
 from factory.core.errors import RunFailed, UserError
 from factory.core.hashing import input_hashes
+from factory.core.memory import release_freed_memory
 from factory.core.models import model_id, model_revision, stage_decodings
 from factory.core.progress import ENV_VAR as PROGRESS_ENV
 from factory.core.progress import report_total
@@ -276,8 +277,9 @@ def _source_record(recipe: Any, label: str) -> dict[str, Any]:
     return record
 
 
-def _finished_before(out_dir: Path, recipe_hash: str, inputs: dict[str, str]) -> bool:
-    """Whether this folder holds a finished run of exactly this recipe on exactly these input files.
+def _finished_before(out_dir: Path, recipe_hash: str, inputs: dict[str, str] | None) -> bool:
+    """Whether this folder holds a finished run of exactly this recipe on exactly these input files
+    (`inputs` None: on any inputs, the question before the source is read).
 
     Only then is distilabel's cache reused: its per-step cache keys ignore upstream changes (seen: it
     reused a step's batches after an upstream edit and wrote no output), so anything else starts afresh.
@@ -288,7 +290,7 @@ def _finished_before(out_dir: Path, recipe_hash: str, inputs: dict[str, str]) ->
         return False
     return (
         previous.get("recipe_hash") == recipe_hash
-        and previous.get("inputs_sha256") == inputs
+        and (inputs is None or previous.get("inputs_sha256") == inputs)
         and (out_dir / WORK_DIR / "distilabel").is_dir()
     )
 
@@ -335,51 +337,37 @@ def _run_recipe(
     started = time.perf_counter()
     recipe = loaded.recipe
     preflight(loaded)
-    rows, label = read_rows(loaded, allow_import_steps=allow_import_steps)  # bad rows quarantined here
-    ids = [str(r[ROW_ID]) for r in rows]
-    report_total(len(rows))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = input_hashes(recipe, loaded.base_dir, rows)
-    complete = _finished_before(out_dir, loaded.hash, inputs)
-    # reusing a finished run rewrites the same manifest and card: keep when and how fast it was made
-    reused = json.loads((out_dir / "manifest.json").read_text()) if complete else {}
-    if not complete:
-        # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
-        # unfinished or different earlier run is restarted from scratch: every LLM request it
-        # finished is answered by the request cache, so only the requests in flight are generated again.
-        (out_dir / "manifest.json").unlink(missing_ok=True)
-        shutil.rmtree(out_dir / WORK_DIR / "distilabel", ignore_errors=True)
-    pipeline, steps = build_pipeline(loaded, rows, out_dir / WORK_DIR, allow_import_steps=allow_import_steps)
-    _check_source_columns(loaded, rows, label, steps[0])
-    # the source step reads the rows from a file in its own process: rows kept here would be copied
-    # into every step's process when distilabel forks them
-    from factory.core.memory import release_freed_memory
-
-    del rows
-    release_freed_memory()
-    from distilabel.errors import DistilabelUserError
-
-    # The request cache path reaches the workers through the environment, not a step field, so
-    # moving the folder does not change distilabel's step signatures.
-    previous = os.environ.get(REQUEST_CACHE_ENV)
-    cache_path = (out_dir / WORK_DIR / REQUEST_CACHE_FILE).resolve()
-    RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
-    os.environ[REQUEST_CACHE_ENV] = str(cache_path)
-    # one server per transformers/vllm backend for the whole run, stopped however the run ends
-    servers = nullcontext() if complete else recipe_servers(recipe, out_dir / WORK_DIR)
-    try:
-        with servers, stop_file(out_dir / WORK_DIR):
-            if executor == "ray":
-                pipeline = _on_ray(pipeline, ray_address)
-            distiset = pipeline.run(use_cache=complete)
-            raise_if_stopped()  # before anything is written: the re-run after the fix starts afresh
-    except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
-        raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
-    finally:
-        if previous is None:
-            os.environ.pop(REQUEST_CACHE_ENV, None)
-        else:
-            os.environ[REQUEST_CACHE_ENV] = previous
+    work_dir = out_dir / WORK_DIR
+    with ExitStack() as serving:
+        # one server per transformers/vllm backend for the whole run, stopped however the run ends and
+        # before the output is written. Started now, unless this may be a finished run to reuse, so
+        # that loading the model overlaps reading the source and building the pipeline.
+        servers = None
+        if not _finished_before(out_dir, loaded.hash, None):
+            servers = serving.enter_context(recipe_servers(recipe, work_dir))
+        rows, label = read_rows(loaded, allow_import_steps=allow_import_steps)  # bad rows quarantined here
+        ids = [str(r[ROW_ID]) for r in rows]
+        report_total(len(rows))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        inputs = input_hashes(recipe, loaded.base_dir, rows)
+        complete = _finished_before(out_dir, loaded.hash, inputs)
+        # reusing a finished run rewrites the same manifest and card: keep when and how fast it was made
+        reused = json.loads((out_dir / "manifest.json").read_text()) if complete else {}
+        if not complete:
+            # distilabel's own recovery of an interrupted run can hang (seen after SIGKILL), so an
+            # unfinished or different earlier run is restarted from scratch: every LLM request it
+            # finished is answered by the request cache, so only the requests in flight are generated again.
+            (out_dir / "manifest.json").unlink(missing_ok=True)
+            shutil.rmtree(work_dir / "distilabel", ignore_errors=True)
+            if servers is None:
+                servers = serving.enter_context(recipe_servers(recipe, work_dir))
+        pipeline, steps = build_pipeline(loaded, rows, work_dir, allow_import_steps=allow_import_steps)
+        _check_source_columns(loaded, rows, label, steps[0])
+        # the source step reads the rows from a file in its own process: rows kept here would be copied
+        # into every step's process when distilabel forks them
+        del rows
+        release_freed_memory()
+        distiset = _run_pipeline(pipeline, loaded, work_dir, servers, complete, executor, ray_address)
     dataset = distiset["default"]["train"]
     sources = {rid: i for i, rid in enumerate(ids)}
     del ids
@@ -445,3 +433,42 @@ def _run_recipe(
     write_resolved_recipe(out_dir, recipe.model_dump(mode="json"))
     (out_dir / "README.md").write_text(render_card(recipe, manifest, out_dir))
     return RunResult(out_dir=out_dir, manifest=manifest)
+
+
+def _run_pipeline(
+    pipeline: Pipeline,
+    loaded: LoadedRecipe,
+    work_dir: Path,
+    servers: StartedServers | None,
+    complete: bool,
+    executor: Literal["local", "ray"],
+    ray_address: str | None,
+) -> Any:
+    """Run the pipeline, its first batch once the servers are ready (reusing distilabel's cache when
+    `complete`)."""
+    from distilabel.errors import DistilabelUserError
+
+    # The request cache path reaches the workers through the environment, not a step field, so
+    # moving the folder does not change distilabel's step signatures.
+    previous = os.environ.get(REQUEST_CACHE_ENV)
+    cache_path = (work_dir / REQUEST_CACHE_FILE).resolve()
+    RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
+    os.environ[REQUEST_CACHE_ENV] = str(cache_path)
+    try:
+        with stop_file(work_dir):
+            if servers is not None and executor == "ray":
+                servers.wait_ready()
+            elif servers is not None:  # the workers start while the models load; no batch before
+                pipeline.before_first_batch = servers.wait_ready
+            if executor == "ray":
+                pipeline = _on_ray(pipeline, ray_address)
+            distiset = pipeline.run(use_cache=complete)
+            raise_if_stopped()  # before anything is written: the re-run after the fix starts afresh
+    except DistilabelUserError as exc:  # e.g. a user's import-path step with a wrong signature
+        raise UserError(str(exc).splitlines()[0], where=str(loaded.path)) from None
+    finally:
+        if previous is None:
+            os.environ.pop(REQUEST_CACHE_ENV, None)
+        else:
+            os.environ[REQUEST_CACHE_ENV] = previous
+    return distiset
