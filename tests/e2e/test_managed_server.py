@@ -82,7 +82,8 @@ def test_transformers_serve_command_bounds_its_cache_and_batches() -> None:
     command = server_command(spec, 8123)
     assert command[:4] == [sys.executable, "-m", "transformers.cli.transformers", "serve"]
     assert command[4] == "/models/m" and "--continuous-batching" in command
-    assert "--cb-max-batch-tokens=512" in command and "--cb-num-blocks=16" in command  # 4 x 1024 tokens
+    assert "--cb-max-batch-tokens=512" in command
+    assert "--cb-block-size=32" in command and "--cb-num-blocks=128" in command  # 4 x 1024 tokens
     assert command[-2:] == ["--host=127.0.0.1", "--port=8123"]
     custom = BackendSpec(kind="transformers", model="org/m", revision="abc", server_args=["--compile"])
     assert "org/m@abc" in server_command(custom, 1) and server_command(custom, 1)[-1] == "--compile"
