@@ -19,6 +19,7 @@ samples alike and sends those settings with the warm-up request; a recipe that m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -314,6 +315,12 @@ class ManagedServer:
             where=f"backends.{self.name}",
         )
 
+    def begin_stop(self) -> None:
+        """SIGTERM the server's process group without waiting (`stop()` waits)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL it if it lingers; reap the server."""
         process = self.process
@@ -381,6 +388,12 @@ class StartedServers:
             seconds = server.wait_ready()
             self._on_event(f"server {server.name}: ready in {seconds:.1f} s (pid {server.pid})")
         self._ready = True
+
+    def begin_stop(self) -> None:
+        """Ask every server to stop (shutting down takes a second or two); leaving the
+        `started_servers` block waits for them."""
+        for server in self._distinct.values():
+            server.begin_stop()
 
 
 @contextmanager

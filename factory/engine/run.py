@@ -331,17 +331,14 @@ def _run_recipe(
     Re-running the same recipe into the same folder reuses the finished run (distilabel's cache);
     after an interruption or an edit, unchanged LLM requests come from the request cache.
     """
-    from factory.dataset.card import render_card
-    from factory.export.writer import write_records, write_resolved_recipe
-
     started = time.perf_counter()
     recipe = loaded.recipe
     preflight(loaded)
     work_dir = out_dir / WORK_DIR
     with ExitStack() as serving:
-        # one server per transformers/vllm backend for the whole run, stopped however the run ends and
-        # before the output is written. Started now, unless this may be a finished run to reuse, so
-        # that loading the model overlaps reading the source and building the pipeline.
+        # one server per transformers/vllm backend for the whole run, stopped however the run ends.
+        # Started now, unless this may be a finished run to reuse, so that loading the model overlaps
+        # reading the source, building the pipeline and starting its workers.
         servers = None
         if not _finished_before(out_dir, loaded.hash, None):
             servers = serving.enter_context(recipe_servers(recipe, work_dir))
@@ -368,6 +365,29 @@ def _run_recipe(
         del rows
         release_freed_memory()
         distiset = _run_pipeline(pipeline, loaded, work_dir, servers, complete, executor, ray_address)
+        if servers is not None:
+            servers.begin_stop()  # no longer needed: they shut down while the output is written
+        reap_servers = serving.pop_all()
+    with reap_servers:  # and are awaited once it is
+        return _write_output(loaded, out_dir, distiset, steps, ids, label, inputs, reused, started)
+
+
+def _write_output(
+    loaded: LoadedRecipe,
+    out_dir: Path,
+    distiset: Any,
+    steps: list[Any],
+    ids: list[str],
+    label: str,
+    inputs: dict[str, str],
+    reused: dict[str, Any],
+    started: float,
+) -> RunResult:
+    """Account for every row the pipeline returned, write the configs, side tables, manifest and card."""
+    from factory.dataset.card import render_card
+    from factory.export.writer import write_records, write_resolved_recipe
+
+    recipe = loaded.recipe
     dataset = distiset["default"]["train"]
     sources = {rid: i for i, rid in enumerate(ids)}
     del ids
