@@ -54,9 +54,9 @@ _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
 # transformers serve's KV cache page (tokens; its default 256). Requests share the pages of a common
-# prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: on the
-# ptalign-demo requests, pages of 32 cut the server's CPU time by 30% (16: no better; 64: 25%), and a
-# request holds its length rounded up to 32 tokens, not to 256.
+# prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: pages of
+# 32 cut the server's CPU time on ptalign-demo's requests by 30% (16: no better; 64: 25%) and on
+# c2syn-demo's by half, and a request holds its length rounded up to 32 tokens, not to 256.
 KV_PAGE_TOKENS = 32
 
 
