@@ -6,7 +6,9 @@ was in flight, so a client's use of its concurrency cap can be measured on the s
         ...                                                 # server.busy_share(cap), server.max_in_flight
 
 `hold=True` keeps every answer back until `release` is set (a test sets it once `reached(n)` fires), so a
-test can see how many requests a client puts in flight at once without depending on timing.
+test can see how many requests a client puts in flight at once without depending on timing; `hold="slow"`
+keeps back only the requests whose body contains "slow", so a test can see what a client does while
+they are in flight.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class PacedServer:
     """`seconds_per_request` is the mean latency: a request of n tokens, n drawn in
     [max_tokens/2, max_tokens] from a hash of its body, takes n/(0.75·max_tokens) of it."""
 
-    def __init__(self, *, seconds_per_request: float = 2.0, hold: bool = False) -> None:
+    def __init__(self, *, seconds_per_request: float = 2.0, hold: bool | str = False) -> None:
         self.seconds_per_request = seconds_per_request
+        self.hold = hold
         self.release = threading.Event()
         if not hold:
             self.release.set()
@@ -75,6 +78,23 @@ class PacedServer:
             intervals = list(self.intervals)
         start, end = min(a for a, _ in intervals), max(b for _, b in intervals)
         return sum(b - a for a, b in intervals) / (cap * (end - start))
+
+    def in_flight_profile(self, step_s: float) -> list[float]:
+        """Mean requests in flight in each `step_s` from the first request's arrival to the last answer."""
+        with self._lock:
+            intervals = list(self.intervals)
+        start, end = min(a for a, _ in intervals), max(b for _, b in intervals)
+        profile = [0.0] * (int((end - start) / step_s) + 1)
+        for a, b in intervals:
+            for k in range(int((a - start) / step_s), int((b - start) / step_s) + 1):
+                low, high = start + k * step_s, start + (k + 1) * step_s
+                profile[k] += max(0.0, min(b, high) - max(a, low)) / step_s
+        return profile
+
+    def durations(self) -> list[float]:
+        """How long each request was held, in arrival order (what an ideal client's schedule replays)."""
+        with self._lock:
+            return [b - a for a, b in sorted(self.intervals)]
 
     def __enter__(self) -> PacedServer:
         self._thread.start()
@@ -130,7 +150,8 @@ def _handler_class(server: PacedServer) -> type[BaseHTTPRequestHandler]:
             max_tokens = int(body.get("max_tokens") or 16)
             text, tokens = _answer(raw, max_tokens)
             try:
-                server.release.wait(HOLD_LIMIT_S)
+                if server.hold is True or (isinstance(server.hold, str) and server.hold.encode() in raw):
+                    server.release.wait(HOLD_LIMIT_S)
                 time.sleep(server.seconds_per_request * tokens / (0.75 * max_tokens))
                 choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
                 if chat:

@@ -59,16 +59,13 @@ def bench_ptalign(model_dir: Path, out: Path, repeats: int, batch: int, dtype: A
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     from tests.support.trainer_fixtures import safety_triple
-    from trainers.config import PTAlignSettings
-    from trainers.data import triple_rows
-    from trainers.ptalign import PTAlignTrainer, encode_triple, stop_token_ids
+    from trainers.algorithms.ptalign import PTAlignSettings, triple_rows
+    from trainers.algorithms.ptalign.trainer import PTAlignTrainer, encode_rows
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     settings = PTAlignSettings(selection="diff")
-    stops = stop_token_ids(tokenizer)
-    rows = triple_rows([safety_triple(i) for i in range(batch)])
-    encoded = [encode_triple(r, tokenizer, settings, stop_ids=stops) for r in rows]
+    encoded = encode_rows(triple_rows([safety_triple(i) for i in range(batch)]), model, tokenizer, settings)
     args = TrainingArguments(output_dir=str(out / "pt"), report_to="none", use_cpu=device.type == "cpu")
     trainer = PTAlignTrainer(
         model=model,
@@ -112,8 +109,8 @@ def bench_group_dpo(model_dir: Path, out: Path, groups: int, dtype: Any, device:
     from trl import DPOConfig, DPOTrainer
 
     from tests.support.trainer_fixtures import c2_group
-    from trainers.data import group_rows, preference_rows
-    from trainers.group_dpo import GroupDPOTrainer
+    from trainers.algorithms.dpo import group_rows, preference_rows
+    from trainers.algorithms.group_dpo import GroupDPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     records = [c2_group(i) for i in range(groups)]

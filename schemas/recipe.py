@@ -6,9 +6,10 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from schemas.generation import BackendSpec
-from schemas.registry import EXPORTERS, SEED_FILE_SCHEMAS, STEP_PARAMS
+from schemas.registry import EXPORTER_PARAMS, EXPORTERS, SEED_FILE_SCHEMAS, STEP_PARAMS
 
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
 NONCOMMERCIAL_SOURCE = "PKU-Alignment/PKU-SafeRLHF"  # CC-BY-NC-4.0: what is derived inherits it
@@ -84,13 +85,24 @@ class StageSpec(BaseModel):
         try:
             params = params_model.model_validate(self.params)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"params.{loc}: {err['msg']}") from None
+            raise _under_params(exc) from None
         self.params = params.model_dump(mode="json")
         if params.requires_backend() and not self.backend:
             raise ValueError(f"step {self.step!r} calls an LLM with these params: set `backend`")
         return self
+
+
+def _under_params(exc: ValidationError) -> ValidationError:
+    """A params model's errors, each re-located under `params` with its own type (hence message), so a
+    step's or exporter's param is reported exactly like any other field."""
+    return ValidationError.from_exception_data(exc.title, [_placed("params", e) for e in exc.errors()])
+
+
+def _placed(field: str, error: ErrorDetails) -> InitErrorDetails:
+    placed = InitErrorDetails(type=error["type"], loc=(field, *error["loc"]), input=error["input"])
+    if "ctx" in error:
+        placed["ctx"] = error["ctx"]
+    return placed
 
 
 class OutputSpec(BaseModel):
@@ -100,6 +112,10 @@ class OutputSpec(BaseModel):
 
     config: str = Field(pattern=_NAME)
     exporter: str
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the exporter's parameters (generic exporters: which columns, how to pair)",
+    )
     split: str = "train"
     default: bool = False
     rows_per_shard: int = Field(100_000, ge=1)
@@ -110,6 +126,27 @@ class OutputSpec(BaseModel):
         if value not in EXPORTERS:
             raise ValueError(f"unknown exporter {value!r}; known: {', '.join(sorted(EXPORTERS))}")
         return value
+
+    @model_validator(mode="after")
+    def _check_params(self) -> OutputSpec:
+        params_model = EXPORTER_PARAMS.get(self.exporter)
+        if params_model is None:
+            if self.params:
+                message = f"exporter {self.exporter!r} takes no params"
+                raise ValidationError.from_exception_data(
+                    "OutputSpec",
+                    [
+                        InitErrorDetails(
+                            type="value_error", loc=("params",), input=self.params, ctx={"error": message}
+                        )
+                    ],
+                )
+            return self
+        try:
+            self.params = params_model.model_validate(self.params).model_dump(mode="json")
+        except ValidationError as exc:
+            raise _under_params(exc) from None
+        return self
 
 
 class CardSpec(BaseModel):

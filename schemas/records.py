@@ -123,6 +123,23 @@ class RankedResponse(BaseModel):
     continuation: str | None = Field(None, description="SYN: what the model wrote after the trigger")
 
 
+# (chosen, rejected) positions in the ranked list of six, best first: the 15 pairs of a C²-Syn group
+C2_PAIR_INDEXES: tuple[tuple[int, int], ...] = tuple(combinations(range(len(C2_RANK_KINDS)), 2))
+_C2_RANKS = list(range(1, len(C2_RANK_KINDS) + 1))
+
+
+def _pair_rank_columns(ranks: list[int]) -> tuple[list[object], list[object], list[object]]:
+    """chosen_rank, rejected_rank and principle of the 15 pairs of a group ranked `ranks`."""
+    return (
+        [ranks[i] for i, _ in C2_PAIR_INDEXES],
+        [ranks[j] for _, j in C2_PAIR_INDEXES],
+        [c2_principle(ranks[i], ranks[j]) for i, j in C2_PAIR_INDEXES],
+    )
+
+
+_C2_PAIR_RANK_COLUMNS = _pair_rank_columns(_C2_RANKS)
+
+
 class C2Group(BaseModel):
     """A C²-Syn request with its six responses ranked SR ≻ SYN_1 ≻ … ≻ SYN_4 ≻ FHR."""
 
@@ -171,26 +188,37 @@ class C2Group(BaseModel):
             raise ValueError("the six responses must be distinct")
         return self
 
-    def pair_records(self) -> list[dict[str, object]]:
-        """The 15 preferences as plain dicts in PreferencePair's shape.
+    def pair_columns(self) -> dict[str, list[object]]:
+        """The 15 preferences, every (i, j), i < j, of the ranked list, as columns in PreferencePair's
+        field order (the writer builds its Arrow table from columns: one dict per pair cost more than
+        the rest of the export at 750,000 pairs).
 
         Valid by construction: this group's validator already guarantees six distinct texts in rank
         order, so no pair can have chosen == rejected or chosen_rank >= rejected_rank. Used by the
         writer at scale; `safepref check` re-validates every stored pair anyway.
         """
-        return [
-            {
-                "prompt": self.prompt,
-                "chosen": a.text,
-                "rejected": b.text,
-                "chosen_rank": a.rank,
-                "rejected_rank": b.rank,
-                "principle": c2_principle(a.rank, b.rank),
-                "source_id": self.source_id,
-                "group_id": self.group_id,
-            }
-            for a, b in combinations(self.responses, 2)
-        ]
+        texts = [r.text for r in self.responses]
+        ranks = [r.rank for r in self.responses]
+        n = len(C2_PAIR_INDEXES)
+        if ranks == _C2_RANKS:  # always, in a validated group: the rank columns are the same for all
+            chosen_rank, rejected_rank, principle = (list(c) for c in _C2_PAIR_RANK_COLUMNS)
+        else:
+            chosen_rank, rejected_rank, principle = _pair_rank_columns(ranks)
+        return {
+            "prompt": [self.prompt] * n,
+            "chosen": [texts[i] for i, _ in C2_PAIR_INDEXES],
+            "rejected": [texts[j] for _, j in C2_PAIR_INDEXES],
+            "chosen_rank": chosen_rank,
+            "rejected_rank": rejected_rank,
+            "principle": principle,
+            "source_id": [self.source_id] * n,
+            "group_id": [self.group_id] * n,
+        }
+
+    def pair_records(self) -> list[dict[str, object]]:
+        """The 15 preferences as plain dicts in PreferencePair's shape (see `pair_columns`)."""
+        columns = self.pair_columns()
+        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def pairs(self) -> list[PreferencePair]:
         """The 15 preferences: every (i, j), i < j, of the ranked list; chosen = rank i (validated)."""
@@ -300,6 +328,35 @@ class ConversationalKTORow(BaseModel):
         return self
 
 
+class SFTRow(BaseModel):
+    """Supervised fine-tuning row in TRL's prompt-completion format (plain text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="the user request, plain text")
+    completion: str = Field(min_length=1, description="the response to learn, plain text")
+    source_id: str = Field(description=_SOURCE_ID)
+
+
+class ConversationalSFTRow(BaseModel):
+    """Supervised fine-tuning row in TRL's conversational format: one message list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(
+        min_length=2, description="the conversation, ending with the assistant reply to learn"
+    )
+    source_id: str = Field(description=_SOURCE_ID)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConversationalSFTRow:
+        if self.messages[-1].role != "assistant":
+            raise ValueError("the messages must end with the assistant reply")
+        if not any(m.role == "user" for m in self.messages):
+            raise ValueError("the messages must hold a user message")
+        return self
+
+
 # The published contract by the names used in recipes, manifests and `safepref schema`.
 RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "preference_pair": PreferencePair,
@@ -309,9 +366,13 @@ RECORD_SCHEMAS: dict[str, type[BaseModel]] = {
     "kto_row": KTORow,
     "conversational_kto_row": ConversationalKTORow,
     "prompt_response": PromptResponse,
+    "sft_row": SFTRow,
+    "conversational_sft_row": ConversationalSFTRow,
 }
 
 # Schemas whose rows hold harmful text (C²-Syn rejected responses, PT-ALIGN toxic responses): every
 # schema but the listed exceptions, so a new record schema is gated until it is listed here.
+# The SFT rows stay gated: the generic exporters put any column a recipe names in them (every sampled
+# answer with `take: all`), and a safety recipe's prompts are often harmful requests themselves.
 SCHEMAS_WITHOUT_HARMFUL_TEXT = frozenset({"prompt_response"})
 HARMFUL_TEXT_SCHEMAS = frozenset(RECORD_SCHEMAS) - SCHEMAS_WITHOUT_HARMFUL_TEXT

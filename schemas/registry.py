@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from schemas.methods import METHODS
 from schemas.methods.base import MethodDeclaration
 from schemas.records import HARMFUL_TEXT_SCHEMAS, RECORD_SCHEMAS, SCHEMAS_WITHOUT_HARMFUL_TEXT
-from schemas.step_params import StepParams
+from schemas.step_params import ExporterParams, StepParams
 
 
 def _unique(kind: str, pairs: list[tuple[str, object]]) -> None:
@@ -32,6 +32,10 @@ EXPORTERS: dict[str, str] = {n: d.record for m in METHODS for n, d in m.exporter
 EXPORTER_IMPLEMENTATIONS: dict[str, str] = {
     n: d.implementation for m in METHODS for n, d in m.exporters.items()
 }
+# exporter name -> the model of its `params` (exporters not listed take none)
+EXPORTER_PARAMS: dict[str, type[ExporterParams]] = {
+    n: d.params for m in METHODS for n, d in m.exporters.items() if d.params is not None
+}
 SEED_FILE_SCHEMAS: dict[str, type[BaseModel]] = {n: s for m in METHODS for n, s in m.seed_files.items()}
 # exporter name -> the method that declares it (the card names the paper a dataset follows)
 METHOD_OF_EXPORTER: dict[str, MethodDeclaration] = {n: m for m in METHODS for n in m.exporters}
@@ -40,9 +44,17 @@ _unknown = sorted({r for r in EXPORTERS.values() if r not in RECORD_SCHEMAS})
 if _unknown:
     raise RuntimeError(f"exporters name unknown record schemas: {', '.join(_unknown)}")
 
+
+def params_models() -> dict[str, type[StepParams] | type[ExporterParams]]:
+    """`step:NAME` / `exporter:NAME` -> its params model (for `safepref schema`)."""
+    steps = {f"step:{name}": model for name, model in STEP_PARAMS.items()}
+    return {**steps, **{f"exporter:{name}": model for name, model in EXPORTER_PARAMS.items()}}
+
+
 __all__ = [
     "EXPORTERS",
     "EXPORTER_IMPLEMENTATIONS",
+    "EXPORTER_PARAMS",
     "HARMFUL_TEXT_SCHEMAS",
     "METHODS",
     "METHOD_OF_EXPORTER",

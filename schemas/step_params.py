@@ -39,3 +39,31 @@ class StepParams(BaseModel):
     def max_rows_out(self) -> int | None:
         """A cap on the rows this stage lets through in all (None: no cap)."""
         return None
+
+    def items_column(self) -> str | None:
+        """The list column whose every item this stage calls the LLM for (`llm_calls_per_row` is then
+        per item), or None: the calls are per row. For `safepref plan`."""
+        return None
+
+    def list_lengths(self, known: dict[str, int]) -> dict[str, int]:
+        """Most items of the list columns this stage writes, given those of earlier stages (`known`).
+        For `safepref plan`."""
+        return {}
+
+    def summary(self) -> str:
+        """One line for the dataset card: what this stage does with these parameters."""
+        return _first_line(type(self).__doc__)
+
+
+class ExporterParams(BaseModel):
+    """Parameters of one exporter (an output's `params`), validated when a recipe loads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def summary(self) -> str:
+        """One line for the dataset card: what records this exporter makes with these parameters."""
+        return _first_line(type(self).__doc__)
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""

@@ -38,3 +38,14 @@ def ptalign_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ptalign-demo") / "out"
     run_recipe(load_recipe("ptalign-demo"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def safe_completion_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `safe-completion-demo` run (bundled SmolLM2 as policy and judge), shared by its tests."""
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
+
+    out = tmp_path_factory.mktemp("safe-completion-demo") / "out"
+    run_recipe(load_recipe("safe-completion-demo"), out)
+    return out

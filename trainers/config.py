@@ -12,12 +12,13 @@ two places (`beta` and `dpo.beta`, or `training.args.beta` and `dpo.beta`) is an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from factory.core.errors import UserError
-from trainers.losses import DPO_LOSS_TYPES, UT_EPSILON
+from schemas.generation import BUNDLED_HAS_NO_REVISION
+from trainers.algorithms import ALGORITHMS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 # Accelerate launcher configs share the folder but are not training configs.
@@ -58,60 +59,12 @@ class TrainingSettings(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict, description="extra TrainingArguments fields")
 
 
-class DPOSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    beta: float = Field(default=0.1, gt=0)
-    loss_type: str = "sigmoid"
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
-    group_forward: bool = Field(default=False, description="score each response once per prompt group")
-    precompute_ref_log_probs: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> DPOSettings:
-        if self.group_forward and self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(
-                f"group_forward supports loss_type {list(DPO_LOSS_TYPES)}, got {self.loss_type!r}"
-            )
-        if self.group_forward and self.precompute_ref_log_probs:
-            raise ValueError(
-                "group_forward computes reference log-probs per group; unset precompute_ref_log_probs"
-            )
-        return self
-
-
-class PTAlignSettings(BaseModel):
-    """ptalign.md §4: `L = L_MLE(positive) + alpha * L_UT(selected toxic tokens)`."""
+class TrainConfigBase(BaseModel):
+    """One training run: the fields every algorithm shares. `dataset`, `model` and `out` can also come
+    from the command line. `TrainConfig` adds one section per algorithm (`dpo:`, `kto:`, `ptalign:`)."""
 
     model_config = ConfigDict(extra="forbid")
-    alpha: float = Field(default=1.0, ge=0)
-    epsilon: float = Field(default=UT_EPSILON, gt=0, lt=1)
-    selection: Literal["auto", "all", "diff", "spans", "ratio"] = Field(
-        default="auto",
-        description="auto: `spans` when the dataset has annotated toxic spans (the pipeline paid LLM calls "
-        "for them), else `diff`; the rule used is recorded in the training summary and model card",
-    )
-    unselected_toxic: Literal["none", "mle"] = Field(
-        default="none", description="loss on toxic tokens not selected"
-    )
-    tau: float = Field(default=1.1, gt=0, description="ratio rule threshold")
-    toxic_constraint: str = Field(
-        default="Answer in a rude, dismissive and harmful way.",
-        description="ratio rule: the system message that conditions p(y | x, toxic constraint)",
-    )
-
-
-class KTOSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    beta: float = Field(default=0.1, gt=0)
-    desirable_weight: float = Field(default=1.0, gt=0)
-    undesirable_weight: float = Field(default=1.0, gt=0)
-
-
-class TrainConfig(BaseModel):
-    """One training run. `dataset`, `model` and `out` can also come from the command line."""
-
-    model_config = ConfigDict(extra="forbid")
-    algorithm: Literal["dpo", "ptalign", "kto"]
+    algorithm: str = Field(description="the training algorithm, a name in trainers.algorithms.ALGORITHMS")
     model: str = Field(default="bundled", description="path, Hub id, or `bundled` (SmolLM2-135M-Instruct)")
     model_revision: str | None = None
     dataset: str | None = Field(
@@ -121,14 +74,47 @@ class TrainConfig(BaseModel):
         None, description="config inside the dataset (default: the manifest's)"
     )
     split: str = "train"
-    out: str | None = None
+    out: str | None = Field(
+        default=None, description="output folder for the model or adapter (unset: runs/<config name>)"
+    )
     chat_template: str | None = Field(default=None, description="Jinja template for models that ship none")
     lora: LoraSettings | None = None
     training: TrainingSettings = Field(default_factory=TrainingSettings)
-    dpo: DPOSettings = Field(default_factory=DPOSettings)
-    ptalign: PTAlignSettings = Field(default_factory=PTAlignSettings)
-    kto: KTOSettings = Field(default_factory=KTOSettings)
     notes: dict[str, str] = Field(default_factory=dict, description="provenance of values (paper / unknown)")
+
+    @model_validator(mode="after")
+    def _bundled_has_no_revision(self) -> TrainConfigBase:
+        if self.model == "bundled" and self.model_revision is not None:
+            raise ValueError(BUNDLED_HAS_NO_REVISION.format(field="model_revision"))
+        return self
+
+    def algorithm_settings(self) -> BaseModel:
+        """The section of the algorithm this run uses (`dpo:` for `algorithm: dpo`)."""
+        section = getattr(self, self.algorithm)
+        assert isinstance(section, BaseModel), self.algorithm
+        return section
+
+
+def _with_algorithm_sections() -> type[TrainConfigBase]:
+    """`TrainConfigBase` with `algorithm` limited to the registered names and each one's section."""
+    names: Any = Literal[tuple(ALGORITHMS)]
+    fields: dict[str, Any] = {
+        name: (a.settings, Field(default_factory=a.settings)) for name, a in ALGORITHMS.items()
+    }
+    return create_model(
+        "TrainConfig",
+        __base__=TrainConfigBase,
+        __doc__=TrainConfigBase.__doc__,
+        algorithm=(names, TrainConfigBase.model_fields["algorithm"]),
+        **fields,
+    )
+
+
+# A type checker sees the shared fields; an algorithm reads its section through TrainingRun.settings.
+if TYPE_CHECKING:
+    TrainConfig = TrainConfigBase
+else:
+    TrainConfig = _with_algorithm_sections()
 
 
 def builtin_configs() -> list[str]:
@@ -161,7 +147,7 @@ _TRL_NAMES: dict[str, tuple[str, ...]] = {
 }
 _TOP_LEVEL = frozenset(TrainConfig.model_fields)
 _TRAINING = frozenset(TrainingSettings.model_fields) - {"args"}
-_SECTIONS: dict[str, type[BaseModel]] = {"dpo": DPOSettings, "kto": KTOSettings}
+_SECTIONS: dict[str, type[BaseModel]] = {n: a.settings for n, a in ALGORITHMS.items() if a.trl_names}
 
 
 def _place(name: str, algorithm: Any) -> tuple[str, ...] | None:
@@ -221,3 +207,24 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[TrainC
         return TrainConfig.model_validate(data), path
     except ValidationError as exc:
         raise UserError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def run_config(
+    config: str,
+    overrides: list[str] | None = None,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    out: str | None = None,
+) -> tuple[TrainConfig, Path]:
+    """The config of one run (the file, its `--set` overrides, then `dataset`, `model` and `out` where
+    given) and the folder it writes to; refuses what would fail only after the model has loaded."""
+    cfg, path = load_config(config, overrides)
+    given = {"dataset": dataset, "model": model, "out": out}
+    cfg = cfg.model_copy(update={k: v for k, v in given.items() if v is not None})
+    if cfg.dataset is None:
+        raise UserError(f"{path}: no dataset: set `dataset:` or pass --dataset FOLDER_OR_REPO[@REVISION]")
+    resume = cfg.training.resume_from_checkpoint
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise UserError(f"training.resume_from_checkpoint: {resume} is not a checkpoint folder")
+    return cfg, Path(cfg.out or f"runs/{path.stem}")

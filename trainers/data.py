@@ -1,43 +1,25 @@
-"""Dataset intake: read a safepref dataset folder (or Hub repo), check its kind, and shape rows for a trainer.
+"""Dataset intake: read a safepref dataset folder (or Hub repo) and check it holds records the algorithm
+trains on (each algorithm shapes them into its trainer's rows).
 
 The folder contract is docs/design.md "The dataset folder": `manifest.json` names each config's record
 schema; rows live in the parquet files the manifest lists. Every row is re-validated against its schema.
-Rows come out in TRL's conversational form (message lists), so the trainer applies the model's chat
-template; plain-string prompts become one user message.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from factory.core.config_files import format_validation_error
+from factory.core.dataset_folder import read_manifest, read_manifest_file
 from factory.core.errors import UserError
 from schemas.manifest import DatasetManifest
-from schemas.records import (
-    C2Group,
-    ConversationalKTORow,
-    ConversationalPair,
-    KTORow,
-    PreferencePair,
-    SafetyTriple,
-    assistant_turn,
-    user_turn,
-)
-from schemas.registry import RECORD_SCHEMAS
-
-# Which record schemas each algorithm can train on.
-ACCEPTED_SCHEMAS: dict[str, tuple[str, ...]] = {
-    "dpo": ("preference_pair", "conversational_pair", "c2_group"),
-    "ptalign": ("safety_triple",),
-    "kto": ("kto_row", "conversational_kto_row"),
-}
-
-Messages = list[dict[str, str]]
+from schemas.records import RECORD_SCHEMAS
+from trainers.algorithms import ALGORITHMS
 
 
 @dataclass
@@ -76,7 +58,7 @@ def load_training_dataset(
     """Read and validate the dataset at `spec` (folder, or Hub repo id with optional `@revision`)."""
     path = Path(spec)
     if path.is_dir():
-        manifest = _read_manifest(path / "manifest.json", where=str(path / "manifest.json"))
+        manifest = read_manifest(path)
         name, info = _pick_config(manifest, config, algorithm, where=str(path))
         split_info = info.splits.get(split)
         if split_info is None:
@@ -109,28 +91,17 @@ def _load_from_hub(spec: str, algorithm: str, *, config: str | None, split: str)
             f"dataset {spec}: no such folder, and manifest.json could not be fetched from the Hub "
             f"({exc.__class__.__name__})"
         ) from None
-    manifest = _read_manifest(Path(manifest_file), where=f"{spec}/manifest.json")
+    manifest = read_manifest_file(Path(manifest_file), where=f"{spec}/manifest.json")
     name, info = _pick_config(manifest, config, algorithm, where=spec)
     ds = datasets.load_dataset(repo, name, split=split, revision=revision)
     records = _validate(ds, info.schema_name, where=f"{spec}/{name}/{split}")
     return TrainingDataset(repo, revision, name, info.schema_name, manifest, records)
 
 
-def _read_manifest(file: Path, *, where: str) -> DatasetManifest:
-    if not file.is_file():
-        raise UserError(f"{where} is missing: not a safepref dataset folder")
-    try:
-        return DatasetManifest.model_validate_json(file.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{where}: {loc}: {first['msg']}") from None
-
-
 def _pick_config(
     manifest: DatasetManifest, config: str | None, algorithm: str, *, where: str
 ) -> tuple[str, Any]:
-    accepted = ACCEPTED_SCHEMAS[algorithm]
+    accepted = ALGORITHMS[algorithm].record_schemas
     if config is not None:
         if config not in manifest.configs:
             raise UserError(f"{where}: no config {config!r} (has {sorted(manifest.configs)})")
@@ -169,123 +140,7 @@ def _validate(rows: Iterable[dict[str, Any]], schema: str, *, where: str) -> lis
         try:
             out.append(model.model_validate(record))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise UserError(f"{where} row {i}: {loc}: {first['msg']}") from None
+            raise UserError(f"{where} row {i}: {format_validation_error(exc)}") from None
     if not out:
         raise UserError(f"{where}: no rows")
     return out
-
-
-# ---- shaping rows for the trainers ------------------------------------------------------------------------
-
-
-def _messages(msgs: Iterable[BaseModel]) -> Messages:
-    return [m.model_dump() for m in msgs]
-
-
-def preference_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
-    """TRL conversational preference rows: prompt / chosen / rejected message lists."""
-    rows: list[dict[str, Any]] = []
-    for rec in records:
-        if isinstance(rec, C2Group):
-            rows.extend(preference_rows(list(rec.pairs())))
-        elif isinstance(rec, PreferencePair):
-            rows.append(
-                {
-                    "prompt": user_turn(rec.prompt),
-                    "chosen": assistant_turn(rec.chosen),
-                    "rejected": assistant_turn(rec.rejected),
-                }
-            )
-        elif isinstance(rec, ConversationalPair):
-            rows.append(
-                {
-                    "prompt": _messages(rec.prompt),
-                    "chosen": _messages(rec.chosen),
-                    "rejected": _messages(rec.rejected),
-                }
-            )
-        else:
-            raise TypeError(f"not a preference record: {type(rec).__name__}")
-    return rows
-
-
-def group_rows(records: Sequence[BaseModel], *, where: str = "dataset") -> list[dict[str, Any]]:
-    """One row per prompt group: its unique responses once, and the (chosen, rejected) index pairs.
-
-    Pairs are grouped by `group_id`; `c2_group` records are groups already (6 responses, 15 pairs).
-    """
-    groups: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        if isinstance(rec, C2Group):
-            pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
-            groups[rec.group_id] = {
-                "prompt": user_turn(rec.prompt),
-                "responses": [assistant_turn(r.text) for r in rec.responses],
-                "chosen_index": [i for i, _ in pairs],
-                "rejected_index": [j for _, j in pairs],
-            }
-            continue
-        if isinstance(rec, PreferencePair):
-            prompt, chosen, rejected = (
-                user_turn(rec.prompt),
-                assistant_turn(rec.chosen),
-                assistant_turn(rec.rejected),
-            )
-        elif isinstance(rec, ConversationalPair):
-            prompt, chosen, rejected = _messages(rec.prompt), _messages(rec.chosen), _messages(rec.rejected)
-        else:
-            raise TypeError(f"not a preference record: {type(rec).__name__}")
-        group = groups.setdefault(
-            rec.group_id,
-            {"prompt": prompt, "responses": [], "chosen_index": [], "rejected_index": [], "_keys": {}},
-        )
-        if group["prompt"] != prompt:
-            raise UserError(
-                f"{where}: group_id {rec.group_id!r} mixes different prompts; group_forward needs one per group"
-            )
-        keys: dict[str, int] = group["_keys"]
-        idx = []
-        for response in (chosen, rejected):
-            key = json.dumps(response, sort_keys=True)
-            if key not in keys:
-                keys[key] = len(group["responses"])
-                group["responses"].append(response)
-            idx.append(keys[key])
-        group["chosen_index"].append(idx[0])
-        group["rejected_index"].append(idx[1])
-    for group in groups.values():
-        group.pop("_keys", None)
-    return list(groups.values())
-
-
-def triple_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
-    """PT-ALIGN rows: the plain instruction as prompt (no constraints), positive, toxic and its spans."""
-    rows = []
-    for rec in records:
-        if not isinstance(rec, SafetyTriple):
-            raise TypeError(f"not a safety triple: {type(rec).__name__}")
-        rows.append(
-            {
-                "prompt": user_turn(rec.instruction),
-                "positive": rec.positive,
-                "toxic": rec.toxic,
-                "toxic_spans": [[s.start, s.end] for s in rec.toxic_spans],
-            }
-        )
-    return rows
-
-
-def kto_rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
-    """TRL conversational KTO rows: prompt / completion message lists and a bool label."""
-    rows = []
-    for rec in records:
-        if isinstance(rec, KTORow):
-            prompt, completion = user_turn(rec.prompt), assistant_turn(rec.completion)
-        elif isinstance(rec, ConversationalKTORow):
-            prompt, completion = _messages(rec.prompt), _messages(rec.completion)
-        else:
-            raise TypeError(f"not a KTO row: {type(rec).__name__}")
-        rows.append({"prompt": prompt, "completion": completion, "label": rec.label})
-    return rows

@@ -1,7 +1,7 @@
 """Training losses as plain functions: token log-probs, PT-ALIGN (MLE + token-level unlikelihood), DPO pairs.
 
 Everything here works on tensors only, so each formula is unit-tested on hand-built inputs
-(tests/unit/trainers/test_losses.py). The loss spec is shared/docs/ptalign.md §4.
+(tests/unit/trainers/test_losses.py). The losses are tabled in docs/training.md, "Losses".
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def select_toxic_tokens(
     logp_plain: Sequence[float] | None = None,
     tau: float = 1.1,
 ) -> list[bool]:
-    """Which tokens of a toxic response get the unlikelihood loss (ptalign.md §4).
+    """Which tokens of a toxic response get the unlikelihood loss (docs/ptalign.md, "Training: which
+    toxic tokens are penalised").
 
     `candidate[t]` is False for tokens that may never be penalised (prompt, padding, end-of-turn and
     what the chat template appends after it); every rule returns False there.

@@ -1,9 +1,9 @@
 """LLM backends: `create_backend(spec)` turns a recipe's `BackendSpec` into a `Backend`.
 
-Each backend module imports its heavy dependencies (torch, transformers) only when created. In a run,
-`transformers` and `vllm` backends are served by one managed server each (`managed_server`) and the
-stages talk to it through the `openai` backend; the in-process transformers backend serves library
-use (evaluation, adapters, benchmarks).
+Each backend module imports its heavy dependencies (torch, transformers) only when created. In a run
+and in an evaluation, `transformers`, `vllm` and `sglang` backends are served by one managed server
+each (`managed_server`) and the stages talk to it through the `openai` backend; the in-process
+transformers backend stays for library use (the benchmarks' raw baseline, tests).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ def create_backend(spec: BackendSpec) -> Backend:
         from factory.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(spec)
-    if spec.kind == "vllm":  # vLLM pins its own torch/transformers: it runs as `vllm serve`, never here
+    if spec.kind in ("vllm", "sglang"):  # they pin their own torch/transformers: served, never here
         raise UserError(
-            "a `vllm` backend is served by `vllm serve`, which `safepref run` starts (managed_server); "
-            "elsewhere start it yourself and use kind: openai",
+            f"a `{spec.kind}` backend is served by its own server, which `safepref run` and `safepref eval` "
+            "start (managed_server); elsewhere start it yourself and use kind: openai",
             where="backend",
         )
     raise AssertionError(f"unhandled backend kind {spec.kind!r}")  # BackendSpec.kind is a Literal

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -26,7 +26,12 @@ class ChatRequest:
 
 @dataclass
 class Completion:
-    """The new text only (never the prefill); `error` set means the request failed and `text` is empty."""
+    """The new text only (never the prefill); `error` set means the request failed and `text` is empty.
+
+    An answer with no text (`empty`) is an answer, not a failure: `error` is None. What it means is
+    the caller's rule: a step that needs text quarantines its row (EMPTY_COMPLETION), a yes/no judge
+    reads it as "not yes" (`yes_verdict`), as the reference judge does.
+    """
 
     text: str
     prompt_tokens: int
@@ -40,6 +45,11 @@ class Completion:
     sent_at: float | None = None
     received_at: float | None = None
 
+    @property
+    def empty(self) -> bool:
+        """The request was answered, with nothing but white space."""
+        return self.error is None and not self.text.strip()
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -51,25 +61,62 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class Admission:
+    """How many of a stream's requests may be sent so far: the first `limit`, or all once `open()`
+    is called. The caller that reads the answers raises it as it judges them (`WatchedBackend` holds
+    a stage's requests back until its quarantine share can be judged); None admits all at once."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = limit
+        self._changed = threading.Condition()
+
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    def open(self) -> None:
+        with self._changed:
+            self._limit = None
+            self._changed.notify_all()
+
+    def wait(self, sent: int, closed: threading.Event) -> bool:
+        """Block until one more request may follow the `sent` ones; False once `closed` is set."""
+        with self._changed:
+            while self._limit is not None and sent >= self._limit and not closed.is_set():
+                self._changed.wait(0.05)  # polled: `closed` is set by whoever stops the stream
+        return not closed.is_set()
+
+
 @runtime_checkable
 class StreamingBackend(Protocol):
     """A backend that keeps a window of requests in flight and hands back each answer as it arrives
-    (any order), so a caller can store or count it at once instead of waiting for the slowest one."""
+    (any order), so a caller can store or count it at once instead of waiting for the slowest one.
+    A slot that frees up takes the next request at once, whatever the caller is doing, unless
+    `admission` holds it back."""
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]: ...
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]: ...
 
 
 def stream_completions(
-    backend: Backend, requests: Sequence[ChatRequest], chunk: int
-) -> Iterator[tuple[int, Completion]]:
+    backend: Backend, requests: Sequence[ChatRequest], chunk: int, admission: Admission | None = None
+) -> Generator[tuple[int, Completion], None, None]:
     """(index, completion) pairs as they arrive: streamed when the backend can, otherwise `chunk`
-    requests per call (an in-process backend generates in waves of its batch size anyway)."""
+    requests per call (an in-process backend generates in waves of its batch size anyway); a call
+    then stops at `admission`'s limit, which the caller has judged by the time the next call starts."""
     if isinstance(backend, StreamingBackend):
-        yield from backend.stream(requests)
+        yield from backend.stream(requests, admission)
         return
-    for start in range(0, len(requests), chunk):
-        done = backend.generate(requests[start : start + chunk])
+    start = 0
+    while start < len(requests):
+        limit = admission.limit if admission is not None else None
+        end = min(start + chunk, len(requests))
+        if limit is not None and start < limit:
+            end = min(end, limit)
+        done = backend.generate(requests[start:end])
         yield from enumerate(done, start)
+        start = end
 
 
 def in_order(n: int, pairs: Iterator[tuple[int, Completion]]) -> list[Completion]:
@@ -82,13 +129,23 @@ def in_order(n: int, pairs: Iterator[tuple[int, Completion]]) -> list[Completion
     return out  # type: ignore[return-value]
 
 
-EMPTY_COMPLETION = "empty completion"  # a reply with no text: an answer (empty), not a failure
+EMPTY_COMPLETION = "empty completion"  # why a row whose step needed text got an empty answer
 
 
 def is_failure(completion: Completion) -> bool:
-    """Whether the request failed. An empty reply (error ending in EMPTY_COMPLETION, also after the
-    openai backend's retries) is a real, empty answer: callers that judge text may keep it."""
-    return completion.error is not None and not completion.error.endswith(EMPTY_COMPLETION)
+    """Whether the request failed (no answer after the backend's retries). An empty answer is not."""
+    return completion.error is not None
+
+
+def yes_verdict(completion: Completion) -> bool | None:
+    """A yes/no judge's verdict, as the reference judge (C²-Eval's eval/gpteval.py) reads a reply:
+    true iff the stripped, lower-cased reply is exactly `yes`, so an empty reply is a verdict (not
+    yes) and counts among the judged items; a failed request is no verdict (None)."""
+    return None if is_failure(completion) else is_exact_yes(completion.text)
+
+
+def is_exact_yes(reply: str) -> bool:
+    return reply.strip().lower() == "yes"
 
 
 def failed(error: str, raw: str | None = None, prompt_tokens: int = 0) -> Completion:
@@ -125,13 +182,3 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest occurrence of any stop string (the stop string itself is dropped)."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def request_seed(seed: int, prompt: str) -> int:
-    """The seed actually used for one request: a stable function of the recipe seed and the prompt.
-
-    Same request + same seed -> same text (whatever else is in the batch), while different prompts
-    sharing one recipe seed still draw independent random streams.
-    """
-    digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF  # fits every server's seed field

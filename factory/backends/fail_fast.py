@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factory.core.env import env_vars
 from factory.core.errors import RunFailed, UserError
 
 if TYPE_CHECKING:
-    from factory.backends.base import Backend, ChatRequest, Completion
+    from factory.backends.base import Admission, Backend, ChatRequest, Completion
 
-ENV_VAR = "SAFEPREF_STOP_FILE"
+STOP_FILE_ENV = "SAFEPREF_STOP_FILE"
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Stop:
 
 def stop_run(message: str, exit_code: int) -> None:
     """Record why the run must stop; the first reason wins (later ones are its consequences)."""
-    path = os.environ.get(ENV_VAR)
+    path = os.environ.get(STOP_FILE_ENV)
     if not path:  # a step used outside the engine (tests, benches): nothing to stop
         return
     try:
@@ -49,7 +50,7 @@ def stop_run(message: str, exit_code: int) -> None:
 
 def stopped() -> Stop | None:
     """The recorded reason, if the run is stopping."""
-    path = os.environ.get(ENV_VAR)
+    path = os.environ.get(STOP_FILE_ENV)
     if not path:
         return None
     try:
@@ -64,15 +65,8 @@ def stop_file(work_dir: Path) -> Iterator[Path]:
     """Point the steps (here and in their worker processes) at a fresh stop file for one run."""
     path = (work_dir / "stopped.json").resolve()
     path.unlink(missing_ok=True)
-    previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = str(path)
-    try:
+    with env_vars({STOP_FILE_ENV: str(path)}):
         yield path
-    finally:
-        if previous is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = previous
 
 
 def raise_if_stopped() -> None:
@@ -118,8 +112,9 @@ class WatchedBackend:
     judged per batch would only stop the run after every request was sent.
 
     Until the share can be judged, a stage sends only the requests that will judge it, at least one
-    `window` of requests in flight (a drain once per worker); the rest follow if it holds. Once it is
-    passed, the requests not yet sent are not sent: they come back failed with the reason the run stops."""
+    `window` of requests in flight; the rest follow as soon as it holds, into the slots that free up
+    (the window never drains for it). Once it is passed, the requests not yet sent are not sent: they
+    come back failed with the reason the run stops."""
 
     def __init__(self, backend: Backend, watch: QuarantineWatch, window: int) -> None:
         self.inner, self.watch, self.window = backend, watch, window
@@ -134,26 +129,27 @@ class WatchedBackend:
 
         return in_order(len(requests), self.stream(requests))
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        from factory.backends.base import failed, is_failure, stream_completions
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]:
+        """`admission` is this class's own: a caller above it does not hold requests back."""
+        from factory.backends.base import Admission, failed, is_failure, stream_completions
 
-        unjudged = self.watch.unjudged()
-        first = min(max(unjudged, self.window) if unjudged else 0, len(requests))
         answered: set[int] = set()
-        for start, end in ((0, first), (first, len(requests))):
-            if start == end or self.watch.passed:
-                continue
-            pairs = stream_completions(self.inner, requests[start:end], chunk=max(1, end - start))
+        if not self.watch.passed:
+            unjudged = self.watch.unjudged()
+            held = Admission(max(unjudged, self.window) if unjudged else None)
+            pairs = stream_completions(self.inner, requests, max(1, len(requests)), held)
             try:
-                for j, completion in pairs:
-                    answered.add(start + j)
-                    yield start + j, completion
+                for i, completion in pairs:
+                    answered.add(i)
+                    yield i, completion
                     if self.watch.add(1, [str(completion.error)] if is_failure(completion) else []):
                         break
+                    if held.limit is not None and not self.watch.unjudged():
+                        held.open()
             finally:
-                close = getattr(pairs, "close", None)
-                if close is not None:  # a streaming backend cancels the requests it has not sent
-                    close()
+                pairs.close()  # a streaming backend sends none of the requests left
         if len(answered) < len(requests):
             stop = stopped()
             reason = f"run stopped: {stop.message if stop else self.watch.first_reason}"

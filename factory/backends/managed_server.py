@@ -1,7 +1,7 @@
-"""Managed model servers: one `transformers serve` or `vllm serve` process per backend and run.
+"""Managed model servers: one `transformers serve`, `vllm serve` or SGLang process per backend and run.
 
-The engine (main process) starts the server of every `kind: transformers` / `kind: vllm` backend a
-recipe uses, waits until it answers a real completion (the model is loaded then), hands every stage the
+The engine (main process) starts the server of every `kind: transformers` / `vllm` / `sglang` backend a
+recipe uses (the evaluation runner does the same for its models and judges, `evaluation.serving`), waits until it answers a real completion (the model is loaded then), hands every stage the
 same OpenAI-compatible client (`client_spec`) and stops the server when the run ends, fails or is
 interrupted. The server runs in its own process group (a Ctrl-C in the terminal reaches the engine,
 which stops the server in order) and dies with its parent (PR_SET_PDEATHSIG), so a SIGKILLed run leaves
@@ -36,8 +36,9 @@ from types import TracebackType
 
 import httpx
 
-from factory.backends.openai_backend import extra_decoding, generation_defaults
+from factory.backends.openai_backend import extra_decoding, generation_config_field, generation_defaults
 from factory.core import models as bundled_model
+from factory.core.env import env_vars
 from factory.core.errors import UserError
 from factory.core.models import stage_decodings
 from schemas.generation import (
@@ -48,8 +49,13 @@ from schemas.generation import (
 )
 from schemas.recipe import Recipe
 
-ENV_VAR = "SAFEPREF_SERVERS"  # JSON {server_key: base_url}: how stages in worker processes find them
-SERVED_KINDS = frozenset({"transformers", "vllm"})
+SERVERS_ENV = "SAFEPREF_SERVERS"  # JSON {server_key: base_url}: how stages in worker processes find them
+SERVED_KINDS = frozenset({"transformers", "vllm", "sglang"})
+_DEFAULT_LABELS = {
+    "transformers": "transformers serve",
+    "vllm": "vllm serve",
+    "sglang": "sglang.launch_server",
+}
 _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
@@ -73,9 +79,7 @@ def server_key(spec: BackendSpec) -> str:
 
 def model_source(spec: BackendSpec) -> str:
     """What the server loads: the bundled model's converted folder, a local folder, or a Hub id."""
-    if spec.model == "bundled":
-        return str(bundled_model.bundled_model_dir())
-    return spec.model
+    return bundled_model.load_source(spec.model)
 
 
 def server_command(spec: BackendSpec, port: int) -> list[str]:
@@ -88,7 +92,7 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
         kv_tokens = spec.kv_cache_tokens or spec.max_concurrency * DEFAULT_KV_TOKENS_PER_REQUEST
         command = [
             *prefix,
-            f"{source}@{spec.revision}" if spec.revision and spec.model != "bundled" else source,
+            f"{source}@{spec.revision}" if spec.revision else source,
             "--continuous-batching",
             f"--cb-max-batch-tokens={spec.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS}",
             f"--cb-block-size={KV_PAGE_TOKENS}",
@@ -98,6 +102,23 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
         ]
         if spec.device:
             command.append(f"--device={spec.device}")
+    elif spec.kind == "sglang":  # SGLang's own flag names for the same settings as vLLM's
+        prefix = spec.server_command or [sys.executable, "-m", "sglang.launch_server"]
+        command = [
+            *prefix,
+            f"--model-path={source}",
+            f"--dtype={spec.dtype}",
+            f"--tp-size={spec.tensor_parallel_size}",
+            f"--mem-fraction-static={spec.gpu_memory_utilization}",
+        ]
+        if spec.max_num_seqs:
+            command.append(f"--max-running-requests={spec.max_num_seqs}")
+        if spec.max_batch_tokens:
+            command.append(f"--chunked-prefill-size={spec.max_batch_tokens}")
+        if spec.revision and spec.model != "bundled":
+            command.append(f"--revision={spec.revision}")
+        if spec.tokenizer and spec.tokenizer != "bundled":
+            command.append(f"--tokenizer-path={spec.tokenizer}")
     else:
         prefix = spec.server_command or ["vllm", "serve"]
         command = [
@@ -111,7 +132,7 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
             command.append(f"--max-num-seqs={spec.max_num_seqs}")
         if spec.max_batch_tokens:
             command.append(f"--max-num-batched-tokens={spec.max_batch_tokens}")
-        if spec.revision and spec.model != "bundled":
+        if spec.revision:
             command.append(f"--revision={spec.revision}")
         if spec.tokenizer and spec.tokenizer != "bundled":
             command.append(f"--tokenizer={spec.tokenizer}")
@@ -134,7 +155,7 @@ def client_spec(spec: BackendSpec, base_url: str | None = None) -> BackendSpec:
             "tokenizer": spec.tokenizer or spec.model,
             "served_model_name": model_source(spec),
             "extra_decoding": "generation_config" if spec.kind == "transformers" else "fields",
-            "server": spec.kind,
+            "server": spec.kind if spec.kind != "sglang" else "other",  # SGLang: no beam search asked
         }
     )
 
@@ -143,7 +164,7 @@ def served_spec(spec: BackendSpec) -> BackendSpec:
     """For a stage: the client of the server the engine started for `spec` (other kinds unchanged)."""
     if spec.kind not in SERVED_KINDS:
         return spec
-    servers = json.loads(os.environ.get(ENV_VAR) or "{}")
+    servers = json.loads(os.environ.get(SERVERS_ENV) or "{}")
     url = servers.get(server_key(spec))
     if url is None:
         raise RuntimeError(
@@ -227,14 +248,22 @@ class ManagedServer:
     """
 
     def __init__(
-        self, name: str, spec: BackendSpec, log_path: Path, sampling: GenerationParams | None = None
+        self,
+        name: str,
+        spec: BackendSpec,
+        log_path: Path,
+        sampling: GenerationParams | None = None,
+        where: str | None = None,
     ) -> None:
         self.name, self.spec, self.log_path = name, spec, log_path
+        self.where = (
+            where or f"backends.{name}"
+        )  # what its errors name (a recipe's backend, an eval's --model)
         self.sampling = sampling or spec.generation  # what the warm-up request asks for
         self.port = _free_port()
         self.url = f"http://{_HOST}:{self.port}/v1"
         self.command = server_command(spec, self.port)
-        self.label = " ".join(spec.server_command[:2]) if spec.server_command else f"{spec.kind} serve"
+        self.label = " ".join(spec.server_command[:2]) if spec.server_command else _DEFAULT_LABELS[spec.kind]
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0  # time.monotonic() of start()
 
@@ -262,7 +291,7 @@ class ManagedServer:
                 raise UserError(
                     f"cannot start `{self.label}`: {exc.strerror or exc}; install the server "
                     "or set server_command",
-                    where=f"backends.{self.name}",
+                    where=self.where,
                 ) from None
 
     def wait_ready(self) -> float:
@@ -282,12 +311,11 @@ class ManagedServer:
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
         }
-        extras = extra_decoding(self.sampling)
         if request.extra_decoding == "generation_config":  # this first request pins the server's config
             defaults = generation_defaults(model_source(self.spec), self.spec.revision)
-            body["generation_config"] = json.dumps({**defaults, **extras})
+            body["generation_config"] = generation_config_field(defaults, self.sampling)
         else:
-            body.update(extras)
+            body.update(extra_decoding(self.sampling))
         with httpx.Client(timeout=httpx.Timeout(self.spec.startup_timeout_s, connect=2.0)) as http:
             while True:
                 try:
@@ -312,7 +340,7 @@ class ManagedServer:
         raise ServerError(
             f"{self.label} of model {self.spec.model!r} {what}: {_last_line(self.log_path)} "
             f"(log: {self.log_path})",
-            where=f"backends.{self.name}",
+            where=self.where,
         )
 
     def begin_stop(self) -> None:
@@ -360,8 +388,8 @@ def _last_line(log: Path) -> str:
 def recipe_servers(
     recipe: Recipe, log_dir: Path, on_event: Callable[[str], None] = print
 ) -> AbstractContextManager[StartedServers]:
-    """Start the servers of the `transformers` / `vllm` backends the recipe's stages use; the caller
-    calls `wait_ready()` before the stages run (loading the model meanwhile overlaps its own set-up)."""
+    """Start the servers of the `transformers` / `vllm` / `sglang` backends the recipe's stages use; the
+    caller calls `wait_ready()` before the stages run (loading the model meanwhile overlaps its own set-up)."""
     used = {s.backend for s in recipe.stages if s.backend}
     backends = {n: spec for n, spec in recipe.backends.items() if n in used}
     sampling = {n: shared_sampling(recipe, n) for n, spec in backends.items() if spec.kind in SERVED_KINDS}
@@ -369,22 +397,21 @@ def recipe_servers(
 
 
 class StartedServers:
-    """The servers of a run, started and perhaps still loading their models. `ENV_VAR` already tells
+    """The servers of a run, started and perhaps still loading their models. `SERVERS_ENV` already tells
     stages (worker processes inherit it) where each listens; none may call one before `wait_ready()`."""
 
     def __init__(self, by_name: dict[str, ManagedServer], on_event: Callable[[str], None]) -> None:
         self.by_name = by_name
-        self._distinct = {server_key(s.spec): s for s in by_name.values()}
+        self.distinct = {server_key(s.spec): s for s in by_name.values()}
         self._on_event = on_event
         self._ready = False
-        os.environ[ENV_VAR] = json.dumps({key: server.url for key, server in self._distinct.items()})
 
     def wait_ready(self) -> None:
         """Block until every server answers a completion (its model is loaded). May run in another
         thread than the one that started the servers; raises ServerError for one that fails."""
         if self._ready:
             return
-        for server in self._distinct.values():
+        for server in self.distinct.values():
             seconds = server.wait_ready()
             self._on_event(f"server {server.name}: ready in {seconds:.1f} s (pid {server.pid})")
         self._ready = True
@@ -392,7 +419,7 @@ class StartedServers:
     def begin_stop(self) -> None:
         """Ask every server to stop (shutting down takes a second or two); leaving the
         `started_servers` block waits for them."""
-        for server in self._distinct.values():
+        for server in self.distinct.values():
             server.begin_stop()
 
 
@@ -405,9 +432,9 @@ def started_servers(
 ) -> Iterator[StartedServers]:
     """Start one server per distinct served backend (equal specs share one); stop all afterwards.
 
+    Inside the block `SERVERS_ENV` tells stages (worker processes inherit it) where each server listens.
     `sampling`: per backend name, the settings the server is pinned to (default: its `generation`).
     """
-    previous = os.environ.get(ENV_VAR)
     servers: dict[str, ManagedServer] = {}
     with ExitStack() as stack:
         by_key: dict[str, ManagedServer] = {}
@@ -423,13 +450,8 @@ def started_servers(
                 )
                 by_key[key] = server
             servers[name] = by_key[key]
-        try:
+        with env_vars({SERVERS_ENV: json.dumps({key: server.url for key, server in by_key.items()})}):
             yield StartedServers(servers, on_event)
-        finally:
-            if previous is None:
-                os.environ.pop(ENV_VAR, None)
-            else:
-                os.environ[ENV_VAR] = previous
 
 
 @contextmanager

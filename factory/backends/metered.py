@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from factory.backends.base import Backend, ChatRequest, Completion, StreamingBackend, in_order
-from factory.core.progress import ENV_VAR, TICK_S, append_event
+from factory.core.progress import PROGRESS_FILE_ENV, TICK_S, append_event
 
 
 def _stamp(completions: Sequence[Completion], sent: float) -> None:
@@ -33,7 +33,7 @@ class MeteredBackend:
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         sent = time.time()
-        if not os.environ.get(ENV_VAR) or not isinstance(self.inner, StreamingBackend):
+        if not os.environ.get(PROGRESS_FILE_ENV) or not isinstance(self.inner, StreamingBackend):
             done = self.inner.generate(requests)
             _stamp(done, sent)
             self._count(done)

@@ -5,7 +5,8 @@
 `replica_cooldown_s`, and the request is retried elsewhere. Connect errors, timeouts, 429, 5xx and
 unusable 200 bodies (malformed or truncated JSON, no text, an empty completion) are retried with
 exponential backoff and jitter (a `Retry-After` header wins); when the retries run out, or on any other
-4xx, the request becomes a `Completion` with `error` and `raw` set.
+4xx, the request becomes a `Completion` with `error` and `raw` set, except that an answer that stayed
+empty is returned as that (empty) answer.
 
 Prefill: `prefill_mode: continue_final_message` relies on the vLLM/SGLang chat extension (servers that
 ignore it, such as llama.cpp, silently close the turn); `prefill_mode: completions` renders the prompt
@@ -17,35 +18,34 @@ The API key is read from the env var named by `api_key_env`, lives only in the c
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json
 import os
-import random
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from factory.backends.base import (
-    EMPTY_COMPLETION,
     RAW_LIMIT,
+    Admission,
     ChatRequest,
     Completion,
     ends_with_prefill,
     failed,
     in_order,
     message_problem,
-    request_seed,
     truncate_at_stop,
 )
 from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
 from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.retry import RetryPolicy
+from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams
 
 _RETRYABLE_EXCEPTIONS = (httpx.TransportError,)  # connect/read/write/pool errors and timeouts
@@ -60,10 +60,12 @@ class OpenAIBackend:
         urls = [spec.base_url] if isinstance(spec.base_url, str) else list(spec.base_url or [])
         self.base_urls = [u.rstrip("/") for u in urls]  # BackendSpec checked scheme and credentials
         self.spec = spec
-        self.backoff_base_s = backoff_base_s
-        bundled = spec.model == "bundled"
-        self.model_id = bundled_model.MODEL_ID if bundled else spec.model
-        self.revision = bundled_model.REVISION if bundled and spec.revision is None else spec.revision
+        # a server's Retry-After is honoured up to one request's timeout; our own backoff up to 30 s
+        self.retry = RetryPolicy(
+            spec.max_retries + 1, backoff_base_s, _MAX_BACKOFF_S, retry_after_cap_s=spec.timeout_s
+        )
+        self.model_id = bundled_model.model_id(spec.model)
+        self.revision = bundled_model.model_revision(spec.model, spec.revision)
         self.tokenizer: ChatTokenizer | None = None
         self._generation_defaults = (
             generation_defaults(spec.served_model_name or spec.model, spec.revision)
@@ -92,19 +94,45 @@ class OpenAIBackend:
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         return in_order(len(requests), self.stream(requests))
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        """(index, completion) as each answer arrives; a finished request's slot goes to the next one
-        at once, so the window stays full until the last requests drain."""
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]:
+        """(index, completion) as each answer arrives. One worker thread per slot takes the next request
+        the moment its answer is in, whatever the caller is doing with the answers (storing them,
+        counting them), so the window stays full until the last requests drain."""
         if not requests:
             return
-        workers = min(self.spec.max_concurrency * len(self.base_urls), len(requests))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend")
+        answers: queue.SimpleQueue[tuple[int, Completion | BaseException]] = queue.SimpleQueue()
+        order = iter(range(len(requests)))  # requests go out in order
+        take = threading.Lock()
+        closed = threading.Event()
+
+        def work() -> None:
+            while not closed.is_set():
+                with take:
+                    i = next(order, None)
+                if i is None or (admission is not None and not admission.wait(i, closed)):
+                    return
+                try:
+                    answers.put((i, self._complete(requests[i])))
+                except BaseException as exc:  # a refused key (UserError) or a bug: the caller raises it
+                    answers.put((i, exc))
+                    return
+
+        slots = min(self.spec.max_concurrency * len(self.base_urls), len(requests))
+        workers = [threading.Thread(target=work, name="openai-backend", daemon=True) for _ in range(slots)]
+        for worker in workers:
+            worker.start()
         try:
-            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:  # a caller that stops early must not wait for requests nobody will read
-            pool.shutdown(wait=True, cancel_futures=True)
+            for _ in requests:
+                i, answer = answers.get()
+                if isinstance(answer, BaseException):
+                    raise answer
+                yield i, answer
+        finally:  # a caller that stops early (Ctrl-C, a stop) must not wait for requests nobody will
+            # read: no unsent one goes out, the ones in flight end in their threads (at once when the
+            # caller closes the client or stops the server, else by `timeout_s`)
+            closed.set()
 
     def unavailable(self) -> list[str]:
         """Replicas skipped now because they refused a connection within `replica_cooldown_s`."""
@@ -127,11 +155,12 @@ class OpenAIBackend:
             return failed(str(exc))
         last_error = "no attempt made"
         raw: str | None = None
-        retry_after: float | None = None
+        retry_after: str | None = None
+        empty: Completion | None = None  # an empty answer: asked again, but the answer if it stays so
         failed_here: set[str] = set()  # replicas that failed this request: retry it elsewhere
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
-                time.sleep(self._delay(attempt, retry_after))
+                time.sleep(self.retry.delay(attempt, retry_after))
             retry_after = None
             url = self._acquire_replica(failed_here)
             self._count_in_flight(+1)
@@ -147,7 +176,7 @@ class OpenAIBackend:
                 self._count_in_flight(-1)
                 self._slots[url].release()
             if response.status_code == 429 or response.status_code >= 500:
-                retry_after = _retry_after_s(response.headers.get("Retry-After"))
+                retry_after = response.headers.get("Retry-After")
                 last_error, raw = f"HTTP {response.status_code} from {url}", response.text
                 failed_here.add(url)
                 continue
@@ -159,10 +188,15 @@ class OpenAIBackend:
                 error = f"HTTP {response.status_code} from {url}: {_snippet(response.text)}"
                 return self._scrubbed(failed(error, response.text))
             completion = _parse(response.text, path, request.params)
-            if completion.error is None:
+            if completion.error is None and not completion.empty:
                 return self._scrubbed(completion)
-            last_error, raw = f"{url} answered: {completion.error}", completion.raw  # unusable 200: retry
+            if completion.empty:
+                empty = completion
+            else:
+                last_error, raw = f"{url} answered: {completion.error}", completion.raw  # unusable 200: retry
             failed_here.add(url)
+        if empty is not None:
+            return self._scrubbed(empty)
         attempts = self.spec.max_retries + 1
         return self._scrubbed(failed(f"gave up after {attempts} attempt(s): {last_error}", raw))
 
@@ -175,11 +209,10 @@ class OpenAIBackend:
         body["temperature"] = params.temperature
         body["top_p"] = params.top_p
         # non-standard fields are sent only when set: vLLM/SGLang/llama.cpp read them, others may reject them
-        extras = extra_decoding(params)
         if self.spec.extra_decoding == "generation_config":
-            body["generation_config"] = json.dumps({**self._generation_defaults, **extras})
+            body["generation_config"] = generation_config_field(self._generation_defaults, params)
         else:
-            body.update(extras)
+            body.update(extra_decoding(params))
         if params.stop:
             body["stop"] = list(params.stop)
         if (params.num_beams or 1) > 1:  # the spec validated that this server can (beam_support_problem)
@@ -194,11 +227,11 @@ class OpenAIBackend:
             )
             body["prompt"] = strip_leading_bos(self.tokenizer, prompt)
             if params.seed is not None:
-                body["seed"] = request_seed(params.seed, body["prompt"])
+                body["seed"] = prompt_seed(params.seed, body["prompt"])
             return "/completions", body
         body["messages"] = request.messages
         if params.seed is not None:
-            body["seed"] = request_seed(params.seed, json.dumps(request.messages, ensure_ascii=False))
+            body["seed"] = prompt_seed(params.seed, json.dumps(request.messages, ensure_ascii=False))
         if ends_with_prefill(request.messages) and not request.close_final_turn:
             body["continue_final_message"] = True  # vLLM/SGLang extension: keep the assistant turn open
             body["add_generation_prompt"] = False
@@ -227,12 +260,6 @@ class OpenAIBackend:
         with self._lock:
             self._down_until[url] = time.monotonic() + self.spec.replica_cooldown_s
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.spec.timeout_s)
-        ceiling = min(self.backoff_base_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
-        return random.uniform(ceiling / 2, ceiling)  # jitter spreads retries of a burst of failures
-
     def _scrubbed(self, completion: Completion) -> Completion:
         key = os.environ.get(self.spec.api_key_env)
         if key:
@@ -247,7 +274,7 @@ def generation_defaults(model: str, revision: str | None = None) -> dict[str, An
     """The model's own end-of-sequence ids, for a `generation_config` request field: transformers serve
     builds a request's GenerationConfig from that field alone, and without eos ids generation never
     stops before max_tokens (seen: "`eos_token_id` not set ... disabled")."""
-    source = bundled_model.bundled_model_dir() if model == "bundled" else Path(model).expanduser()
+    source = Path(bundled_model.load_source(model)).expanduser()
     files = [source / "generation_config.json", source / "config.json"] if source.is_dir() else []
     if not files:  # a Hub id: its files in the local cache (offline runs have them there)
         from huggingface_hub import try_to_load_from_cache
@@ -275,6 +302,14 @@ def extra_decoding(params: GenerationParams) -> dict[str, Any]:
     return {k: v for k, v in extras.items() if v is not None}
 
 
+def generation_config_field(defaults: dict[str, Any], params: GenerationParams) -> str:
+    """The `generation_config` JSON that transformers serve builds a request's GenerationConfig from:
+    the model's eos ids, the extras, and `do_sample` when the request samples. The field alone decides
+    sampling: a temperature above 0 without `do_sample` decodes greedily (seen: 4 identical samples)."""
+    sampling = {"do_sample": True} if params.temperature > 0 else {}
+    return json.dumps({**defaults, **extra_decoding(params), **sampling})
+
+
 def _parse(text: str, path: str, params: GenerationParams) -> Completion:
     try:
         data = json.loads(text)
@@ -293,22 +328,9 @@ def _parse(text: str, path: str, params: GenerationParams) -> Completion:
         completion_tokens=int(usage.get("completion_tokens") or 0),
         finish_reason="stop" if stopped else finish,
     )
-    if not content.strip():
-        completion.error, completion.raw = EMPTY_COMPLETION, text[:RAW_LIMIT]
+    if completion.empty:
+        completion.raw = text[:RAW_LIMIT]  # the server's body, for a row quarantined for want of text
     return completion
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # the HTTP-date form
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _snippet(body: str) -> str:
@@ -318,7 +340,7 @@ def _snippet(body: str) -> str:
 
 def _load_tokenizer(spec: BackendSpec) -> ChatTokenizer:
     name = spec.tokenizer or spec.model
-    source = str(bundled_model.bundled_model_dir()) if name == "bundled" else name
+    source = bundled_model.load_source(name)
     try:
         return ChatTokenizer.load(source, revision=None if name == "bundled" else spec.revision)
     except (OSError, ValueError) as exc:

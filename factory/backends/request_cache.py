@@ -21,11 +21,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from factory.backends.base import Backend, ChatRequest, Completion, in_order, stream_completions
+from factory.backends.base import (
+    Admission,
+    Backend,
+    ChatRequest,
+    Completion,
+    in_order,
+    stream_completions,
+)
 from factory.core.models import model_id, model_revision
 from schemas.generation import BackendSpec, GenerationParams
 
-ENV_VAR = "SAFEPREF_REQUEST_CACHE"
+REQUEST_CACHE_ENV = "SAFEPREF_REQUEST_CACHE"
 REQUEST_CACHE_FILE = "requests.sqlite"  # in DIR/.work
 
 
@@ -196,8 +203,11 @@ class CachedBackend:
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         return in_order(len(requests), self.stream(requests))
 
-    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        """Cached answers first, then the others as they arrive, each stored at once."""
+    def stream(
+        self, requests: Sequence[ChatRequest], admission: Admission | None = None
+    ) -> Iterator[tuple[int, Completion]]:
+        """Cached answers first, then the others as they arrive, each stored at once (`admission`
+        counts the requests sent, the cached ones are not)."""
         keys = [request_key(self, self.kind, r, self.rendering) for r in requests]
         cached = self.cache.get_many([k for k in keys if k is not None])
         todo = [i for i, k in enumerate(keys) if k is None or k not in cached]
@@ -208,7 +218,7 @@ class CachedBackend:
                 yield i, replace(cached[key], cached=True)
         if not todo:
             return
-        for j, c in stream_completions(self.inner, [requests[i] for i in todo], self._chunk):
+        for j, c in stream_completions(self.inner, [requests[i] for i in todo], self._chunk, admission):
             i = todo[j]
             key = keys[i]
             if key is not None and c.error is None:

@@ -9,17 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from factory.backends.base import (
-    EMPTY_COMPLETION,
     ChatRequest,
     Completion,
     failed,
     message_problem,
-    request_seed,
     truncate_at_stop,
 )
 from factory.backends.chat import TemplateMismatch, render_prompt
 from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams, names_local_folder
 
 _DECODE_CONTEXT = 4  # prompt tokens decoded with the new ones so word-boundary spaces survive detokenising
@@ -41,14 +40,10 @@ class TransformersBackend:
         if threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
         self.spec = spec
-        if spec.model == "bundled":
-            source: str = str(bundled_model.bundled_model_dir())
-            self.model_id, self.revision = bundled_model.MODEL_ID, bundled_model.REVISION
-            revision = None
-        else:
-            source = _resolve_source(spec.model)
-            self.model_id, self.revision = spec.model, spec.revision
-            revision = spec.revision
+        source = _resolve_source(bundled_model.load_source(spec.model))
+        revision = spec.revision
+        self.model_id = bundled_model.model_id(spec.model)
+        self.revision = bundled_model.model_revision(spec.model, spec.revision)
         tokenizer_source = spec.tokenizer or source
         self.device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -167,15 +162,12 @@ class TransformersBackend:
         kept = new_ids if end is None else new_ids[:end]
         text, stopped = truncate_at_stop(self._decode_new(prompt_ids[-_DECODE_CONTEXT:], kept), params.stop)
         finish = "stop" if end is not None or stopped or len(kept) < params.max_new_tokens else "length"
-        completion = Completion(
+        return Completion(
             text=text,
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(kept) + (end is not None),
             finish_reason=finish,
         )
-        if not text.strip():
-            completion.error = EMPTY_COMPLETION
-        return completion
 
     def _decode_new(self, context: list[int], new_ids: list[int]) -> str:
         # Decoding the new tokens alone loses a leading space with SentencePiece tokenizers; decode them
@@ -194,7 +186,7 @@ class TransformersBackend:
 
 
 class _SeededSampler:
-    """Samples each row with its own generator (seeded by `request_seed`) and forces that token.
+    """Samples each row with its own generator (seeded by `prompt_seed`) and forces that token.
 
     Generation then runs greedily over the forced logits, so a seeded request gets the same text
     whatever else shares its batch.
@@ -233,7 +225,7 @@ class _SeededSampler:
 
 
 def _seed(params: GenerationParams, prompt: str) -> int | None:
-    return None if params.seed is None else request_seed(params.seed, prompt)
+    return None if params.seed is None else prompt_seed(params.seed, prompt)
 
 
 def _batch_key(params: GenerationParams) -> tuple[Any, ...]:

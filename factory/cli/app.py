@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -32,14 +31,18 @@ console = Console()
 RecipeArg = Annotated[
     str, typer.Argument(help="Recipe file (.yaml) or built-in recipe name (see `safepref recipes`).")
 ]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a recipe value: key.path=value (YAML value). Repeatable."),
-]
-TrainSetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a training-config value: key.path=value (YAML value). Repeatable."),
-]
+
+
+def _set_option(what: str) -> Any:
+    return typer.Option(
+        "--set",
+        metavar="<key.path=value>",
+        help=f"Override a {what} value: key.path=value (YAML value). Repeatable.",
+    )
+
+
+SetOpt = Annotated[list[str] | None, _set_option("recipe")]
+TrainSetOpt = Annotated[list[str] | None, _set_option("training-config")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Read at most N source rows.")]
 AllowImportOpt = Annotated[
     bool,
@@ -70,16 +73,17 @@ def run(
     from factory.engine.run import run_recipe
 
     out_dir = out or Path("out") / loaded.recipe.name
-    from factory.core.progress import ENV_VAR, ProgressWatcher
+    from factory.core.env import env_vars
+    from factory.core.progress import PROGRESS_FILE_ENV, ProgressWatcher
     from factory.core.storage_errors import storage_errors_reported
     from factory.engine.processes import RunInterrupted, exit_interrupted
 
     progress_file = (out_dir / ".work" / "progress.jsonl").resolve()
-    os.environ[ENV_VAR] = str(progress_file)  # the steps (in worker processes) append to it
     console.print(f"running [bold]{loaded.recipe.name}[/] → {out_dir}")
     try:
         with (
             storage_errors_reported(out_dir),  # the display's own file, before the engine's
+            env_vars({PROGRESS_FILE_ENV: str(progress_file)}),  # the steps (in worker processes) append to it
             ProgressWatcher(progress_file, [s.name for s in loaded.recipe.stages]),
         ):
             result = run_recipe(
@@ -166,7 +170,7 @@ def plan(recipe: RecipeArg, overrides: SetOpt = None, limit: LimitOpt = None) ->
 @app.command()
 def check(folder: Annotated[Path, typer.Argument(help="Dataset folder written by `safepref run`.")]) -> None:
     """Re-validate every row of a dataset folder against its schemas; exit 1 on any problem."""
-    from factory.dataset.check import check_folder
+    from factory.dataset.folder_check import check_folder
 
     if not folder.is_dir():
         raise UserError("no such folder", where=str(folder))
@@ -196,16 +200,26 @@ def inspect(
 
 @app.command()
 def schema(
-    name: Annotated[str, typer.Argument(help="recipe, manifest, a record schema, or `list`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="recipe, manifest, a record schema, step:NAME / exporter:NAME (params), or `list`."
+        ),
+    ],
 ) -> None:
-    """Print the JSON Schema of a record, the recipe or the manifest."""
+    """Print the JSON Schema of a record, the recipe, the manifest, or a step's or exporter's params."""
     from pydantic import BaseModel
 
     from schemas.manifest import DatasetManifest
     from schemas.recipe import Recipe
-    from schemas.registry import RECORD_SCHEMAS
+    from schemas.registry import RECORD_SCHEMAS, params_models
 
-    models: dict[str, type[BaseModel]] = {"recipe": Recipe, "manifest": DatasetManifest, **RECORD_SCHEMAS}
+    models: dict[str, type[BaseModel]] = {
+        "recipe": Recipe,
+        "manifest": DatasetManifest,
+        **RECORD_SCHEMAS,
+        **params_models(),
+    }
     if name == "list":
         for n in models:
             console.print(n)
@@ -269,18 +283,29 @@ def publish(
     )
 
 
+def _config_value(name: str) -> Any:
+    """`--NAME`, which replaces the training config's `NAME:`; help and default from TrainConfig's field."""
+    from trainers.config import TrainConfig
+
+    field = TrainConfig.model_fields[name]
+    description = str(field.description)
+    otherwise = "" if field.default is None else f", else {field.default}"
+    return typer.Option(
+        None,
+        f"--{name}",
+        help=f"{description[0].upper()}{description[1:]}.",
+        show_default=f"the config's `{name}:`{otherwise}",
+    )
+
+
 @app.command()
 def train(
     config: Annotated[
         str, typer.Argument(help="Training config file or built-in name (dpo-demo, ptalign-demo, …).")
     ],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Dataset folder or Hub repo, optionally repo@revision.")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model path or Hub id (`bundled` = SmolLM2).")
-    ] = None,
-    out: Annotated[str | None, typer.Option("--out", help="Output folder for the model/adapter.")] = None,
+    dataset: str | None = _config_value("dataset"),
+    model: str | None = _config_value("model"),
+    out: str | None = _config_value("out"),
     overrides: TrainSetOpt = None,
 ) -> None:
     """Fine-tune a model on a safepref dataset (DPO, group-aware DPO, PT-ALIGN MLE + unlikelihood)."""

@@ -1,8 +1,13 @@
-"""`safepref eval …` sub-commands (parsing only; the work lives in factory.evaluation)."""
+"""`safepref eval …` sub-commands (parsing only; the work lives in factory.evaluation).
+
+Every option's default is the settings' own (`C2Settings`, `HarmSettings`, their `decoding` and
+`backend`), read from an instance built with no model, so each default exists once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -10,11 +15,17 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from factory.core.errors import UserError
+from factory.evaluation.c2_eval import C2Settings
+from factory.evaluation.harm_eval import HarmSettings
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from factory.evaluation.batch_runner import BatchListener
+
+C2 = C2Settings(models=())
+HARM = HarmSettings(models=())
+MAX_FAILED_SHARE = 0.1  # the command line's own: the runners report the failures, the command judges them
 
 eval_app = typer.Typer(
     help="Measure models: C²-Eval course-correction (c2) and harmlessness (harm).",
@@ -26,6 +37,7 @@ ModelOpt = Annotated[
     list[str],
     typer.Option(
         "--model",
+        metavar="<model>",
         help="bundled | a model or LoRA-adapter folder | ORG/NAME[@REV] | openai:BASE_URL@MODEL_NAME. Repeat "
         "to compare models (e.g. a base and its fine-tune).",
     ),
@@ -42,10 +54,33 @@ JudgeOpt = Annotated[
 SplitOpt = Annotated[str, typer.Option("--split", help="Hub split for hub: data.")]
 DataConfigOpt = Annotated[str | None, typer.Option("--data-config", help="Hub dataset config / data_dir.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of openers, sampling and bootstrap.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="In-process generation batch size.")]
-ChunkOpt = Annotated[int, typer.Option("--chunk", min=1, help="Requests per checkpointed batch.")]
+ChunkOpt = Annotated[int, typer.Option("--chunk", min=1, help="Answers stored per checkpoint.")]
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        help="What serves every model that is not openai: (one server at a time, started and stopped"
+        " here): transformers (transformers serve), vllm (vllm serve) or sglang.",
+    ),
+]
+ServerCommandOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server-command",
+        help="The server's command before its arguments, e.g. '/opt/vllm/bin/vllm serve' (a server in"
+        " its own environment).",
+    ),
+]
+ServerArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server-arg",
+        metavar="<arg>",
+        help="An extra argument for the server (repeat), e.g. --server-arg=--tensor-parallel-size=2.",
+    ),
+]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="In-process device (default: cuda if available).")
+    str | None, typer.Option("--device", help="transformers server: device (default: its own choice).")
 ]
 PrefillOpt = Annotated[
     str,
@@ -54,7 +89,9 @@ PrefillOpt = Annotated[
         help="openai: models: continue_final_message (vLLM/SGLang) or completions (renders the prompt here).",
     ),
 ]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="openai: parallel requests.")]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", min=1, help="Requests in flight on each server or endpoint.")
+]
 FailShareOpt = Annotated[
     float,
     typer.Option(
@@ -71,7 +108,16 @@ TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling t
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep tokens up to this mass.")]
 
 
-def _backend_options(batch_size: int, device: str | None, prefill_mode: str, concurrency: int) -> object:
+def _backend_options(
+    server: str,
+    server_command: str | None,
+    server_args: list[str] | None,
+    device: str | None,
+    prefill_mode: str,
+    concurrency: int,
+) -> object:
+    import shlex
+
     from factory.evaluation.model_specs import BackendOptions
 
     if prefill_mode not in ("continue_final_message", "completions"):
@@ -79,14 +125,33 @@ def _backend_options(batch_size: int, device: str | None, prefill_mode: str, con
     mode: Literal["continue_final_message", "completions"] = (
         "completions" if prefill_mode == "completions" else "continue_final_message"
     )
+    kinds: dict[str, Literal["transformers", "vllm", "sglang"]] = {
+        "transformers": "transformers",
+        "vllm": "vllm",
+        "sglang": "sglang",
+    }
+    if server not in kinds:
+        raise UserError(f"--server {server!r}: use transformers, vllm or sglang")
+    try:
+        command = tuple(shlex.split(server_command)) if server_command is not None else None
+    except ValueError as exc:
+        raise UserError(f"--server-command: {exc}") from None
+    if command == ():
+        raise UserError("--server-command must name a program")
     return BackendOptions(
-        batch_size=batch_size, device=device, prefill_mode=mode, max_concurrency=concurrency
+        server=kinds[server],
+        server_command=command,
+        server_args=tuple(server_args or ()),
+        device=device,
+        prefill_mode=mode,
+        max_concurrency=concurrency,
     )
 
 
 def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
     from pydantic import ValidationError
 
+    from factory.core.config_files import format_validation_error
     from schemas.generation import GenerationParams
 
     try:
@@ -94,8 +159,11 @@ def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
             {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        raise UserError(format_validation_error(exc, location=_option_name)) from None
+
+
+def _option_name(loc: tuple[int | str, ...]) -> str:
+    return "--" + str(loc[0]).replace("_", "-")
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -113,36 +181,40 @@ def c2(
         str,
         typer.Option(
             "--data",
-            help="Rows in the PKU-SafeRLHF schema: bundled (demo rows, offline; the default), a file, or"
+            help="Rows in the PKU-SafeRLHF schema: bundled (demo rows, offline), a file, or"
             " hub:ID[@REV] — the paper: hub:PKU-Alignment/PKU-SafeRLHF with --split test --rows 500 --samples 20.",
         ),
-    ] = "bundled",
-    split: SplitOpt = "test",
-    data_config: DataConfigOpt = None,
+    ] = C2.data,
+    split: SplitOpt = C2.split,
+    data_config: DataConfigOpt = C2.data_config,
     rows: Annotated[
         int,
         typer.Option(
             "--rows", min=1, help="Rows to use (PKU-SafeRLHF: the first passing the C²-Syn filter)."
         ),
-    ] = 500,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")] = 20,
+    ] = C2.rows,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, help="b: sampled paths per row and k.")
+    ] = C2.samples,
     ks: Annotated[
         str, typer.Option("--k", help="Forced harmful prefix lengths in words, comma-separated.")
-    ] = "10,20,30,40,50,60,70,80",
-    judge: JudgeOpt = "keyword",
-    max_new_tokens: MaxNewTokensOpt = 32,
-    temperature: TemperatureOpt = 0.8,
-    top_p: TopPOpt = 0.7,
-    seed: SeedOpt = 0,
-    batch_size: BatchOpt = 16,
-    chunk: ChunkOpt = 64,
-    device: DeviceOpt = None,
-    prefill_mode: PrefillOpt = "continue_final_message",
-    concurrency: ConcurrencyOpt = 16,
-    max_failed_share: FailShareOpt = 0.1,
+    ] = ",".join(str(k) for k in C2.ks),
+    judge: JudgeOpt = C2.judge,
+    max_new_tokens: MaxNewTokensOpt = C2.decoding.max_new_tokens,
+    temperature: TemperatureOpt = C2.decoding.temperature,
+    top_p: TopPOpt = C2.decoding.top_p,
+    seed: SeedOpt = C2.seed,
+    chunk: ChunkOpt = C2.chunk,
+    server: ServerOpt = C2.backend.server,
+    server_command: ServerCommandOpt = None,
+    server_arg: ServerArgOpt = None,
+    device: DeviceOpt = C2.backend.device,
+    prefill_mode: PrefillOpt = C2.backend.prefill_mode,
+    concurrency: ConcurrencyOpt = C2.backend.max_concurrency,
+    max_failed_share: FailShareOpt = MAX_FAILED_SHARE,
 ) -> None:
     """C²-Eval: force a harmful prefix of k words as an open assistant turn; report Corr@k and Corr_mean."""
-    from factory.evaluation.c2_eval import C2Settings, run_c2_eval
+    from factory.evaluation.c2_eval import run_c2_eval
 
     settings = C2Settings(
         models=model,
@@ -156,10 +228,12 @@ def c2(
         seed=seed,
         decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
         chunk=chunk,
-        backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
+        backend=_backend_options(  # type: ignore[arg-type]
+            server, server_command, server_arg, device, prefill_mode, concurrency
+        ),
     )
-    with _batch_bar() as on_batch:
-        outcome = run_c2_eval(settings, out, on_batch=on_batch)
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
+        outcome = run_c2_eval(settings, out, on_batch=on_batch, on_event=on_event)
     _print_outcome(outcome, out)
     _fail_past_share(outcome, max_failed_share)
 
@@ -171,32 +245,36 @@ def harm(
     data: Annotated[
         str,
         typer.Option("--data", help="Red-team instructions: bundled (demo), a file, or hub:ID[@REV]."),
-    ] = "bundled",
-    split: SplitOpt = "test",
-    data_config: DataConfigOpt = None,
+    ] = HARM.data,
+    split: SplitOpt = HARM.split,
+    data_config: DataConfigOpt = HARM.data_config,
     column: Annotated[
         str | None, typer.Option("--column", help="Instruction column (default: instruction, else prompt).")
-    ] = None,
-    rows: Annotated[int | None, typer.Option("--rows", min=1, help="Use at most N instructions.")] = None,
+    ] = HARM.column,
+    rows: Annotated[
+        int | None, typer.Option("--rows", min=1, help="Use at most N instructions.")
+    ] = HARM.rows,
     benign: Annotated[
         str | None,
         typer.Option("--benign", help="Helpfulness probe on benign instructions: bundled, a file or hub:ID."),
-    ] = None,
-    judge: JudgeOpt = "keyword",
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Answers per instruction.")] = 1,
-    max_new_tokens: MaxNewTokensOpt = 256,
-    temperature: TemperatureOpt = 0.0,
-    top_p: TopPOpt = 1.0,
-    seed: SeedOpt = 0,
-    batch_size: BatchOpt = 16,
-    chunk: ChunkOpt = 64,
-    device: DeviceOpt = None,
-    prefill_mode: PrefillOpt = "continue_final_message",
-    concurrency: ConcurrencyOpt = 16,
-    max_failed_share: FailShareOpt = 0.1,
+    ] = HARM.benign,
+    judge: JudgeOpt = HARM.judge,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Answers per instruction.")] = HARM.samples,
+    max_new_tokens: MaxNewTokensOpt = HARM.decoding.max_new_tokens,
+    temperature: TemperatureOpt = HARM.decoding.temperature,
+    top_p: TopPOpt = HARM.decoding.top_p,
+    seed: SeedOpt = HARM.seed,
+    chunk: ChunkOpt = HARM.chunk,
+    server: ServerOpt = HARM.backend.server,
+    server_command: ServerCommandOpt = None,
+    server_arg: ServerArgOpt = None,
+    device: DeviceOpt = HARM.backend.device,
+    prefill_mode: PrefillOpt = HARM.backend.prefill_mode,
+    concurrency: ConcurrencyOpt = HARM.backend.max_concurrency,
+    max_failed_share: FailShareOpt = MAX_FAILED_SHARE,
 ) -> None:
     """Harmlessness: answer held-out red-team instructions, judge harmful/harmless, report the rate."""
-    from factory.evaluation.harm_eval import HarmSettings, run_harm_eval
+    from factory.evaluation.harm_eval import run_harm_eval
 
     settings = HarmSettings(
         models=model,
@@ -211,17 +289,33 @@ def harm(
         seed=seed,
         decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
         chunk=chunk,
-        backend=_backend_options(batch_size, device, prefill_mode, concurrency),  # type: ignore[arg-type]
+        backend=_backend_options(  # type: ignore[arg-type]
+            server, server_command, server_arg, device, prefill_mode, concurrency
+        ),
     )
-    with _batch_bar() as on_batch:
-        outcome = run_harm_eval(settings, out, on_batch=on_batch)
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
+        outcome = run_harm_eval(settings, out, on_batch=on_batch, on_event=on_event)
     _print_outcome(outcome, out)
     _fail_past_share(outcome, max_failed_share)
 
 
 @contextmanager
-def _batch_bar() -> Iterator[BatchListener]:
-    """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch."""
+def _interrupt_line(out: Path) -> Iterator[None]:
+    """Ctrl-C: the server is stopped by then; one line says what is kept, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"interrupted: {out}: the stored answers and verdicts are kept; run the same command "
+            "again to resume\n"
+        )
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _batch_bar() -> Iterator[tuple[BatchListener, Callable[[str], None]]]:
+    """One rich bar per phase and model ("generating bundled", "judging bundled"), advanced per batch,
+    and a listener that prints a line above the bars (a server starting, then ready)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -234,7 +328,10 @@ def _batch_bar() -> Iterator[BatchListener]:
                 tasks[label] = bars.add_task(label, total=total)
             bars.update(tasks[label], completed=done, total=total)
 
-        yield on_batch
+        def on_event(line: str) -> None:
+            bars.console.print(line, markup=False, highlight=False)
+
+        yield on_batch, on_event
 
 
 def _fail_past_share(outcome: object, max_share: float) -> None:

@@ -10,9 +10,9 @@ graph, before anything expands it.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -20,9 +20,6 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from factory.core.errors import UserError
-
-if TYPE_CHECKING:
-    pass
 
 MAX_YAML_BYTES = 4 * 1024 * 1024  # recipes, training configs and seed files are small hand-written files
 MAX_YAML_NODES = 1_000_000  # nodes after alias expansion: far above any real recipe or seed file
@@ -138,14 +135,20 @@ def _list_index(node: list[Any], part: str, key: str) -> int:
     raise UserError(f"--set {key}: no list item named or numbered {part!r}")
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    nested = re.match(r"^(params\.[\w.]+): (.*)$", msg, re.S)
-    if nested:  # a step-params error raised inside the stage validator: keep the full path
-        loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{loc}: {msg}{more}"
+Location = tuple[int | str, ...]
+
+
+def dotted(loc: Location) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def format_validation_error(exc: ValidationError, *, location: Callable[[Location], str] = dotted) -> str:
+    """The first error in one line, `field.path: message (+N more)`; the message alone when it is about
+    the whole object. Every user-facing validation message goes through here (recipes, training
+    configs, seed files, CLI options, records, manifests). `location` names the place as the caller's
+    user knows it (a stage by its name, a CLI option by its flag)."""
+    errors = exc.errors()
+    err = errors[0]
+    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location(err['loc'])}: {msg}{more}" if err["loc"] else f"{msg}{more}"

@@ -114,11 +114,20 @@ def stage_decodings(recipe: Recipe) -> list[StageDecoding]:
     return out
 
 
+def load_source(model: str) -> str:
+    """What a loader or server opens for `model`: the bundled model's converted folder, else the id or
+    path the recipe gave."""
+    return str(bundled_model_dir()) if model == "bundled" else model
+
+
 def model_id(model: str) -> str:
     """The model's public identity: the bundled default's Hub id, or the name the recipe gave."""
     return MODEL_ID if model == "bundled" else model
 
 
 def model_revision(model: str, revision: str | None) -> str | None:
-    """The revision the run used: the bundled default's own, or the one the recipe pinned."""
+    """The revision the run used: the bundled default's own, or the one the recipe pinned. The one rule
+    for every backend kind (openai, transformers, vllm), the request cache, the manifest and the
+    trainers; a revision given with `bundled` is refused where it is configured (BackendSpec,
+    TrainConfig), so it can never be recorded for weights it did not select."""
     return REVISION if model == "bundled" else revision

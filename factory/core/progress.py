@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     pass
 
-ENV_VAR = "SAFEPREF_PROGRESS_FILE"
+PROGRESS_FILE_ENV = "SAFEPREF_PROGRESS_FILE"
 TOTAL = "__total__"
 TICK_S = 0.5  # how often a stage waiting on its backend reports tokens and requests in flight
 
 
 def append_event(event: dict[str, Any]) -> None:
-    path = os.environ.get(ENV_VAR)
+    path = os.environ.get(PROGRESS_FILE_ENV)
     if not path:
         return
     with open(path, "a", encoding="utf-8") as fh:

@@ -1,7 +1,9 @@
-"""Bounded retry with backoff for Hub calls that the client does not retry itself (commit, settings)."""
+"""Bounded retry with backoff: the one policy (`RetryPolicy`) used by the Hub calls the client does not
+retry itself (commit, settings; `with_retry`) and by the OpenAI-compatible backend's requests."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
 import time
@@ -24,18 +26,43 @@ def retryable(status: int | None) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often to try a call and how long to wait between tries; the one backoff rule for the Hub
+    and for LLM servers.
+
+    Before retry `n` (1 = the first retry): the server's `Retry-After` when it sent one (seconds or an
+    HTTP-date), capped at `retry_after_cap_s` (default `cap_s`); otherwise exponential backoff
+    `min(cap_s, base_s * 2**(n-1))`, jittered down to half of it so that a burst of failed requests
+    does not come back all at once.
+    """
+
     attempts: int = 5
     base_s: float = 1.0
     cap_s: float = 30.0
+    retry_after_cap_s: float | None = None
 
-    def delay(self, attempt: int, retry_after: str | None) -> float:
-        """Seconds to wait before try `attempt + 1`: the server's Retry-After if given, else jittered backoff."""
-        if retry_after is not None:
-            try:
-                return min(float(retry_after), self.cap_s)
-            except ValueError:
-                pass
-        return min(self.cap_s, self.base_s * 2**attempt) * (0.5 + random.random() / 2)
+    def delay(self, retry: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before retry number `retry`."""
+        asked = retry_after_seconds(retry_after)
+        if asked is not None:
+            return min(asked, self.cap_s if self.retry_after_cap_s is None else self.retry_after_cap_s)
+        ceiling = min(self.cap_s, self.base_s * 2 ** (retry - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """An HTTP `Retry-After` value in seconds from `now`: delay-seconds or an HTTP-date (a date in the
+    past is 0); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -58,7 +85,7 @@ def with_retry(call: Callable[[], T], *, what: str, policy: RetryPolicy) -> T:
                 raise
             response = getattr(exc, "response", None)
             retry_after = response.headers.get("Retry-After") if response is not None else None
-            wait = policy.delay(attempt, retry_after)
+            wait = policy.delay(attempt + 1, retry_after)
             logger.info(
                 "%s: Hub answered %s; retry %d/%d in %.1fs",
                 what,

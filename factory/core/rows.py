@@ -43,20 +43,20 @@ def add_usage(row: dict[str, Any], stage: str, completions: Sequence[Any]) -> No
     {calls, prompt_tokens, completion_tokens, cached, events, started, finished}; `started`/`finished`:
     wall times of the first fresh request sent and the last fresh answer received, None without any)."""
     usage, entry = _usage_entry(row, stage)
-    entry["calls"] += len(completions)
-    entry["prompt_tokens"] += sum(x.prompt_tokens for x in completions)
-    entry["completion_tokens"] += sum(x.completion_tokens for x in completions)
-    entry["cached"] += sum(1 for x in completions if getattr(x, "cached", False))
-    # fresh answers carry their call's wall times: the engine spans a stage's generation over its rows
-    sent = [
-        t for t in (entry["started"], *(getattr(x, "sent_at", None) for x in completions)) if t is not None
-    ]
-    got = [
-        t
-        for t in (entry["finished"], *(getattr(x, "received_at", None) for x in completions))
-        if t is not None
-    ]
-    entry["started"], entry["finished"] = min(sent, default=None), max(got, default=None)
+    started, finished = entry["started"], entry["finished"]
+    for x in completions:  # one pass: a row of a generate stage has five
+        entry["calls"] += 1
+        entry["prompt_tokens"] += x.prompt_tokens
+        entry["completion_tokens"] += x.completion_tokens
+        if getattr(x, "cached", False):
+            entry["cached"] += 1
+        # fresh answers carry their call's wall times: the engine spans a stage's generation over its rows
+        sent, got = getattr(x, "sent_at", None), getattr(x, "received_at", None)
+        if sent is not None and (started is None or sent < started):
+            started = sent
+        if got is not None and (finished is None or got > finished):
+            finished = got
+    entry["started"], entry["finished"] = started, finished
     row[USAGE] = json.dumps(usage, sort_keys=True)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factory.core.config_files import load_yaml
+from factory.core.config_files import format_validation_error, load_yaml
 from factory.core.errors import UserError
 from factory.core.rows import REASON, ROW_ID, STAGE, STATUS
 from schemas.recipe import SourceSpec
@@ -146,14 +146,7 @@ def _read_records(path: Path, spec: SourceSpec) -> list[dict[str, Any]]:
         try:
             data = SEED_FILE_SCHEMAS[spec.file_schema].model_validate(data).model_dump(mode="json")
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = (
-                "unknown field"
-                if err["type"] == "extra_forbidden"
-                else err["msg"].removeprefix("Value error, ")
-            )
-            raise UserError(f"{loc}: {msg}", where=str(path)) from None
+            raise UserError(format_validation_error(exc), where=str(path)) from None
     key = spec.records_key
     if key is None:
         return [data]

@@ -21,8 +21,8 @@ from factory.core.models import stage_decodings
 from factory.dataset.card_check import HARMFUL_TAG, size_category
 from factory.dataset.deviations import deviation_lines
 from schemas.manifest import DatasetManifest
-from schemas.recipe import Recipe
-from schemas.registry import HARMFUL_TEXT_SCHEMAS, RECORD_SCHEMAS
+from schemas.recipe import OutputSpec, Recipe, StageSpec
+from schemas.registry import EXPORTER_PARAMS, EXPORTERS, HARMFUL_TEXT_SCHEMAS, RECORD_SCHEMAS, STEP_PARAMS
 
 CONTENT_WARNING = (
     "> **Content warning.** This dataset contains machine-generated harmful text (the rejected or toxic "
@@ -139,10 +139,28 @@ def render_card(recipe: Recipe, manifest: DatasetManifest, folder: Path) -> str:
         decodings=[(d, _shown(d.decoding.model_dump())) for d in stage_decodings(recipe)],
         generators=[(g, _shown(g.generation)) for g in manifest.generators],
         settings=[(spec, _settings(spec.params) or "-") for spec in recipe.stages],
+        stage_summaries=[(spec, stage_summary(spec)) for spec in recipe.stages],
+        output_summaries=[(spec, output_summary(spec)) for spec in recipe.outputs],
         deviations=[*recipe.card.deviations, *deviation_lines(recipe, manifest)],
         example_chars=EXAMPLE_CHARS,
     )
     return str(DatasetCard(re.sub(r"\n{3,}", "\n\n", body) + "\n"))
+
+
+def stage_summary(stage: StageSpec) -> str:
+    """What a stage did, in one line from its params (a recipe of no known method is described by these)."""
+    model = STEP_PARAMS.get(stage.step)
+    if model is None:
+        return f"a step imported from `{stage.step}`"
+    return model.model_validate(stage.params).summary()
+
+
+def output_summary(output: OutputSpec) -> str:
+    """What records a config holds, in one line from its exporter's params."""
+    model = EXPORTER_PARAMS.get(output.exporter)
+    if model is None:
+        return _first_line(RECORD_SCHEMAS[EXPORTERS[output.exporter]].__doc__)
+    return model.model_validate(output.params).summary()
 
 
 def _source_line(recipe: Recipe, manifest: DatasetManifest) -> str:

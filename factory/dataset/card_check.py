@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 from factory.core.config_files import BoundedLoader
+from factory.core.dataset_folder import read_manifest
+from factory.core.errors import UserError
 
 HARMFUL_TAG = "not-for-all-audiences"
 
@@ -222,12 +224,7 @@ def check_card(folder: Path) -> list[str]:
     manifest: dict[str, Any] | None = None
     problems: list[str] = []
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("configs"), dict):
-            raise ValueError("not a manifest")
-    except (OSError, ValueError) as exc:
-        manifest = None
-        problems.append(
-            f"{folder / 'manifest.json'}: unreadable ({exc.__class__.__name__}); configs not cross-checked"
-        )
+        manifest = read_manifest(folder).model_dump(mode="json", by_alias=True)
+    except UserError as exc:
+        problems.append(f"{exc}; configs not cross-checked")
     return problems + check_card_text(readme.read_text(encoding="utf-8"), manifest, folder)

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from markupsafe import Markup
 
 from factory import __version__
+from factory.core.dataset_folder import read_manifest
 from factory.core.errors import UserError
-from factory.dataset.check import load_manifest
 from factory.evaluation.report_files import pyplot
 from schemas.manifest import DatasetManifest
 from schemas.registry import HARMFUL_TEXT_SCHEMAS
@@ -86,7 +86,7 @@ def write_inspect_report(folder: Path, out: Path | None = None, sample_rows: int
 
 
 def render_inspect_report(folder: Path, sample_rows: int = 3) -> str:
-    manifest = load_manifest(folder)
+    manifest = read_manifest(folder)
     configs = [_config_view(folder, manifest, name, sample_rows) for name in manifest.configs]
     filtered = _accounting_rows(folder / "filtered" / "rows.parquet", "rule")
     quarantined = _accounting_rows(folder / "quarantine" / "rows.parquet", "reason")

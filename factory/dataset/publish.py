@@ -9,7 +9,6 @@ The token is never passed around: huggingface_hub reads it from HF_TOKEN or the 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from factory import __version__
+from factory.core.dataset_folder import read_manifest
 from factory.core.errors import UserError
 from factory.core.retry import RetryPolicy, status_of, with_retry
 from factory.dataset.card import CONTENT_WARNING
@@ -98,7 +98,7 @@ def publish_folder(
             )
 
     card = prepare_card((folder / "README.md").read_text(encoding="utf-8"), harmful=harmful, gating=gating)
-    problems = check_card_text(card, json.loads((folder / "manifest.json").read_text()), folder)
+    problems = check_card_text(card, manifest.model_dump(mode="json", by_alias=True), folder)
     if problems:
         raise UserError(f"{problems[0]} (card as it would be published)")
     files = _files_to_publish(folder, manifest, card.encode())
@@ -148,24 +148,14 @@ def _validate_folder(folder: Path) -> DatasetManifest:
     for name in ("README.md", "manifest.json", "recipe.resolved.yaml"):
         if not (folder / name).is_file():
             raise UserError(f"{folder / name}: missing; is this a `safepref run` folder?")
-    try:
-        manifest = DatasetManifest.model_validate_json((folder / "manifest.json").read_text())
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise UserError(f"{folder / 'manifest.json'}: invalid ({' '.join(first[:3])})") from None
-    problems = _check_folder(folder)
+    manifest = read_manifest(folder)
+    from factory.dataset.folder_check import check_folder
+
+    problems = check_folder(folder).problems  # `safepref check`'s verdict
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(f"{folder}: not valid: {problems[0]}{more}; run `safepref check {folder}`")
     return manifest
-
-
-def _check_folder(folder: Path) -> list[str]:
-    """`safepref check`'s verdict on the folder."""
-    from factory.dataset.check import check_folder
-
-    report = check_folder(folder)
-    return [] if report.ok else list(report.problems) or ["check failed"]
 
 
 def prepare_card(text: str, *, harmful: bool, gating: Gating) -> str:

@@ -30,21 +30,28 @@ def read_rows(loaded: LoadedRecipe, *, allow_import_steps: bool) -> tuple[list[d
     ids = [str(r[ROW_ID]) for r in rows]
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
-    stages = [(s.name, resolve_step_class(s.step, allow_import=allow_import_steps)) for s in recipe.stages]
-    check_rows(rows, needed_columns(stages), label)
+    stages = [
+        (s.name, resolve_step_class(s.step, allow_import=allow_import_steps), s.params) for s in recipe.stages
+    ]
+    quarantine_unusable_rows(rows, needed_columns(stages), label)
     return rows, label
 
 
-def needed_columns(stages: Sequence[tuple[str, type]]) -> dict[str, str]:
+def needed_columns(stages: Sequence[tuple[str, type, dict[str, Any]]]) -> dict[str, str]:
     """Column -> the first stage that reads it, for the columns no earlier stage produces: the source
-    must provide them. `stages`: (stage name, step class)."""
+    must provide them. `stages`: (stage name, step class, params); a safepref step names its columns
+    for its params (`columns`), another step by its `required` / `produced` attributes."""
     produced: set[str] = set()
     needed: dict[str, str] = {}
-    for stage, cls in stages:
-        for column in getattr(cls, "required", ()):
+    for stage, cls, params in stages:
+        columns = getattr(cls, "columns", None)
+        reads, writes = (
+            columns(params) if columns else (getattr(cls, "required", ()), getattr(cls, "produced", ()))
+        )
+        for column in reads:
             if column not in produced and not column.startswith("_sp_"):
                 needed.setdefault(column, stage)
-        produced.update(getattr(cls, "produced", ()))
+        produced.update(writes)
     return needed
 
 
@@ -91,7 +98,7 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def check_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
+def quarantine_unusable_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
     """Quarantine (in place) the `ok` rows with an unusable value; returns how many. Needed columns
     must hold a value; any column must hold one kind of value and valid UTF-8 (other columns too: a
     mixed or unencodable column crashed distilabel's dataset). A column that no row has is the

@@ -39,6 +39,8 @@ from typing import Any, NoReturn
 
 import psutil
 
+from factory.core.env import env_vars
+
 WORKER_LOG = "workers.log"
 # Off in the main process too: its own display is the only progress shown (datasets' "Generating
 # train split" bar used to break into it).
@@ -180,13 +182,12 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         os.register_at_fork(before=_remember_forker, after_in_child=_bind_child_to_run)
         _fork_hooks_installed = True
     work_dir.mkdir(parents=True, exist_ok=True)
-    saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
-    os.environ.update(_QUIET_ENV)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, _on_sigint) if in_main_thread else None
     _log_path, _interrupts = work_dir / WORKER_LOG, 0
     try:
-        yield
+        with env_vars(_QUIET_ENV):
+            yield
     except KeyboardInterrupt:
         _end(run_descendants())  # whatever the pipeline's own teardown left running
         raise
@@ -197,8 +198,3 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         _log_path = None
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factory.core.config_files import apply_override, format_validation_error, read_yaml
+from factory.core.config_files import Location, apply_override, dotted, format_validation_error, read_yaml
 from factory.core.errors import UserError
 from schemas.recipe import Recipe
 
@@ -49,18 +50,20 @@ def resolve_recipe_path(ref: str) -> Path:
     raise UserError(f"no recipe file or built-in recipe named {ref!r} (built-ins: {known})")
 
 
-def _with_stage_names(loc_msg: str, data: dict[str, Any]) -> str:
-    """Turn `stages.2.params.x` into `stages[generate].params.x` so the user sees the stage name."""
-    parts = loc_msg.split(".")
-    if len(parts) > 1 and parts[0] == "stages" and parts[1].isdigit():
-        stages = data.get("stages") or []
-        idx = int(parts[1])
-        if idx < len(stages) and isinstance(stages[idx], dict) and "name" in stages[idx]:
-            rest = ".".join(parts[2:])
-            return f"stages[{stages[idx]['name']}]" + (
-                f".{rest}" if rest and not rest.startswith(":") else rest
-            )
-    return loc_msg
+def _named(data: dict[str, Any]) -> Callable[[Location], str]:
+    """Name a stage or an output by its name, not its index: `stages[generate].params.x`, not
+    `stages.2.params.x`; `outputs[pairs]`, not `outputs.0`."""
+
+    def location(loc: Location) -> str:
+        key = {"stages": "name", "outputs": "config"}.get(str(loc[0])) if len(loc) > 1 else None
+        items = data.get(str(loc[0])) if key else None
+        if key and isinstance(items, list) and isinstance(loc[1], int) and loc[1] < len(items):
+            item = items[loc[1]]
+            if isinstance(item, dict) and key in item:
+                return dotted((f"{loc[0]}[{item[key]}]", *loc[2:]))
+        return dotted(loc)
+
+    return location
 
 
 def load_recipe(ref: str, overrides: list[str] | None = None, limit: int | None = None) -> LoadedRecipe:
@@ -77,7 +80,7 @@ def load_recipe(ref: str, overrides: list[str] | None = None, limit: int | None 
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_with_stage_names(format_validation_error(exc), data), where=str(path)) from None
+        raise UserError(format_validation_error(exc, location=_named(data)), where=str(path)) from None
     return LoadedRecipe(recipe=recipe, path=path.resolve(), hash=recipe_hash(recipe))
 
 

@@ -1,18 +1,22 @@
-"""Generate and judge what a store lacks, in batches, appending each finished batch (resumable)."""
+"""Generate and judge what a store lacks, appending every `chunk` finished answers (resumable).
+
+The requests stream through the backend's window (a server's client keeps `max_concurrency` in
+flight across chunks, no batch barrier): answers are stored in arrival order, a chunk at a time, so a
+killed run loses at most the answers of one unstored chunk and the requests in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from factory.backends import Backend, ChatRequest, Completion
-from factory.backends.base import is_failure
+from factory.backends.base import is_failure, stream_completions
 from factory.evaluation.judges import Judge, JudgeItem
-from factory.evaluation.sample_store import JsonlStore, Key, pin_settings
+from factory.evaluation.sample_store import JsonlStore, Key
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -24,10 +28,14 @@ class BatchBudget:
 
     def spend(self) -> bool:
         """Take one batch; False when none is left."""
-        if self.max_batches is not None and self.used >= self.max_batches:
+        if self.exhausted:
             return False
         self.used += 1
         return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_batches is not None and self.used >= self.max_batches
 
 
 BatchListener = Callable[[str, int, int], None]
@@ -71,48 +79,11 @@ class Task(Generic[T]):
     payload: T
 
 
-def generate_for_models(
-    out: Path,
-    models: Sequence[tuple[str, Callable[[], Backend]]],
-    store: tuple[str, Key],
-    tasks: Sequence[Task[T]],
-    request: Callable[[T], ChatRequest],
-    record: Callable[[T, Completion], dict[str, Any]],
-    pinned: Callable[[str], dict[str, Any]],
-    *,
-    chunk: int,
-    budget: BatchBudget,
-    progress: Progress,
-) -> dict[str, JsonlStore] | None:
-    """For each (slug, open_backend): pin the settings in `out/<slug>/settings.json` (a resume with
-    other settings is refused) and generate what `out/<slug>/<store file>` lacks. Returns the stores by
-    slug, or None when the batch budget ran out (the run stopped as if killed)."""
-    file_name, key = store
-    stores: dict[str, JsonlStore] = {}
-    for slug, open_backend in models:
-        pin_settings(out / slug / "settings.json", pinned(slug))
-        stores[slug] = JsonlStore(out / slug / file_name, key)
-        generate_missing(
-            stores[slug],
-            tasks,
-            request,
-            record,
-            open_backend,
-            chunk=chunk,
-            budget=budget,
-            progress=progress,
-            label=f"generating {slug}",
-        )
-        if progress.interrupted:
-            return None
-    return stores
-
-
 def generate_missing(
     store: JsonlStore,
     tasks: Sequence[Task[T]],
     request: Callable[[T], ChatRequest],
-    record: Callable[[T, Completion], dict[str, Any]],
+    record: Callable[[Task[T], Completion], dict[str, Any]],
     open_backend: Callable[[], Backend],
     *,
     chunk: int,
@@ -124,27 +95,30 @@ def generate_missing(
     todo = [t for t in tasks if t.key not in store]
     if not todo:
         return
-    if budget.max_batches is not None and budget.used >= budget.max_batches:
-        progress.interrupted = True  # no batch left: do not even load the model
+    if budget.exhausted:
+        progress.interrupted = True  # no batch left: do not even start the model
         return
     backend = open_backend()
+    answers = stream_completions(backend, [request(t.payload) for t in todo], chunk)
     try:
-        for start in range(0, len(todo), chunk):
-            if not budget.spend():
-                progress.interrupted = True
-                return
-            batch = todo[start : start + chunk]
-            completions = backend.generate([request(t.payload) for t in batch])
-            done = []
-            for task, completion in zip(batch, completions, strict=True):
+        seen = 0
+        for batch in _chunks(answers, chunk):
+            seen += len(batch)
+            finished = []
+            for i, completion in batch:
                 if is_failure(completion):
                     progress.generation_failed += 1
                     progress.note(completion.error or "")
                 else:
-                    done.append(record(task.payload, completion))
-            progress.generated += store.append(done)
-            progress.advance(label, start + len(batch), len(todo))
+                    finished.append(record(todo[i], completion))
+            progress.generated += store.append(finished)
+            budget.spend()
+            progress.advance(label, seen, len(todo))
+            if budget.exhausted and seen < len(todo):
+                progress.interrupted = True  # stopped as if killed here: the rest stays to do
+                return
     finally:
+        answers.close()  # stopped early: its unsent requests are cancelled, those in flight dropped
         backend.close()
 
 
@@ -162,17 +136,31 @@ def judge_missing(
     if not todo:
         return
     judge = open_judge()
+    results = judge.stream([t.payload for t in todo])
     try:
-        for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            results = judge.judge([t.payload for t in batch])
-            done = []
-            for task, verdict in zip(batch, results, strict=True):
-                if verdict is None:
-                    progress.judge_failed += 1
-                else:
-                    done.append({**dict(zip(verdicts.key_fields, task.key, strict=True)), "verdict": verdict})
-            progress.judged += verdicts.append(done)
-            progress.advance(label, start + len(batch), len(todo))
+        seen = 0
+        for batch in _chunks(results, chunk):
+            seen += len(batch)
+            finished = [
+                {**dict(zip(verdicts.key_fields, todo[i].key, strict=True)), "verdict": verdict}
+                for i, verdict in batch
+                if verdict is not None
+            ]
+            progress.judge_failed += len(batch) - len(finished)
+            progress.judged += verdicts.append(finished)
+            progress.advance(label, seen, len(todo))
     finally:
+        results.close()
         judge.close()
+
+
+def _chunks(results: Iterator[R], size: int) -> Iterator[list[R]]:
+    """`results` in lists of `size` as they arrive (the last one shorter): what is stored at a time."""
+    batch: list[R] = []
+    for result in results:
+        batch.append(result)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

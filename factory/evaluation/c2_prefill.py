@@ -4,27 +4,27 @@ For each row, k and sample index: IHR = the first k whitespace words of `opener 
 text when it is shorter), the model continues `[user: HR][assistant: IHR…]` — the assistant turn stays
 OPEN for every chat template (`factory.backends.chat.render_prompt`). The reference drew the opener
 with unseeded `random.choice` per path; ours is drawn per (row, k, sample) from a seeded RNG over the
-ordered `C2_OPENERS`, and every path has its own sampling seed, so a run is reproducible and a resumed
-run generates exactly what an uninterrupted one would have.
+ordered `C2_OPENERS`, and every path has its own sampling seed, so every run forces the same prefixes
+and asks for the same seeds (the sampled text is as repeatable as the server's per-request seeding;
+the stored paths are what reproduce a report).
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Sequence
+
+from factory.core.seeds import keyed_rng, sample_seed
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80)
 
 
 def path_seed(seed: int, row_id: str, k: int, sample: int) -> int:
     """The sampling seed of one path (31 bits: every backend accepts it)."""
-    digest = hashlib.sha256(f"c2eval:{seed}:{row_id}:{k}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (2**31)
+    return sample_seed("c2eval", seed, row_id, k, sample)
 
 
 def draw_opener(seed: int, row_id: str, k: int, sample: int, openers: Sequence[str]) -> str:
-    return random.Random(f"c2eval-opener:{seed}:{row_id}:{k}:{sample}").choice(list(openers))
+    return keyed_rng("c2eval-opener", seed, row_id, k, sample).choice(list(openers))
 
 
 def initial_harmful_response(opener: str, fhr: str, k: int) -> str:

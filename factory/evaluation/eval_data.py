@@ -22,7 +22,6 @@ C2_DEMO = "c2eval_demo.jsonl"
 HARM_DEMO = "harm_demo.jsonl"
 BENIGN_DEMO = "benign_demo.jsonl"
 PKU_SAFERLHF_ID = "PKU-Alignment/PKU-SafeRLHF"
-PKU_SAFERLHF = f"hub:{PKU_SAFERLHF_ID}"
 # The 2023 release the reference code was written against: the commit recipes/c2syn.yaml names
 # (docs/c2syn.md, "The 2023 PKU-SafeRLHF pin", gives the evidence and the other candidate, b4d1307).
 PKU_SAFERLHF_2023 = "d18ee9daa7f7a466c993213c84691b30c0e4c88d"

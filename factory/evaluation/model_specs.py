@@ -1,28 +1,31 @@
 """`--model` / `--judge` values → backends of the factory (`factory.backends`).
 
 Forms:
-- `bundled`                         the embedded SmolLM2-135M-Instruct (transformers, in-process)
+- `bundled`                         the embedded SmolLM2-135M-Instruct
 - `PATH`                            a local model folder (config.json), or a PEFT adapter folder
-                                    (adapter_config.json: its `base_model_name_or_path` is loaded, the
-                                    adapter applied and merged)
-- `ORG/NAME[@REVISION]`             a Hub model id, loaded in-process with transformers
-- `openai:BASE_URL@MODEL_NAME`      an OpenAI-compatible server (`vllm serve` for real runs), e.g.
-                                    `openai:http://127.0.0.1:8000/v1@Qwen/Qwen2-7B-Instruct`
+                                    (adapter_config.json: its `base_model_name_or_path` with the
+                                    adapter merged into it, `merged_adapter`)
+- `ORG/NAME[@REVISION]`             a Hub model id
+- `openai:BASE_URL@MODEL_NAME`      an OpenAI-compatible server you run (`vllm serve` for real runs),
+                                    e.g. `openai:http://127.0.0.1:8000/v1@Qwen/Qwen2-7B-Instruct`
+All but `openai:` are served by a managed server the runner starts (`evaluation.serving`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from factory.backends import Backend, create_backend
 from factory.core.errors import UserError
 from factory.core.hashing import folder_fingerprint
 from schemas.eval_report import ModelInfo
-from schemas.generation import BackendSpec
+from schemas.generation import BackendSpec, GenerationParams
+
+if TYPE_CHECKING:
+    from factory.evaluation.serving import EvalServers
 
 ModelKind = Literal["bundled", "folder", "adapter", "hub", "openai"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -40,9 +43,16 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """How in-process and HTTP backends are set up (not part of what is measured)."""
+    """How the model servers and their clients are set up (not part of what is measured).
 
-    batch_size: int = 16
+    `server`: what serves local models (`transformers serve`, `vllm serve`, SGLang); `server_command`
+    replaces its default command (a server in its own environment), `server_args` are appended to it.
+    `max_concurrency`: requests in flight on each server or endpoint. `prefill_mode`: for `openai:`
+    models only (managed servers always get prompts rendered here)."""
+
+    server: Literal["transformers", "vllm", "sglang"] = "transformers"
+    server_command: tuple[str, ...] | None = None
+    server_args: tuple[str, ...] = ()
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
@@ -112,15 +122,16 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
     if ref.kind == "openai":
         return ModelInfo(spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url)
     if ref.kind == "adapter":
-        base, revision = _adapter_base(Path(ref.target))
-        bundled = base in ("bundled", str(bundled_model.bundled_model_dir()))
+        from factory.evaluation.merged_adapter import adapter_base
+
+        base, revision = adapter_base(Path(ref.target))
         return ModelInfo(
             spec=ref.spec,
             slug=slug,
             kind="adapter",
             model_id=str(Path(ref.target).resolve()),
-            base_model=bundled_model.MODEL_ID if bundled else base,
-            revision=bundled_model.REVISION if bundled else revision,
+            base_model=bundled_model.model_id(base),
+            revision=bundled_model.model_revision(base, revision),
             fingerprint=folder_fingerprint(Path(ref.target)),
         )
     if ref.kind == "bundled":
@@ -128,8 +139,8 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
             spec=ref.spec,
             slug=slug,
             kind="bundled",
-            model_id=bundled_model.MODEL_ID,
-            revision=bundled_model.REVISION,
+            model_id=bundled_model.model_id("bundled"),
+            revision=bundled_model.model_revision("bundled", None),
         )
     if ref.kind == "folder":
         return ModelInfo(
@@ -159,8 +170,44 @@ def _resolve_model(ref: ModelRef) -> str | None:
     return str(sha) if sha else None
 
 
-def open_backend(ref: ModelRef, options: BackendOptions) -> Backend:
-    """A ready backend for `ref` (loads the model; misconfiguration raises UserError)."""
+def served_spec(ref: ModelRef, options: BackendOptions, work_dir: Path) -> BackendSpec:
+    """The managed server that serves `ref` (not `openai:`): `options.server` loads the bundled model,
+    the folder, the Hub id, or the adapter merged into a folder under `work_dir` (`merged_adapter`)."""
+    if ref.kind == "openai":
+        raise AssertionError("an openai: model is served by its own endpoint")
+    if ref.kind == "adapter":
+        from factory.evaluation.merged_adapter import merged_dir
+
+        model = str(merged_dir(Path(ref.target), work_dir))
+    else:
+        model = "bundled" if ref.kind == "bundled" else ref.target
+    fields: dict[str, Any] = {
+        "kind": options.server,
+        "model": model,
+        "revision": ref.revision,
+        "dtype": options.dtype,
+        "max_concurrency": options.max_concurrency,
+        "timeout_s": options.timeout_s,
+        "server_args": list(options.server_args),
+    }
+    if options.server_command:
+        fields["server_command"] = list(options.server_command)
+    if options.device and options.server == "transformers":
+        fields["device"] = options.device
+    return BackendSpec.model_validate(fields)
+
+
+def open_backend(
+    ref: ModelRef,
+    options: BackendOptions,
+    servers: EvalServers,
+    sampling: GenerationParams,
+    name: str,
+    option: str = "--model",
+) -> Backend:
+    """A client for `ref`: its own endpoint for `openai:`, else a managed server that `servers` starts
+    (stopping the one it ran before), named `name` in its log file. `sampling`: what the requests will
+    ask for (a transformers server is pinned to it); `option`: what asked for the model (in errors)."""
     if ref.kind == "openai":
         spec = BackendSpec.model_validate(
             {
@@ -173,65 +220,12 @@ def open_backend(ref: ModelRef, options: BackendOptions) -> Backend:
             }
         )
         return create_backend(spec)
-    common: dict[str, Any] = {
-        "batch_size": options.batch_size,
-        "device": options.device,
-        "dtype": options.dtype,
-    }
+    prepare = None
     if ref.kind == "adapter":
-        return _open_adapter(ref, common)
-    model = "bundled" if ref.kind == "bundled" else ref.target
-    spec = BackendSpec.model_validate(
-        {"kind": "transformers", "model": model, "revision": ref.revision, **common}
-    )
-    return create_backend(spec)
+        from factory.evaluation.merged_adapter import ensure_merged
 
+        def prepare() -> None:  # after the previous server stopped: the merge loads the weights once
+            ensure_merged(Path(ref.target), servers.work_dir)
 
-def _adapter_base(folder: Path) -> tuple[str, str | None]:
-    """(base model, revision) of an adapter folder; `bundled` when `safepref train` recorded that the
-    bundled model was its base (`base_model.json`)."""
-    try:
-        recorded = json.loads((folder / "base_model.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        recorded = None
-    if isinstance(recorded, dict) and recorded.get("model") == "bundled":
-        return "bundled", None
-    where = str(folder / "adapter_config.json")
-    try:
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read adapter config: {exc}", where=where) from None
-    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
-    if not isinstance(base, str) or not base:
-        raise UserError("base_model_name_or_path is missing", where=where)
-    revision = config.get("revision")
-    return base, revision if isinstance(revision, str) else None
-
-
-def _open_adapter(ref: ModelRef, common: dict[str, Any]) -> Backend:
-    """Load the adapter's base model through the transformers backend, then apply and merge the adapter."""
-    from peft import PeftModel
-
-    from factory.core import models as bundled_model
-
-    folder = Path(ref.target)
-    base, revision = _adapter_base(folder)
-    bundled = base in ("bundled", str(bundled_model.bundled_model_dir()))
-    has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    spec = BackendSpec.model_validate(
-        {
-            "kind": "transformers",
-            "model": "bundled" if bundled else base,
-            "revision": revision,
-            "tokenizer": str(folder) if has_tokenizer else None,
-            **common,
-        }
-    )
-    backend: Any = create_backend(spec)
-    try:
-        merged = PeftModel.from_pretrained(backend.model, str(folder)).merge_and_unload()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot apply adapter: {str(exc).splitlines()[0]}", where=str(folder)) from None
-    backend.model = merged.eval()
-    backend.model_id, backend.revision = ref.spec, None
-    return backend  # type: ignore[no-any-return]
+    spec = served_spec(ref, options, servers.work_dir)
+    return servers.client(name, spec, sampling, prepare, where=f"{option} {ref.spec}")

@@ -1,7 +1,7 @@
 """Write an evaluation's report folder: report.json, report.md and PNG plots (matplotlib, Agg).
 
-The summary text (`c2_summary`, `harm_summary`) is built once: report.md renders it as Markdown and the
-CLI as a rich table.
+The summary text (`summarize`: `c2_summary`, `harm_summary`) is built once: report.md renders it as
+Markdown and the CLI as a rich table.
 """
 
 from __future__ import annotations
@@ -20,18 +20,22 @@ C2_PLOT = "corr_at_k.png"
 HARM_PLOT = "harmful_rate.png"
 
 
-def write_c2_report(report: C2EvalReport, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(to_markdown(c2_summary(report)), encoding="utf-8")
-    _save(corr_at_k_figure(report), out / C2_PLOT)
+EvalReport = C2EvalReport | HarmEvalReport
 
 
-def write_harm_report(report: HarmEvalReport, out: Path) -> None:
+def write_report(report: EvalReport, out: Path) -> None:
+    """report.json, report.md and the evaluation's plot (corr_at_k.png, harmful_rate.png)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(to_markdown(harm_summary(report)), encoding="utf-8")
-    _save(harmful_rate_figure(report), out / HARM_PLOT)
+    (out / "report.md").write_text(to_markdown(summarize(report)), encoding="utf-8")
+    if isinstance(report, C2EvalReport):
+        _save(corr_at_k_figure(report), out / C2_PLOT)
+    else:
+        _save(harmful_rate_figure(report), out / HARM_PLOT)
+
+
+def summarize(report: EvalReport) -> ReportSummary:
+    return c2_summary(report) if isinstance(report, C2EvalReport) else harm_summary(report)
 
 
 def _pct(value: float | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +29,8 @@ class ExportContext:
     generator_revision: str | None = None
     decoding: GenerationParams = field(default_factory=GenerationParams)
     stages: tuple[StageDecoding, ...] = ()
+    # the output's validated exporter params (schemas.registry.EXPORTER_PARAMS), set per config by the writer
+    params: Any = None
     # what one row's exporters share (several configs export the same parsed group): the last row only
     _shared: dict[str, tuple[dict[str, Any], Any]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -41,6 +44,15 @@ class ExportContext:
         return value
 
     def provenance(self, source_id: str) -> Provenance:
+        if type(source_id) is str:  # the one field that differs per record, and valid: copy the run's
+            return self._run_provenance.model_copy(update={"source_id": source_id})
+        return self._validated(source_id)  # raises the ValidationError a bad id deserves
+
+    @cached_property
+    def _run_provenance(self) -> Provenance:
+        return self._validated("")
+
+    def _validated(self, source_id: Any) -> Provenance:
         return Provenance(
             recipe_name=self.recipe_name,
             recipe_hash=self.recipe_hash,
@@ -53,8 +65,32 @@ class ExportContext:
         )
 
 
+@dataclass(frozen=True)
+class Picked:
+    """A column whose values are `values[i]` for each i of `indices`. The 15 pairs of a C²-Syn group
+    repeat its six texts: the writer converts the six to Arrow and lets Arrow copy them into place
+    (off the exporting thread), instead of converting thirty Python strings."""
+
+    values: list[Any]
+    indices: list[int]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Records given column by column (field name -> values, every column as long): at hundreds of
+    thousands of records, a dict per record cost more than the rest of the export."""
+
+    data: dict[str, list[Any] | Picked]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.data.values()), []))
+
+
 Record = BaseModel | dict[str, Any]
-Exporter = Callable[[dict[str, Any], ExportContext], list[Record]]
+Exporter = Callable[[dict[str, Any], ExportContext], "list[Record] | Columns"]
 
 
 def exporter_function(name: str) -> Exporter:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.export.base import ExportContext, Record
-from schemas.records import C2Group, assistant_turn, user_turn
+from factory.export.base import Columns, ExportContext, Picked, Record
+from schemas.records import C2_PAIR_INDEXES, C2Group, assistant_turn, user_turn
 
 
 def _c2_group(row: dict[str, Any], ctx: ExportContext) -> C2Group:
@@ -24,8 +24,16 @@ def c2syn_groups(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     return [_c2_group(row, ctx)]
 
 
-def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    return list(_c2_group(row, ctx).pair_records())
+_CHOSEN = [i for i, _ in C2_PAIR_INDEXES]
+_REJECTED = [j for _, j in C2_PAIR_INDEXES]
+
+
+def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> Columns:
+    group = _c2_group(row, ctx)
+    texts = [r.text for r in group.responses]
+    return Columns(
+        {**group.pair_columns(), "chosen": Picked(texts, _CHOSEN), "rejected": Picked(texts, _REJECTED)}
+    )
 
 
 def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
@@ -38,5 +46,16 @@ def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
-    return [conversational_pair(p) for p in _c2_group(row, ctx).pair_records()]
+def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> Columns:
+    """`conversational_pair` of each pair, column by column: one assistant turn per response."""
+    group = _c2_group(row, ctx)
+    columns = group.pair_columns()
+    turns = [assistant_turn(r.text) for r in group.responses]
+    return Columns(
+        {
+            **columns,
+            "prompt": [user_turn(group.prompt)] * len(columns["prompt"]),
+            "chosen": Picked(turns, _CHOSEN),
+            "rejected": Picked(turns, _REJECTED),
+        }
+    )

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, PrivateAttr
 
+from factory.backends.base import EMPTY_COMPLETION
 from factory.backends.fail_fast import QuarantineWatch, WatchedBackend, stop_run, stopped
 from factory.backends.metered import MeteredBackend
 from factory.backends.prompt_cap import PromptCapped
-from factory.backends.request_cache import ENV_VAR as REQUEST_CACHE_ENV
+from factory.backends.request_cache import REQUEST_CACHE_ENV
 from factory.backends.request_window import window
 from factory.core.distilabel_compat import Step, StepInput
 from factory.core.errors import UserError
@@ -45,6 +46,7 @@ __all__ = [
     "RowFailed",
     "RowFiltered",
     "add_usage",
+    "answer_text",
     "child_row",
     "count_event",
     "mark",
@@ -53,7 +55,7 @@ __all__ = [
 if TYPE_CHECKING:
     from distilabel.typing import StepColumns, StepOutput
 
-    from factory.backends import Backend
+    from factory.backends import Backend, Completion
     from schemas.generation import GenerationParams
 
 
@@ -78,13 +80,19 @@ class SafeprefStep(Step):
     _backend: "Backend | None" = PrivateAttr(default=None)
     _watch: QuarantineWatch | None = PrivateAttr(default=None)
 
+    @classmethod
+    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, produced) of a stage with these params: the class's own, or, for a generic step,
+        the columns its params name. The source must provide what no earlier stage produces."""
+        return cls.required, cls.produced
+
     @property
     def inputs(self) -> "StepColumns":
-        return [*self.required, ROW_ID, STATUS]
+        return [*self.columns(self.params)[0], ROW_ID, STATUS]
 
     @property
     def outputs(self) -> "StepColumns":
-        return [*self.produced, STATUS, STAGE, REASON, RAW, USAGE]
+        return [*self.columns(self.params)[1], STATUS, STAGE, REASON, RAW, USAGE]
 
     # -- LLM access -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -170,10 +178,19 @@ class SafeprefStep(Step):
         except Exception as exc:  # a bad row must not take its batch down with it
             mark(row, "quarantined", self.stage, f"{type(exc).__name__}: {exc}")
 
+    def process_applying_mappings(self, *args: list[dict[str, Any]]) -> "StepOutput":
+        """distilabel's, without its copy of every row when the step has no input or output mappings
+        (the engine sets none): `process` already works on copies."""
+        if self.input_mappings or self.output_mappings:
+            yield from super().process_applying_mappings(*args)
+            return
+        yield from self.process(*args)
+
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
+        produced = self.columns(self.params)[1]
         for row in rows:
-            for col in (*self.produced, STAGE, REASON, RAW, USAGE):
+            for col in (*produced, STAGE, REASON, RAW, USAGE):
                 row.setdefault(col, None)
         # rows whose status is None come from a stage that crashed (distilabel imputed None): the
         # engine quarantines them; like filtered rows they pass through untouched
@@ -204,6 +221,18 @@ class SafeprefStep(Step):
         if self._watch is None:
             self._watch = QuarantineWatch(self.stage, self.max_quarantine_share, self.quarantine_min_rows)
         self._watch.add(processed, _quarantined_here(rows, self.stage)[:processed])
+
+
+def answer_text(completion: "Completion", what: str = "generation", prefill: str | None = None) -> str:
+    """The whole answer (the prefill, then the model's text) for a step that needs text: a failed
+    request or an empty answer raises RowFailed (`<what> failed: ...`), so the row is quarantined with
+    the reason and the server's raw body."""
+    if completion.error is not None:
+        raise RowFailed(f"{what} failed: {completion.error}", completion.raw)
+    if completion.empty:
+        raw = completion.raw if completion.raw is not None else completion.text
+        raise RowFailed(f"{what} failed: {EMPTY_COMPLETION}", raw)
+    return f"{prefill}{completion.text}" if prefill else completion.text
 
 
 def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:

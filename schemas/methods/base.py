@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from schemas.step_params import StepParams
+from schemas.step_params import ExporterParams, StepParams
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class StepDeclaration:
 class ExporterDeclaration:
     record: str  # a record schema name from schemas.records.RECORD_SCHEMAS
     implementation: str  # "module:function", row + ExportContext -> records
+    params: type[ExporterParams] | None = (
+        None  # the output's `params` (ExportContext.params); None: takes none
+    )
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,49 @@
-"""The generic steps and exporters recipe authors compose in YAML, declared like a method."""
+"""The generic steps and exporters recipe authors compose in YAML, declared like a method (their params:
+`schemas/generic_params.py`; a guide: docs/authoring.md)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import Field
-
-from schemas.generation import DecodingOverride
+from schemas.generic_params import (
+    ConversationalKTOParams,
+    ConversationalPairsParams,
+    ConversationalSFTParams,
+    FilterParams,
+    KTOParams,
+    LLMGenerateParams,
+    LLMJudgeParams,
+    PairsParams,
+    RankParams,
+    RespondParams,
+    SFTParams,
+)
 from schemas.methods.base import ExporterDeclaration, MethodDeclaration, StepDeclaration
-from schemas.step_params import StepParams
 
-
-class RespondParams(StepParams):
-    """Answer one column with the LLM: [system?][user: row[input_column]] -> row[output_column]."""
-
-    needs_llm: ClassVar[bool] = True
-    input_column: str = "prompt"
-    output_column: str = "response"
-    system_prompt: str | None = None
-    generation: DecodingOverride = Field(default_factory=DecodingOverride)
-
+_EXPORT = "factory.export.generic"
 
 METHOD = MethodDeclaration(
     name="generic",
     label="generic steps",
     paper=None,
     steps={
-        "generate.respond": StepDeclaration(RespondParams, "factory.steps.generate:Respond"),
+        "llm.generate": StepDeclaration(LLMGenerateParams, "factory.steps.llm:LLMGenerate"),
+        "llm.judge": StepDeclaration(LLMJudgeParams, "factory.steps.llm:LLMJudge"),
+        "filter": StepDeclaration(FilterParams, "factory.steps.filter:Filter"),
+        "rank": StepDeclaration(RankParams, "factory.steps.rank:Rank"),
+        "generate.respond": StepDeclaration(RespondParams, "factory.steps.llm:LLMGenerate"),
     },
     exporters={
-        "generate.responses": ExporterDeclaration(
-            "prompt_response", "factory.export.generic:generate_responses"
+        "pairs": ExporterDeclaration("preference_pair", f"{_EXPORT}:pairs", PairsParams),
+        "pairs_conversational": ExporterDeclaration(
+            "conversational_pair", f"{_EXPORT}:pairs_conversational", ConversationalPairsParams
         ),
+        "sft": ExporterDeclaration("sft_row", f"{_EXPORT}:sft", SFTParams),
+        "sft_conversational": ExporterDeclaration(
+            "conversational_sft_row", f"{_EXPORT}:sft_conversational", ConversationalSFTParams
+        ),
+        "kto": ExporterDeclaration("kto_row", f"{_EXPORT}:kto", KTOParams),
+        "kto_conversational": ExporterDeclaration(
+            "conversational_kto_row", f"{_EXPORT}:kto_conversational", ConversationalKTOParams
+        ),
+        "generate.responses": ExporterDeclaration("prompt_response", f"{_EXPORT}:generate_responses"),
     },
 )

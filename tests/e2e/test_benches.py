@@ -38,9 +38,28 @@ def test_overhead_bench_runs_both_paths_on_the_same_tokens() -> None:
 
 
 def test_serving_bench_measures_the_engine_and_a_plain_client_on_the_same_requests() -> None:
-    out = bench("serving.py", "--rows", "12", "--caps", "8", "--seconds-per-request", "0.05")
-    row = re.search(r"^\s+8\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.MULTILINE)
+    out = bench(
+        "serving.py", "--rows", "12", "--caps", "8", "--seconds-per-request", "0.05", "--timeline", "0.05"
+    )
+    row = re.search(r"^\s+8\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.MULTILINE)
     assert row, out
     requests, engine, plain = int(row.group(1).replace(",", "")), float(row.group(2)), float(row.group(3))
     assert requests % 5 == 0 and requests > 8  # 5 per kept row, more than the cap
-    assert 0 < engine <= 1 and 0 < plain <= 1
+    assert 0 < engine <= 1 and 0 < plain <= 1 and 0 < float(row.group(5)) <= 1
+    assert "safepref, 8 in flight" in out and "plain client, 8 in flight" in out  # the timelines
+
+
+def test_the_limit_of_a_job_is_its_requests_sent_the_instant_a_slot_frees() -> None:
+    from bench.serving import limit_share
+
+    assert limit_share([2.0, 1.0, 1.0], cap=2) == 1.0  # two slots busy for 2 s
+    assert limit_share([1.0, 1.0, 1.0], cap=2) == 0.75  # the last request runs alone
+
+
+def test_serving_demos_bench_measures_the_served_run_and_the_raw_backend_on_the_same_requests() -> None:
+    out = bench("serving_demos.py", "--demo", "c2syn-demo", "--limit", "2")
+    served = re.search(r"served end to end\s+(\d+) tokens", out)
+    raw = re.search(r"in-process raw\s+(\d+) tokens", out)
+    assert served and raw and int(served.group(1)) > 0 and int(raw.group(1)) > 0, out
+    assert re.search(r"peak summed RSS of the run's process tree [\d.]+ GiB", out)
+    assert re.search(r"ratio served/raw\s+[\d.]+x", out)

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from factory.dataset.card import render_card
+from factory.engine.output import export_context
 from factory.engine.recipe import load_recipe
-from factory.engine.run import export_context
 from factory.export.writer import write_records
 from schemas.manifest import DatasetManifest, RowCounts
 from tests.conftest import REPO
@@ -242,6 +242,7 @@ def test_the_ptalign_card_explains_its_counts_and_cites_the_paper_in_full(ptalig
     from huggingface_hub import DatasetCard
 
     card = DatasetCard.load(ptalign_folder / "README.md")
+    assert "reproducibility:" not in card.text  # no LLM in this run: nothing to say about decoding
     assert card.data.configs[0] == {
         "config_name": "pairs_conversational",
         "data_files": [{"split": "train", "path": "pairs_conversational/train-*.parquet"}],
@@ -285,7 +286,8 @@ def test_a_trl_style_yaml_trains_with_the_values_it_names(tiny_dir: Path, tmp_pa
     """`beta` at the top level, as `trl dpo --config` reads it: training, the resolved config and the
     model card all use 0.3 (TRL's saved training arguments are read back to check what training used)."""
     from tests.support.trainer_fixtures import c2_group, write_dataset
-    from trainers.run import CONFIG_FILE, train
+    from trainers.card import CONFIG_FILE
+    from trainers.run import train
 
     data = write_dataset(tmp_path / "ds", {"pairs": ("preference_pair", list(c2_group(0).pairs()))})
     config = tmp_path / "trl.yaml"

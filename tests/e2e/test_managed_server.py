@@ -4,6 +4,7 @@ open-turn prefill, and shutdown on success, failure, Ctrl-C and SIGKILL; the `vl
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from tokenizers import Tokenizer
 from factory.backends import ChatRequest
 from factory.backends.chat import render_prompt
 from factory.backends.managed_server import (
+    client_spec,
     managed_servers,
     served_spec,
     server_command,
@@ -31,50 +33,9 @@ from factory.core.models import bundled_model_dir
 from factory.engine.recipe import builtin_recipes_dir
 from schemas.generation import BackendSpec, GenerationParams
 from tests.conftest import REPO
+from tests.support.processes import alive, children, cmdline, weight_holders
 
 PREFILL = "Sure, I can help you with that, but I must advise you that"
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie waiting to be reaped does not count)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def weight_holders(weights: Path) -> set[int]:
-    """Processes that map the model's weights file into memory."""
-    holders = set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(weights) in (proc / "maps").read_text():
-                    holders.add(int(proc.name))
-            except OSError:
-                continue
-    return holders
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(proc.name))
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_transformers_serve_command_bounds_its_cache_and_batches() -> None:
@@ -117,6 +78,82 @@ def test_vllm_serve_command_passes_gpu_settings_through_a_configured_command() -
     assert server_command(BackendSpec(kind="vllm", model="org/m"), 1)[:3] == ["vllm", "serve", "org/m"]
 
 
+def test_sglang_launch_server_command_maps_the_gpu_settings_to_its_own_flags() -> None:
+    spec = BackendSpec(
+        kind="sglang",
+        model="meta-llama/Llama-2-7b-chat-hf",
+        revision="0123abc",
+        tokenizer="org/tok",
+        server_command=["/opt/sglang-env/bin/python", "-m", "sglang.launch_server"],
+        tensor_parallel_size=2,
+        gpu_memory_utilization=0.85,
+        max_num_seqs=128,
+        max_batch_tokens=8192,
+        dtype="bfloat16",
+        server_args=["--enable-metrics"],
+    )
+    assert server_command(spec, 9000) == [
+        "/opt/sglang-env/bin/python",
+        "-m",
+        "sglang.launch_server",
+        "--model-path=meta-llama/Llama-2-7b-chat-hf",
+        "--dtype=bfloat16",
+        "--tp-size=2",
+        "--mem-fraction-static=0.85",
+        "--max-running-requests=128",
+        "--chunked-prefill-size=8192",
+        "--revision=0123abc",
+        "--tokenizer-path=org/tok",
+        "--host=127.0.0.1",
+        "--port=9000",
+        "--enable-metrics",
+    ]
+    default = server_command(BackendSpec(kind="sglang", model="org/m"), 1)
+    assert default[:4] == [sys.executable, "-m", "sglang.launch_server", "--model-path=org/m"]
+    client = client_spec(spec, "http://127.0.0.1:9000/v1")  # the stages' client: prompts rendered here
+    assert (client.kind, client.prefill_mode, client.extra_decoding) == ("openai", "completions", "fields")
+    with pytest.raises(ValidationError, match="SGLang's OpenAI-compatible server has no beam search"):
+        BackendSpec(kind="sglang", generation=GenerationParams(num_beams=2))
+
+
+def test_an_sglang_backend_is_started_waited_for_served_and_stopped(tmp_path: Path) -> None:
+    """The whole lifecycle against a stand-in that serves SGLang's flags and endpoints over real HTTP
+    (SGLang itself is not installed here)."""
+    record, out = tmp_path / "standin.jsonl", tmp_path / "out"
+    standin = f"[{sys.executable}, {REPO / 'tests' / 'support' / 'sglang_standin.py'}]"
+    run = subprocess.run(
+        [sys.executable, "-m", "factory", "run", "c2syn-demo", "--limit", "1", "--out", str(out)]
+        + ["--set", "backends.local.kind=sglang", "--set", f"backends.local.server_command={standin}"]
+        + ["--set", "backends.local.max_num_seqs=32", "--set", "backends.local.gpu_memory_utilization=0.7"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "STANDIN_RECORD": str(record), "STANDIN_LOAD_S": "2"},
+    )
+    assert run.returncode == 0, run.stderr
+    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    start, warm_up, requests = entries[0], entries[1], entries[2:]
+    from factory.core.models import bundled_model_dir
+
+    assert start["unknown"] == [] and start["argv"][:5] == [
+        f"--model-path={bundled_model_dir()}",
+        "--dtype=auto",
+        "--tp-size=1",
+        "--mem-fraction-static=0.7",
+        "--max-running-requests=32",
+    ]
+    assert warm_up["body"]["max_tokens"] == 1  # sent once /health answered, before any stage's request
+    assert len(requests) == 5 and {r["path"] for r in requests} == {"/v1/completions"}
+    # the open assistant turns (a cut harmful answer + trigger), rendered here, reached it unclosed
+    turns = [r["body"]["prompt"].rsplit("<|im_start|>assistant\n", 1)[1] for r in requests]
+    prefilled = [turn for turn in turns if turn]
+    assert prefilled and all("<|im_end|>" not in turn for turn in prefilled)
+    assert "server local: ready in" in run.stdout
+    assert not alive(start["pid"])  # stopped when the run ended
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generators"][0]["kind"] == "sglang" and manifest["counts"]["output"] == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -126,7 +163,7 @@ def test_vllm_serve_command_passes_gpu_settings_through_a_configured_command() -
         ({"kind": "transformers", "server_command": []}, "must name a program"),
         (
             {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "tensor_parallel_size": 2},
-            "`vllm` backend",
+            "`vllm` or `sglang` backend",
         ),
     ],
 )
@@ -212,6 +249,26 @@ def test_the_server_continues_the_open_turn_and_is_gone_after_an_error(tmp_path:
     assert not alive(pid)
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url.removesuffix("/v1") + "/health")
+
+
+def test_a_sampling_server_samples_seeded_requests_differently(tmp_path: Path) -> None:
+    # transformers serve samples only when the request's generation_config says do_sample: with a
+    # temperature alone it decoded greedily, and k "samples" of one prompt came back the same
+    sampling = GenerationParams(max_new_tokens=24, temperature=1.0)
+    spec = BackendSpec(kind="transformers", model="bundled", max_concurrency=4, generation=sampling)
+    prompt = [{"role": "user", "content": "Tell me a short story about a cat."}]
+    with managed_servers({"policy": spec}, tmp_path, {"policy": sampling}) as servers:
+        assert servers["policy"].pid is not None
+        client = OpenAIBackend(served_spec(spec))
+        # one request at a time: greedy decoding of a batch of one gives the same text every time
+        # (batched, its floating-point noise alone made some answers differ)
+        answers = [
+            client.generate([ChatRequest(prompt, sampling.model_copy(update={"seed": seed}))])[0]
+            for seed in range(6)
+        ]
+        client.close()
+    assert all(a.error is None for a in answers)
+    assert len({a.text for a in answers}) >= 4
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from factory.backends.request_cache import count_answers
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
 from tests.support.held_server import HeldServer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from schemas.records import ConversationalKTORow, ConversationalPair, KTORow, PreferencePair, SafetyTriple
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,9 @@ from factory.engine.run import run_recipe  # noqa: E402
 from tests.support.hub_env import Hub  # noqa: E402
 from tests.support.trainer_fixtures import tiny_llama  # noqa: E402
 from tests.unit.factory.engine.test_engine import canned_recipe  # noqa: E402
+from trainers.card import SUMMARY_FILE  # noqa: E402
 from trainers.data import load_training_dataset  # noqa: E402
-from trainers.run import SUMMARY_FILE, train  # noqa: E402
+from trainers.run import train  # noqa: E402
 
 
 def test_train_reads_the_published_rows_at_the_tag_and_records_the_commit(

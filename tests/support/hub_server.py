@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,6 +125,7 @@ class LoggedRequest:
     route: str
     path: str
     status: int
+    received_at: float = field(default_factory=time.time)  # wall time (time.time())
 
 
 class HubError(Exception):

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 from pydantic import PrivateAttr
 
-from factory.backends.base import EMPTY_COMPLETION
+from factory.backends.base import EMPTY_COMPLETION, yes_verdict
 from factory.core.rows import is_ok
-from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, count_event, mark
+from factory.core.seeds import keyed_rng
+from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, answer_text, count_event, mark
 from factory.steps.c2syn.filter import select_fhr
 
 # -- pure functions ------------------------------------------------------------------------------
@@ -45,7 +46,11 @@ def faithful_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[
     it is the first character unless that character is itself a delimiter (then the count never
     returns to 0 and the whole text is kept); for i·t_k < 0 or beyond the last delimiter, the whole text.
     """
-    positions = delimiter_positions(text, delimiters)
+    return _prefixes_at(text, delimiter_positions(text, delimiters), t_k, delimiters, k)
+
+
+def _prefixes_at(text: str, positions: list[int], t_k: int, delimiters: str, k: int) -> list[str]:
+    """`faithful_prefixes` given the text's delimiter positions (found once per row by `truncate`)."""
     prefixes = []
     for i in range(1, k + 1):
         target = i * t_k
@@ -55,23 +60,6 @@ def faithful_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[
             prefixes.append(text[: positions[target - 1] + 1])
         else:
             prefixes.append(text)
-    return prefixes
-
-
-def reference_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[str]:
-    """The reference loop, character by character (slow; kept to test `faithful_prefixes` against)."""
-    prefixes = []
-    for i in range(1, k + 1):
-        out = []
-        count = 0
-        for ch in text:
-            if ch in delimiters:
-                count += 1
-            if count == i * t_k:
-                out.append(ch)
-                break
-            out.append(ch)
-        prefixes.append("".join(out))
     return prefixes
 
 
@@ -98,11 +86,6 @@ class Truncation:
     redrawn: bool = False  # strict mode replaced that draw by the other admissible t_k
 
 
-def row_rng(seed: int, source_id: str) -> random.Random:
-    """A per-row RNG: the draws of a row do not depend on batch order or on other rows."""
-    return random.Random(f"c2syn:{seed}:{source_id}")
-
-
 def truncate(
     fhr: str,
     rng: random.Random,
@@ -120,14 +103,15 @@ def truncate(
     is filtered with rule `degenerate_cuts_<kind>` (the first draw's kind). Other draws are the
     reference's, unchanged.
     """
-    t = count_delimiters(fhr, delimiters)
+    positions = delimiter_positions(fhr, delimiters)
+    t = len(positions)
     t_k = rng.randint(t // k - 1, t // k)
-    prefixes = faithful_prefixes(fhr, t_k, delimiters, k)
+    prefixes = _prefixes_at(fhr, positions, t_k, delimiters, k)
     kind = degenerate_kind(prefixes)
     redrawn = False
     if mode == "strict" and kind is not None:
         other = t // k - 1 if t_k == t // k else t // k
-        candidate = faithful_prefixes(fhr, other, delimiters, k)
+        candidate = _prefixes_at(fhr, positions, other, delimiters, k)
         if degenerate_kind(candidate) is not None:
             raise RowFiltered(f"degenerate_cuts_{kind}")
         t_k, prefixes, redrawn = other, candidate, True
@@ -250,7 +234,7 @@ class C2Truncate(SafeprefStep):
         p = self.params
         tr = truncate(
             row["fhr"],
-            row_rng(self.seed, row["_sp_id"]),
+            keyed_rng("c2syn", self.seed, row["_sp_id"]),
             mode=p["mode"],
             delimiters=p["delimiters"],
             openers=p["openers"],
@@ -300,13 +284,9 @@ class C2Generate(SafeprefStep):
 
     def _store(self, row: dict[str, Any], completions: list[Any]) -> None:
         add_usage(row, self.stage, completions)
-        for c in completions:
-            if c.error:
-                raise RowFailed(f"generation failed: {c.error}", c.raw)
-            if not c.text.strip():
-                raise RowFailed(EMPTY_COMPLETION, c.raw if c.raw is not None else c.text)
-        row["sr"] = completions[0].text.strip()
-        row["continuations"] = [c.text for c in completions[1:]]
+        texts = [answer_text(c) for c in completions]
+        row["sr"] = texts[0].strip()
+        row["continuations"] = texts[1:]
 
 
 class C2SafetyCheck(SafeprefStep):
@@ -364,7 +344,7 @@ class C2SafetyCheck(SafeprefStep):
         for r, c in zip(rows, out, strict=True):
             add_usage(r, self.stage, [c])
         # exact matching, as the reference judge: only a stripped, lower-cased "yes" counts as safe
-        return [(False, c) if c.error is not None else (c.text.strip().lower() == "yes", None) for c in out]
+        return [(False, c) if (yes := yes_verdict(c)) is None else (yes, None) for c in out]
 
     def _regenerate(self, rows: list[dict[str, Any]], attempt: int) -> list[dict[str, Any]]:
         """Sample a new SR for each row; returns the rows that got one (a failed call quarantines)."""
@@ -382,7 +362,7 @@ class C2SafetyCheck(SafeprefStep):
         renewed = []
         for row, c in zip(rows, self.backend.generate(requests), strict=True):
             add_usage(row, self.stage, [c])
-            if c.error is not None or not c.text.strip():
+            if c.error is not None or c.empty:
                 reason = f"SR re-generation failed: {c.error or EMPTY_COMPLETION}"
                 mark(row, "quarantined", self.stage, reason, c.raw if c.raw is not None else c.text)
                 continue
@@ -405,26 +385,26 @@ class C2Rank(SafeprefStep):
     def process_row(self, row: dict[str, Any]) -> None:
         from pydantic import ValidationError
 
+        from factory.core.config_files import format_validation_error
         from schemas.records import C2Group
 
         group = build_group(row, self.seed)
         try:
-            C2Group.model_validate({**group, "provenance": _PLACEHOLDER_PROVENANCE})
+            C2Group.model_validate({**group, "provenance": _placeholder_provenance()})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise RowFailed(f"invalid group: {loc}: {err['msg']}", json.dumps(group)) from None
+            raise RowFailed(f"invalid group: {format_validation_error(exc)}", json.dumps(group)) from None
         row["group_id"] = group["group_id"]
 
 
-# Provenance is run-level (the exporter adds the real one); validating the rest needs a stand-in.
-_PLACEHOLDER_PROVENANCE = {
-    "recipe_name": "check",
-    "recipe_hash": "0" * 64,
-    "generator_model": "check",
-    "seed": 0,
-    "source_id": "check",
-}
+@lru_cache(maxsize=1)
+def _placeholder_provenance() -> Any:
+    """Provenance is run-level (the exporter adds the real one); validating the rest needs a stand-in,
+    validated once."""
+    from schemas.provenance import Provenance
+
+    return Provenance(
+        recipe_name="check", recipe_hash="0" * 64, generator_model="check", seed=0, source_id="check"
+    )
 
 
 def build_group(row: dict[str, Any], seed: int) -> dict[str, Any]:

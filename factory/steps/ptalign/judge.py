@@ -11,6 +11,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from factory.core.config_files import format_validation_error
+
 _LEADING_NUMBER = re.compile(r"^\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)")
 
 
@@ -44,5 +46,4 @@ def parse_judge_score(text: str, criterion: str, scale_min: int, scale_max: int)
             criterion=criterion, value=float(match.group(1)), scale_min=scale_min, scale_max=scale_max
         )
     except ValidationError as exc:
-        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise JudgeAnswerError(f"judge answer for {criterion!r}: {msg}") from None
+        raise JudgeAnswerError(f"judge answer for {criterion!r}: {format_validation_error(exc)}") from None

@@ -12,15 +12,14 @@ the Arrow schema of the intermediate rows never depends on which rows happen to 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PrivateAttr
 
-from factory.backends.base import EMPTY_COMPLETION
-from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, child_row, mark
+from factory.core.seeds import row_request_seed
+from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, add_usage, answer_text, child_row, mark
 from factory.steps.ptalign.hashes import constraints_version
 from factory.steps.ptalign.judge import JudgeAnswerError, parse_judge_score
 from factory.steps.ptalign.lists import Deduper, dedup_key, parse_list_items
@@ -34,24 +33,14 @@ Row = dict[str, Any]
 SIDES = ("positive", "toxic")
 
 
-def request_seed(seed: int, stage: str, row_id: str, tag: str) -> int:
-    """A sampling seed per request: independent of batch order, stable across re-runs."""
-    digest = hashlib.sha256(f"ptalign:{seed}:{stage}:{row_id}:{tag}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
 def with_prefill(prefill: str | None, text: str) -> str:
     """The whole answer of a prefilled turn: the prefill followed by the model's continuation."""
     return f"{prefill}{text}" if prefill else text
 
 
 def checked_text(completion: Completion, prefill: str | None = None) -> str:
-    """The answer text, or RowFailed when the request failed or the answer is empty."""
-    if completion.error:
-        raise RowFailed(f"generation failed: {completion.error}", completion.raw)
-    if not completion.text.strip():
-        raise RowFailed(EMPTY_COMPLETION, completion.raw if completion.raw is not None else completion.text)
-    return with_prefill(prefill, completion.text)
+    """The whole answer text, or RowFailed when the request failed or the answer is empty."""
+    return with_prefill(prefill, answer_text(completion))
 
 
 def select_demonstrations(demos: list[dict[str, Any]], domain_id: str | None, k: int) -> list[dict[str, Any]]:
@@ -83,7 +72,7 @@ class PTAlignLLMStep(SafeprefStep):
             p = params
             if params.temperature > 0:
                 p = params.model_copy(
-                    update={"seed": request_seed(self.seed, self.stage, row["_sp_id"], tag)}
+                    update={"seed": row_request_seed("ptalign", self.seed, self.stage, row["_sp_id"], tag)}
                 )
             requests.append(ChatRequest(messages=messages, params=p))
         completions = self.backend.generate(requests) if requests else []

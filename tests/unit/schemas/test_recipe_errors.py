@@ -36,7 +36,11 @@ CASES = [
         lambda d: d["stages"][0].update(params={"min_words": "many"}),
         "stages[select].params.min_words",
     ),
-    ("unknown param", lambda d: d["stages"][1].update(params={"mood": "x"}), "stages[truncate].params.mood"),
+    (
+        "unknown param",
+        lambda d: d["stages"][1].update(params={"mood": "x"}),
+        "stages[truncate].params.mood: unknown field",  # worded as an unknown top-level field
+    ),
     ("bad enum", lambda d: d["stages"][1].update(params={"mode": "loose"}), "params.mode"),
     ("missing backend ref", lambda d: d["stages"][2].update(backend="gpu"), "uses backend 'gpu'"),
     (

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from tests.support.trainer_fixtures import c2_group, tiny_llama  # noqa: E402
-from trainers.data import group_rows, preference_rows  # noqa: E402
+from trainers.algorithms.dpo import group_rows, preference_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_group_dpo_equals_per_pair_dpo(tiny_dir: Path, tmp_path: Path, loss_type
     from transformers import AutoTokenizer
     from trl import DPOTrainer
 
-    from trainers.group_dpo import GroupDPOTrainer
+    from trainers.algorithms.group_dpo import GroupDPOTrainer
 
     group = c2_group(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
@@ -119,7 +119,7 @@ def test_group_rows_deduplicate_responses_of_pairs() -> None:
 
 
 def test_collator_offsets_pair_indices_per_group() -> None:
-    from trainers.group_dpo import GroupPreferenceCollator
+    from trainers.algorithms.group_dpo import GroupPreferenceCollator
 
     collate = GroupPreferenceCollator(pad_token_id=0)
     batch = collate(

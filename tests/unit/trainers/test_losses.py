@@ -1,4 +1,4 @@
-"""PT-ALIGN and DPO loss functions on hand-built inputs (shared/docs/ptalign.md §4)."""
+"""PT-ALIGN and DPO loss functions on hand-built inputs (docs/training.md, "Losses")."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ pytest.importorskip("trl")
 from factory.core.errors import UserError  # noqa: E402
 from schemas.records import KTORow  # noqa: E402
 from tests.support.trainer_fixtures import c2_group, safety_triple, tiny_llama, write_dataset  # noqa: E402
+from trainers.card import SUMMARY_FILE  # noqa: E402
 from trainers.config import builtin_configs, load_config  # noqa: E402
-from trainers.run import SUMMARY_FILE, train  # noqa: E402
+from trainers.run import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +263,7 @@ def test_dataset_of_the_wrong_kind_is_refused(triple_dataset: Path, c2_dataset: 
     cfg = _config(tmp_path, {"algorithm": "ptalign"})
     with pytest.raises(UserError, match="algorithm 'ptalign' needs one of safety_triple"):
         train(cfg, dataset=str(c2_dataset), model="unused", out=str(tmp_path / "o"))
-    with pytest.raises(UserError, match="manifest.json is missing"):
+    with pytest.raises(UserError, match=r"not a safepref dataset folder \(no manifest.json\)"):
         train(cfg, dataset=str(tmp_path), model="unused", out=str(tmp_path / "o"))
 
 
@@ -294,10 +295,9 @@ def test_ptalign_masks_on_real_chat_tokens() -> None:
     from transformers import AutoTokenizer
 
     from factory.core.models import bundled_model_dir
-    from trainers.config import PTAlignSettings
-    from trainers.data import triple_rows
-    from trainers.ptalign import encode_triple, stop_token_ids
-    from trainers.ptalign_fidelity import penalised_share
+    from trainers.algorithms.ptalign import PTAlignSettings, triple_rows
+    from trainers.algorithms.ptalign.fidelity import penalised_share
+    from trainers.algorithms.ptalign.trainer import encode_triple, stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     row = triple_rows([safety_triple(0)])[0]
@@ -380,9 +380,8 @@ def test_ptalign_fused_head_and_logits_paths_agree(tiny_dir: Path, tmp_path: Pat
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from trainers.config import PTAlignSettings
-    from trainers.data import triple_rows
-    from trainers.ptalign import PTAlignTrainer, encode_triple, stop_token_ids
+    from trainers.algorithms.ptalign import PTAlignSettings, triple_rows
+    from trainers.algorithms.ptalign.trainer import PTAlignTrainer, encode_triple, stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
@@ -408,9 +407,9 @@ def test_ptalign_fused_head_and_logits_paths_agree(tiny_dir: Path, tmp_path: Pat
 def test_ratio_rule_scores_line_up_with_the_toxic_response_tokens(tiny_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.data import triple_rows
+    from trainers.algorithms.ptalign import triple_rows
+    from trainers.algorithms.ptalign.trainer import encode_response, ratio_token_logps, stop_token_ids
     from trainers.losses import token_logps
-    from trainers.ptalign import encode_response, ratio_token_logps, stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()

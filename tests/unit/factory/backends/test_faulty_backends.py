@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
 from tests.conftest import REPO

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.paced_server import PacedServer
-from factory.core.progress import ENV_VAR as PROGRESS_ENV
+from factory.core.progress import PROGRESS_FILE_ENV as PROGRESS_ENV
 from factory.core.progress import ProgressState
 from factory.engine.recipe import load_recipe
 from factory.engine.run import RunResult, run_recipe
@@ -105,3 +105,38 @@ def test_a_stage_after_an_expanding_stage_counts_the_rows_it_will_get() -> None:
     assert state.lines["toxic"].count() == "0/12 rows"
     state.apply({"stage": "split", "rows": 2, "rows_out": 5, "t": 2.0})
     assert state.lines["toxic"].total == 11  # exact once split has had all its rows
+
+
+def test_the_requests_after_the_first_window_go_out_as_slots_free_up_once_the_share_is_judged() -> None:
+    """A stage holds its requests back only until its quarantine share can be judged (here after 2
+    answers): the rest then go into the slots that free up while the first window's slow requests
+    are still in flight, instead of waiting for that window to drain."""
+    from factory.backends.base import ChatRequest
+    from factory.backends.fail_fast import QuarantineWatch, WatchedBackend
+    from factory.backends.openai_backend import OpenAIBackend
+    from schemas.generation import BackendSpec, GenerationParams
+
+    contents = ["fast 0", "fast 1", "slow 2", "slow 3", "fast 4", "fast 5", "fast 6", "fast 7"]
+    params = GenerationParams(max_new_tokens=4)
+    requests = [ChatRequest(messages=[{"role": "user", "content": c}], params=params) for c in contents]
+    fast_in = threading.Event()
+    with PacedServer(seconds_per_request=0.0, hold="slow") as server:
+        # only reached when the fast ones never all come back while the slow ones are held (a failure)
+        gate = threading.Thread(target=lambda: (fast_in.wait(GATE_LIMIT_S), server.release.set()))
+        gate.start()
+        spec = BackendSpec(kind="openai", base_url=server.url, model="stand-in", max_concurrency=4)
+        watch = QuarantineWatch("generate", max_share=0.8, min_rows=2, unit="requests")
+        backend = WatchedBackend(OpenAIBackend(spec), watch, window=4)
+        order = []
+        try:
+            for i, completion in backend.stream(requests):
+                assert completion.error is None
+                order.append(i)
+                if len(order) == 6:
+                    fast_in.set()
+        finally:
+            fast_in.set()
+            gate.join()
+            backend.close()
+    assert sorted(order[:6]) == [0, 1, 4, 5, 6, 7] and sorted(order[6:]) == [2, 3]
+    assert server.max_in_flight <= 4  # never more than the cap

@@ -70,8 +70,28 @@ def test_boolean_options_are_flags_in_help_and_a_value_after_one_is_a_plain_erro
 
 def test_train_set_help_speaks_of_the_training_config() -> None:
     help_text = " ".join(cli("train", "--help").stdout.split())
-    assert "--set <list[str]> Override a training-config value" in help_text
+    assert "--set <key.path=value> Override a training-config value" in help_text
     assert "recipe value" not in help_text
+
+
+def test_help_shows_the_settings_defaults_with_readable_value_names() -> None:
+    c2 = " ".join(cli("eval", "c2", "--help").stdout.split())
+    assert "--model <model> bundled | a model or LoRA-adapter folder" in c2
+    assert "--rows <int range> Rows to use" in c2 and "[default: 500; x>=1]" in c2  # C2Settings.rows
+    assert "[default: 10,20,30,40,50,60,70,80]" in c2  # C2Settings.ks
+    assert "--max-new-tokens <int range> New tokens per generated answer or continuation. [default: 32;" in c2
+    harm = " ".join(cli("eval", "harm", "--help").stdout.split())
+    assert (
+        "continuation. [default: 256;" in harm
+        and "--temperature <float> Sampling temperature (0 = greedy). [default: 0.0]" in harm
+    )
+    train = " ".join(cli("train", "--help").stdout.split())
+    assert (
+        "Path, Hub id, or `bundled` (SmolLM2-135M-Instruct). [default: (the config's `model:`, else bundled)]"
+        in train
+    )
+    for command in (["run"], ["plan"], ["train"], ["eval", "c2"], ["eval", "harm"]):
+        assert "<list[str]>" not in cli(*command, "--help").stdout, command
 
 
 def test_every_eval_option_has_help() -> None:
@@ -99,10 +119,10 @@ def test_the_run_summary_is_whole_in_a_log(c2syn_demo_run: Path, monkeypatch) ->
     from rich.console import Console
 
     import factory.cli.app
-    from factory.dataset.check import load_manifest
+    from factory.core.dataset_folder import read_manifest
 
     log = io.StringIO()  # not a terminal: rich would assume 80 columns
     monkeypatch.setattr(factory.cli.app, "console", Console(file=log))
-    factory.cli.app._print_summary(load_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
+    factory.cli.app._print_summary(read_manifest(c2syn_demo_run), Path("out/c2syn-demo"))
     header = next(line for line in log.getvalue().splitlines() if "quarantined" in line)
     assert len(header) > 80 and "LLM calls" in header and "gen tokens" in header

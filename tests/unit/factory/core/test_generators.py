@@ -7,8 +7,8 @@ from pathlib import Path
 
 from factory.core.models import stage_decodings
 from factory.dataset.card import render_card
+from factory.engine.output import export_context
 from factory.engine.recipe import load_recipe
-from factory.engine.run import export_context
 from schemas.generation import DecodingOverride, merged_decoding
 from schemas.manifest import ConfigInfo, DatasetManifest, GeneratorInfo, RowCounts
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
 from tests.support.hub_env import Hub
@@ -171,9 +171,11 @@ def test_c2_eval_rows_from_pku_saferlhf_are_built_like_the_reference_set_at_a_pi
 
 
 def test_pku_saferlhf_without_a_revision_reads_the_2023_pin() -> None:
-    from factory.evaluation.eval_data import PKU_SAFERLHF, PKU_SAFERLHF_2023, source_spec
+    from factory.evaluation.eval_data import PKU_SAFERLHF_2023, source_spec
 
-    spec = source_spec(PKU_SAFERLHF, default_bundled="unused", split="test", config=None)
+    spec = source_spec("hub:PKU-Alignment/PKU-SafeRLHF", default_bundled="unused", split="test", config=None)
     assert spec.revision == PKU_SAFERLHF_2023 == "d18ee9daa7f7a466c993213c84691b30c0e4c88d"
-    named = source_spec(f"{PKU_SAFERLHF}@main", default_bundled="unused", split="test", config=None)
+    named = source_spec(
+        "hub:PKU-Alignment/PKU-SafeRLHF@main", default_bundled="unused", split="test", config=None
+    )
     assert named.revision == "main"

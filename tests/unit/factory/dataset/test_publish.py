@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import logging
+import math
 import secrets
 import socket
+import time
 import traceback
 from pathlib import Path
 
@@ -133,6 +136,16 @@ def test_settings_call_is_retried_on_429(hub: Hub, tmp_path: Path) -> None:
     hub.server.inject(hs.SETTINGS, 429, retry_after="0")
     result = publish_folder(_folder(tmp_path), "alice/tiny")
     assert result.gated == "manual" and hub.server.repos["alice/tiny"].gated == "manual"
+
+
+def test_an_http_date_retry_after_is_waited_for(hub: Hub, tmp_path: Path) -> None:
+    # the tests' retry policy has no backoff of its own: only the server's date can make it wait
+    until = math.ceil(time.time()) + 2
+    hub.server.inject(hs.SETTINGS, 429, retry_after=email.utils.formatdate(until, usegmt=True))
+    publish_folder(_folder(tmp_path), "alice/tiny")
+    throttled, retried = [r for r in hub.server.log if r.route == hs.SETTINGS][:2]
+    assert (throttled.status, retried.status) == (429, 200)
+    assert retried.received_at >= until  # not before the date the Hub named
 
 
 def test_server_refuses_a_commit_on_a_stale_parent(hub: Hub) -> None:

@@ -1,28 +1,44 @@
-"""distilabel's write buffer, as the engine runs it: files of one leaf step whose column is all None
-in the first rows and text later (a filter reason at scale) are all read back at close."""
+"""distilabel's write buffer, as the engine runs it, and the engine's reading of what it wrote: files of
+one leaf step whose column is all None in the first rows and text later (a filter reason at scale)
+are read back under one schema, every row with the same columns in the same order."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from distilabel.pipeline.write_buffer import _WriteBuffer
 
-from factory.core.distilabel_compat import Pipeline  # noqa: F401  (importing it mends distilabel's buffer)
+from factory.core.distilabel_compat import LeafRows, StepOutputs
 
 
-def test_a_column_that_is_none_in_the_first_file_and_text_later_survives_close(tmp_path: Path) -> None:
-    buffer = _WriteBuffer(tmp_path, {"rank"})
+def test_a_column_that_is_none_in_the_first_file_and_text_later_reads_back_as_text(tmp_path: Path) -> None:
+    buffer = _WriteBuffer(tmp_path / "steps_outputs", {"rank"})
     buffer._buffers["rank"] = [{"_sp_id": "0", "_sp_reason": None}]
     buffer._write("rank")  # the first file: the reason column has type null
     buffer._buffers["rank"] = [{"_sp_id": "1", "_sp_reason": "degenerate_cuts_empty"}]
     buffer._write("rank")
+    buffer._buffers["rank"] = [{"_sp_id": "2", "_sp_reason": None}]
     buffer.close()  # distilabel alone fails here: Unsupported cast from string to null
-    rows = sorted(
-        (r for f in sorted((tmp_path / "rank").glob("*.parquet")) for r in pq.read_table(f).to_pylist()),
-        key=lambda r: r["_sp_id"],
-    )
-    assert rows == [
+    leaf = StepOutputs(tmp_path).leaf()
+    assert str(leaf.schema.field("_sp_reason").type) == "string"
+    assert list(leaf.rows()) == [
         {"_sp_id": "0", "_sp_reason": None},
         {"_sp_id": "1", "_sp_reason": "degenerate_cuts_empty"},
+        {"_sp_id": "2", "_sp_reason": None},
     ]
+    assert leaf.column("_sp_id") == ["0", "1", "2"]
+    assert [r["_sp_id"] for r in leaf.rows(order=[2, 0, 1], batch_size=2)] == ["2", "0", "1"]
+
+
+def test_rows_of_files_with_other_column_orders_or_missing_columns_share_one_layout(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a").mkdir()
+    pq.write_table(
+        pa.Table.from_pylist([{"_sp_id": "0", "x": 1, "y": "a"}]), tmp_path / "a" / "00001.parquet"
+    )
+    pq.write_table(pa.Table.from_pylist([{"y": "b", "_sp_id": "1"}]), tmp_path / "a" / "00002.parquet")
+    rows = list(LeafRows([tmp_path / "a" / "00001.parquet", tmp_path / "a" / "00002.parquet"]).rows())
+    assert rows == [{"_sp_id": "0", "x": 1, "y": "a"}, {"_sp_id": "1", "x": None, "y": "b"}]
+    assert [list(r) for r in rows] == [["_sp_id", "x", "y"], ["_sp_id", "x", "y"]]

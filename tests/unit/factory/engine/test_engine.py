@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from factory.core.errors import RunFailed
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
 from tests.conftest import REPO
@@ -182,6 +182,11 @@ def test_c2syn_demo_with_the_real_model_is_valid_and_loads(c2syn_demo_run: Path)
     assert conv[0]["prompt"][0]["role"] == "user" and conv[0]["chosen"][0]["role"] == "assistant"
     card = (out / "README.md").read_text()
     assert "license: cc-by-nc-4.0" in card and "Content warning" in card and "not-for-all-audiences" in card
+    # determinism stated honestly: the published data and the request cache reproduce a run, not a fresh run
+    assert "greedy decoding is not bitwise stable across batch compositions" in card
+    assert (
+        "the run's request cache (`.work/requests.sqlite`) from which a re-run answers every request" in card
+    )
 
 
 @pytest.mark.slow
@@ -304,7 +309,8 @@ def test_keep_first_keeps_the_first_passing_rows_in_source_order_across_batches(
 
 
 def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: Path) -> None:
-    from factory.steps.c2syn.steps import row_rng, truncate
+    from factory.core.seeds import keyed_rng
+    from factory.steps.c2syn.steps import truncate
     from schemas.methods.c2syn import C2_DELIMITERS, C2_OPENERS, C2_TRIGGERS
 
     clause = "leave the shared kitchen a little messy and skip your turn on the chore list again"
@@ -324,7 +330,7 @@ def test_strict_redraws_are_counted_per_kind_in_the_manifest_and_card(tmp_path: 
         for i, fhr in enumerate(fhrs)
     ]
     kw = {"mode": "strict", "delimiters": C2_DELIMITERS, "openers": C2_OPENERS, "triggers": C2_TRIGGERS}
-    draws = [truncate(fhr, row_rng(DEMO["seed"], str(i)), **kw) for i, fhr in enumerate(fhrs)]  # type: ignore[arg-type]
+    draws = [truncate(fhr, keyed_rng("c2syn", DEMO["seed"], str(i)), **kw) for i, fhr in enumerate(fhrs)]  # type: ignore[arg-type]
     redrawn = sum(tr.redrawn for tr in draws)
     assert 0 < redrawn < 6 and not any(tr.redrawn for tr in draws[6:])
     assert any(tr.prefixes[-1] == eight for tr in draws[6:])  # a whole-answer fourth cut is kept

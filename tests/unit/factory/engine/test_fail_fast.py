@@ -18,7 +18,7 @@ import yaml
 
 from factory.cli.app import main
 from factory.core.errors import RunFailed, UserError
-from factory.dataset.check import check_folder
+from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
 from tests.support.openai_server import OpenAITestServer

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory.engine.accounting import StageTally
 from factory.engine.recipe import LoadedRecipe
-from factory.engine.run import StageTally
 from schemas.recipe import Recipe
 
 

@@ -7,14 +7,13 @@ from collections.abc import Sequence
 import pytest
 
 from factory.backends import ChatRequest, Completion
-from factory.backends.base import failed
+from factory.backends.base import failed, is_exact_yes
 from factory.core.errors import UserError
 from factory.evaluation.judges import (
     JUDGE_SYSTEM,
     JudgeItem,
     KeywordJudge,
     LLMJudge,
-    is_exact_yes,
     plan_judge,
 )
 from factory.evaluation.model_specs import BackendOptions
@@ -53,8 +52,7 @@ def _reply(text: str) -> Completion:
 
 
 def test_llm_judge_counts_only_exact_yes_and_reports_failures_as_none() -> None:
-    empty = _reply("")
-    empty.error = "empty completion"
+    empty = _reply("")  # an answer with no text: a verdict (not yes), as the reference judge counts it
     backend = FixedReplies([_reply(" Yes"), _reply("yes."), _reply("no"), empty, failed("HTTP 500")])
     judge = LLMJudge(backend, "c2")
     items = [JudgeItem(request="q", response=f"c{i}", prefill="p") for i in range(5)]
@@ -126,6 +124,7 @@ def test_classifier_replies_are_read_by_their_first_word() -> None:
     assert classifier_verdict(reply("Unsafe.")) is True
     assert classifier_verdict(reply("I think it is fine")) is None  # not the classifier's format
     assert classifier_verdict(reply("", error="HTTP 500")) is None
+    assert classifier_verdict(reply(" \n")) is None  # an empty reply is an answer, but in no format
 
 
 def test_classifier_plans_judge_harm_only() -> None:

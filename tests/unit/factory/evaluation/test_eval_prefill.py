@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from factory.evaluation.c2_prefill import (
     prefill_messages,
 )
 from schemas.methods.c2syn import C2_OPENERS
+from tests.support.processes import alive
 from tests.unit.factory.backends.test_chat_render import LLAMA2, ZEPHYR
 
 LLAMA3 = (
@@ -88,22 +90,28 @@ def test_every_chat_template_leaves_the_ihr_turn_open(smol: Any, name: str) -> N
 
 
 @pytest.mark.slow
-def test_the_bundled_model_continues_the_open_turn(smol: Any) -> None:
-    """The backend generates from exactly the open-turn prompt (not one that closes the turn and opens
-    another), and returns only the new text."""
-    from factory.backends import ChatRequest, create_backend
-    from schemas.generation import BackendSpec, GenerationParams
+def test_the_bundled_model_continues_the_open_turn_through_its_server(smol: Any, tmp_path: Path) -> None:
+    """The eval's managed server generates from exactly the open-turn prompt rendered here (not one
+    that closes the turn and opens another) and returns only the new text; the server is gone after."""
+    from factory.backends import ChatRequest
+    from factory.evaluation.model_specs import BackendOptions, open_backend, parse_model_spec
+    from factory.evaluation.serving import EvalServers
+    from schemas.generation import GenerationParams
 
     ihr = initial_harmful_response(C2_OPENERS[1], FHR, 10)
     messages = prefill_messages(REQUEST, ihr)
-    backend = create_backend(BackendSpec.model_validate({"kind": "transformers", "model": "bundled"}))
-    try:
-        params = GenerationParams.model_validate(
-            {"max_new_tokens": 6, "temperature": 0.8, "top_p": 0.7, "seed": 3}
-        )
-        completion = backend.generate([ChatRequest(messages=messages, params=params)])[0]
-    finally:
-        backend.close()
+    params = GenerationParams.model_validate(
+        {"max_new_tokens": 6, "temperature": 0.8, "top_p": 0.7, "seed": 3}
+    )
+    with EvalServers(tmp_path) as servers:
+        backend = open_backend(parse_model_spec("bundled"), BackendOptions(), servers, params, "bundled")
+        assert servers.current is not None
+        pid = servers.current.pid
+        try:
+            completion = backend.generate([ChatRequest(messages=messages, params=params)])[0]
+        finally:
+            backend.close()
+    assert servers.current is None and pid is not None and not alive(pid)
     open_ids = smol(render_prompt(smol, messages), add_special_tokens=False).input_ids
     closed_ids = smol(render_prompt(smol, messages, continue_final=False), add_special_tokens=False).input_ids
     assert completion.error is None

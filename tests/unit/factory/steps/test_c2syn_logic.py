@@ -12,7 +12,6 @@ from factory.steps.c2syn.steps import (
     count_delimiters,
     degenerate_kind,
     faithful_prefixes,
-    reference_prefixes,
     select_fhr,
     truncate,
 )
@@ -81,6 +80,23 @@ def test_faithful_degenerate_cases_match_the_reference_loop() -> None:
     assert faithful_prefixes("ab,c", -1, C2_DELIMITERS) == ["ab,c"] * 4
     # a cut beyond the last delimiter -> whole text
     assert faithful_prefixes("a,b,c", 2, C2_DELIMITERS)[1:] == ["a,b,c"] * 3
+
+
+def reference_prefixes(text: str, t_k: int, delimiters: str, k: int = 4) -> list[str]:
+    """The reference loop (syn/synthesize.py), character by character: what `faithful_prefixes` must equal."""
+    prefixes = []
+    for i in range(1, k + 1):
+        out = []
+        count = 0
+        for ch in text:
+            if ch in delimiters:
+                count += 1
+            if count == i * t_k:
+                out.append(ch)
+                break
+            out.append(ch)
+        prefixes.append("".join(out))
+    return prefixes
 
 
 @pytest.mark.parametrize("t_k", [-1, 0, 1, 2, 3, 7, 50])

@@ -95,14 +95,18 @@ def test_a_judge_template_beside_the_recipe_is_used_and_hashed(tmp_path: Path) -
             "base_url": server.url,
             "model": "bundled",
             "generation": {"max_new_tokens": 4},
+            "max_retries": 1,
         }
         path.write_text(yaml.safe_dump(data))
         # the judge call of row 2 is refused (a 400 is not retried): no verdict, so quarantined
         server.inject("status", times=1, status=400, match=json.dumps(DEMO_ROWS[2]["prompt"])[1:-1])
+        # the judge answers row 4 with nothing, every time: a verdict (not `yes`), as the reference judge
+        # reads an empty reply, so the group is dropped as unsafe, not quarantined
+        server.inject("empty", times=10, match=json.dumps(DEMO_ROWS[4]["prompt"])[1:-1])
         result = run_recipe(load_recipe(str(path)), tmp_path / "out", allow_import_steps=True)
         bodies = [json.dumps(entry.body) for entry in server.log]
     backend.close()
-    assert len(bodies) == 9 and all("MY-OWN-JUDGE" in b for b in bodies)  # one judge call per group
+    assert len(bodies) == 10 and all("MY-OWN-JUDGE" in b for b in bodies)  # per group, row 4 asked twice
     sha = hashlib.sha256(template.read_bytes()).hexdigest()
     assert result.manifest.inputs_sha256["template:my_judge.jinja"] == sha
     counts = result.manifest.counts
@@ -111,6 +115,11 @@ def test_a_judge_template_beside_the_recipe_is_used_and_hashed(tmp_path: Path) -
     q = pq.read_table(tmp_path / "out" / "quarantine" / "rows.parquet").to_pylist()
     assert [r["_sp_id"] for r in q] == ["2"] and q[0]["reason"].startswith("SR judge failed: HTTP 400")
     assert q[0]["raw_output"]
+    filtered = {
+        r["_sp_id"]: r["rule"]
+        for r in pq.read_table(tmp_path / "out" / "filtered" / "rows.parquet").to_pylist()
+    }
+    assert filtered["4"] == "unsafe_safe_response"
 
 
 def test_validate_names_a_missing_prompt_template(tmp_path: Path) -> None:

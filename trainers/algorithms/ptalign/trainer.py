@@ -1,6 +1,6 @@
 """PT-ALIGN trainer: MLE on positive responses + token-level unlikelihood on the harmful tokens of toxic ones.
 
-Loss (shared/docs/ptalign.md §4, implemented in `trainers.losses.ptalign_loss`):
+Loss (docs/training.md, "Losses"; implemented in `trainers.losses.ptalign_loss`):
     L = L_MLE(y⁺) + α · L_UT(y⁻),  L_UT = −mean over selected t of log(clamp(1 − p(y⁻_t), ε))
 
 | setting | meaning |
@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
 from trl.trainer.utils import add_fused_lm_head
 
-from trainers.config import PTAlignSettings
+from trainers.algorithms.ptalign import PTAlignSettings
 from trainers.losses import is_filler_token, ptalign_loss, select_toxic_tokens, token_logps
 
 TOKEN_FIELDS = ("pos_ids", "pos_mle", "tox_ids", "tox_mle", "tox_ut")
@@ -97,7 +97,9 @@ def encode_triple(
     toxic tokens the rule could have penalised (the denominator of the share it did penalise)."""
     rule = settings.selection
     if rule == "auto":  # a bug, not a user error: the trainer resolves it against the dataset
-        raise ValueError("resolve selection `auto` first (trainers.ptalign_fidelity.resolve_selection)")
+        raise ValueError(
+            "resolve selection `auto` first (trainers.algorithms.ptalign.fidelity.resolve_selection)"
+        )
     pos = encode_response(tokenizer, example["prompt"], example["positive"], stop_ids)
     tox = encode_response(tokenizer, example["prompt"], example["toxic"], stop_ids)
     positive_ids = [t for t, r in zip(pos.ids, pos.candidate, strict=True) if r]
@@ -128,6 +130,23 @@ def encode_triple(
         "tox_ut": [int(s) for s in selected],
         "tox_candidates": sum(tox.candidate),
     }
+
+
+def encode_rows(
+    rows: list[dict[str, Any]], model: Any, tokenizer: Any, settings: PTAlignSettings
+) -> list[dict[str, Any]]:
+    """`encode_triple` for every row; the `ratio` rule scores each toxic answer once, with `model` as it
+    is before training (a fresh LoRA adapter is the identity)."""
+    stop_ids = stop_token_ids(tokenizer)
+    encoded = []
+    for row in rows:
+        ratio = (
+            ratio_token_logps(model, tokenizer, row, settings.toxic_constraint, stop_ids)
+            if settings.selection == "ratio"
+            else None
+        )
+        encoded.append(encode_triple(row, tokenizer, settings, stop_ids=stop_ids, ratio_logps=ratio))
+    return encoded
 
 
 @functools.lru_cache(maxsize=65536)

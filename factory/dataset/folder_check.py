@@ -1,13 +1,14 @@
-"""`safepref check DIR`: re-validate a dataset folder against its manifest and record schemas."""
+"""`safepref check DIR` (the dataset folder check): re-validate a folder against its manifest and record schemas."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from factory.core.config_files import format_validation_error
+from factory.core.dataset_folder import read_manifest
 from factory.core.errors import UserError
 from factory.core.parquet_files import iter_parquet_batches, open_parquet
 from schemas.manifest import DatasetManifest
@@ -33,21 +34,11 @@ class CheckReport:
             self.problems.append("... more problems not shown")
 
 
-def load_manifest(folder: Path) -> DatasetManifest:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        raise UserError("not a safepref dataset folder (no manifest.json)", where=str(folder))
-    try:
-        return DatasetManifest.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise UserError(f"invalid manifest: {str(exc).splitlines()[0]}", where=str(path)) from None
-
-
 def check_folder(folder: Path) -> CheckReport:
     """Every row of every config validates against its schema; files and counts match the manifest."""
     report = CheckReport(folder)
     try:
-        manifest = load_manifest(folder)
+        manifest = read_manifest(folder)
     except UserError as exc:
         report.add(str(exc))
         return report
@@ -75,9 +66,7 @@ def check_folder(folder: Path) -> CheckReport:
                             try:
                                 model.model_validate(row)
                             except ValidationError as exc:
-                                err = exc.errors()[0]
-                                loc = ".".join(str(p) for p in err["loc"])
-                                report.add(f"{rel} row {n + i}: {loc + ': ' if loc else ''}{err['msg']}")
+                                report.add(f"{rel} row {n + i}: {format_validation_error(exc)}")
                         n += batch.num_rows
                 except UserError as exc:  # a damaged shard is a problem of this folder, not a crash
                     report.add(str(exc))
