@@ -324,3 +324,49 @@ def test_one_model_copy_serves_every_llm_stage_and_ctrl_c_stops_it(tmp_path: Pat
             os.killpg(run.pid, signal.SIGKILL)
             run.wait()
     assert not alive(servers[0])
+
+
+@pytest.mark.slow
+def test_stages_wait_for_a_server_that_is_still_loading(tmp_path: Path) -> None:
+    # the server starts right after preflight and the workers start while it loads: no request may go
+    # out before it answers (a refused connection is retried for a few seconds only, then quarantined)
+    late = [
+        "sh",
+        "-c",
+        'sleep 20; exec "$@"',
+        "sh",
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+    ]
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "factory", "run", "c2syn-demo", "--limit", "2", "--out", str(out)]
+        + ["--set", f"backends.local.server_command={json.dumps(late)}"]
+        + ["--set", "backends.local.generation.max_new_tokens=4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["llm_calls"] > 0
+    assert manifest["counts"]["quarantined"] == {}
+
+
+def test_a_run_stopped_after_its_server_started_leaves_none_behind(tmp_path: Path) -> None:
+    from factory.api import run_recipe
+
+    empty = tmp_path / "rows.jsonl"
+    empty.write_text("")
+    data = yaml.safe_load((builtin_recipes_dir() / "c2syn-demo.yaml").read_text())
+    data["source"] = {"kind": "file", "path": str(empty)}
+    recipe = tmp_path / "empty-source.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="no rows"):
+        run_recipe(recipe, tmp_path / "out")
+    assert (tmp_path / "out" / ".work" / "server-local.log").exists()  # it had started
+    servers = [pid for pid in children(os.getpid()) if "transformers.cli.transformers serve" in cmdline(pid)]
+    assert [pid for pid in servers if alive(pid)] == []
