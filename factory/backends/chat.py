@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from factory.backends.base import ends_with_prefill
@@ -71,32 +70,48 @@ def strip_leading_bos(tokenizer: Any, prompt: str) -> str:
     """Drop a textual BOS when the tokenizer adds its own: servers tokenize a /v1/completions prompt with
     special tokens, so the template's BOS would be doubled (Llama). Templates whose BOS-named token is
     ordinary text to the tokenizer (SmolLM's `<|im_start|>`) are left alone."""
-    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
-    if not bos or bos_id is None or not prompt.startswith(bos):
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not prompt.startswith(bos) or not adds_bos(tokenizer):
         return prompt
-    adds_bos = tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos_id]
-    return prompt[len(bos) :] if adds_bos else prompt
+    return prompt[len(bos) :]
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether encoding text with special tokens puts the BOS token first (a ChatTokenizer knows it)."""
+    known = getattr(tokenizer, "adds_bos", None)
+    if isinstance(known, bool):
+        return known
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    return bos_id is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos_id]
 
 
 _SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
 class ChatTokenizer:
-    """A model's chat template and token ids without transformers' tokenizer classes, which import torch
-    (~250 MB in every stage worker that only renders prompts for a server). Renders with transformers'
-    own `render_jinja_template`, given the special tokens, as `apply_chat_template(tokenize=False)` does;
-    encodes with the `tokenizers` library (a fast tokenizer's `tokenizer.json`)."""
+    """A model's chat template and special tokens, for rendering prompts that a server tokenizes.
+
+    Without transformers' tokenizer classes, which import torch (~250 MB in every stage worker that only
+    renders prompts for a server), and without keeping the `tokenizers` encoder (~30 MB per worker): it
+    is loaded once to learn whether it adds a BOS token, then dropped. Renders with transformers' own
+    `render_jinja_template`, given the special tokens, as `apply_chat_template(tokenize=False)` does."""
 
     def __init__(self, tokenizer_json: Path, config: dict[str, Any], chat_template: str | None) -> None:
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        from factory.core.memory import release_freed_memory
+
         self.special_tokens_map = {
             k: v["content"] if isinstance(v, dict) else v for k in _SPECIAL_TOKENS if (v := config.get(k))
         }
         self.chat_template = chat_template
         self.bos_token = self.special_tokens_map.get("bos_token")
-        self.bos_token_id = None if self.bos_token is None else self._tokenizer.token_to_id(self.bos_token)
+        encoder = Tokenizer.from_file(str(tokenizer_json))
+        self.bos_token_id = None if self.bos_token is None else encoder.token_to_id(self.bos_token)
+        first = encoder.encode("a", add_special_tokens=True).ids[:1]
+        self.adds_bos = self.bos_token_id is not None and first == [self.bos_token_id]
+        del encoder
+        release_freed_memory()  # glibc keeps the encoder's freed pages resident otherwise
 
     @classmethod
     def load(cls, source: str, revision: str | None = None) -> ChatTokenizer:
@@ -144,8 +159,3 @@ class ChatTokenizer:
             **self.special_tokens_map,
         )
         return str(result[0][0])
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
-        return SimpleNamespace(
-            input_ids=self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
-        )

@@ -19,6 +19,7 @@ samples alike and sends those settings with the warm-up request; a recipe that m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -59,9 +60,9 @@ _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
 # transformers serve's KV cache page (tokens; its default 256). Requests share the pages of a common
-# prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: on the
-# ptalign-demo requests, pages of 32 cut the server's CPU time by 30% (16: no better; 64: 25%), and a
-# request holds its length rounded up to 32 tokens, not to 256.
+# prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: pages of
+# 32 cut the server's CPU time on ptalign-demo's requests by 30% (16: no better; 64: 25%) and on
+# c2syn-demo's by half, and a request holds its length rounded up to 32 tokens, not to 256.
 KV_PAGE_TOKENS = 32
 
 
@@ -215,6 +216,16 @@ def _check_served_sampling(backend: str, where: str, decoding: GenerationParams)
         )
 
 
+def server_threads(spec: BackendSpec) -> int:
+    """The CPU threads a managed server computes with: the backend's `threads`, else OMP_NUM_THREADS,
+    else half the cores. torch's default (a thread per core) stalls when other processes hold the
+    cores: seen on 2 busy cores, one answer in six minutes."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return spec.threads or (
+        int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 2) // 2)
+    )
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     # SIGKILL when the thread that started us ends (the engine's main thread: the process itself)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -254,6 +265,7 @@ class ManagedServer:
         self.command = server_command(spec, self.port)
         self.label = " ".join(spec.server_command[:2]) if spec.server_command else _DEFAULT_LABELS[spec.kind]
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0  # time.monotonic() of start()
 
     @property
     def pid(self) -> int | None:
@@ -261,11 +273,9 @@ class ManagedServer:
 
     def start(self) -> None:
         env = dict(os.environ)
-        # torch's default (a thread per core) stalls when other processes hold the cores: seen on 2
-        # busy cores, one answer in six minutes; so half the cores unless the recipe or env says
-        threads = self.spec.threads or env.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // 2)
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(server_threads(self.spec))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             try:
                 self.process = subprocess.Popen(
@@ -285,13 +295,14 @@ class ManagedServer:
                 ) from None
 
     def wait_ready(self) -> float:
-        """Block until the server answers a one-token completion (so the model is loaded); seconds taken.
+        """Block until the server answers a one-token completion (so the model is loaded); the seconds
+        since it was started.
 
         Polls /health, then sends the request, and gives up when the process exits (with the last line
         of its log) or after `startup_timeout_s`."""
-        assert self.process is not None
-        started = time.monotonic()
-        deadline = started + self.spec.startup_timeout_s
+        process = self.process  # stop() from another thread clears the attribute
+        assert process is not None
+        deadline = self.started_at + self.spec.startup_timeout_s
         request = client_spec(self.spec)
         body: dict[str, object] = {
             "model": request.served_model_name,
@@ -312,12 +323,12 @@ class ManagedServer:
                     if health.status_code == 200:
                         answer = http.post(self.url + "/completions", json=body)
                         if answer.status_code == 200:
-                            return time.monotonic() - started
+                            return time.monotonic() - self.started_at
                         self._fail(f"answered its first request with HTTP {answer.status_code}")
                 except httpx.TransportError:
                     pass  # not listening yet (or just died: checked next)
                 try:
-                    code = self.process.wait(timeout=0.25)  # the poll interval, cut short by an exit
+                    code = process.wait(timeout=0.25)  # the poll interval, cut short by an exit
                 except subprocess.TimeoutExpired:
                     if time.monotonic() > deadline:
                         self._fail(f"was not ready after startup_timeout_s={self.spec.startup_timeout_s:g}")
@@ -331,6 +342,12 @@ class ManagedServer:
             f"(log: {self.log_path})",
             where=self.where,
         )
+
+    def begin_stop(self) -> None:
+        """SIGTERM the server's process group without waiting (`stop()` waits)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL it if it lingers; reap the server."""
@@ -370,22 +387,50 @@ def _last_line(log: Path) -> str:
 
 def recipe_servers(
     recipe: Recipe, log_dir: Path, on_event: Callable[[str], None] = print
-) -> AbstractContextManager[dict[str, ManagedServer]]:
-    """The servers of the `transformers` / `vllm` backends the recipe's stages use."""
+) -> AbstractContextManager[StartedServers]:
+    """Start the servers of the `transformers` / `vllm` / `sglang` backends the recipe's stages use; the
+    caller calls `wait_ready()` before the stages run (loading the model meanwhile overlaps its own set-up)."""
     used = {s.backend for s in recipe.stages if s.backend}
     backends = {n: spec for n, spec in recipe.backends.items() if n in used}
     sampling = {n: shared_sampling(recipe, n) for n, spec in backends.items() if spec.kind in SERVED_KINDS}
-    return managed_servers(backends, log_dir, sampling, on_event)
+    return started_servers(backends, log_dir, sampling, on_event)
+
+
+class StartedServers:
+    """The servers of a run, started and perhaps still loading their models. `SERVERS_ENV` already tells
+    stages (worker processes inherit it) where each listens; none may call one before `wait_ready()`."""
+
+    def __init__(self, by_name: dict[str, ManagedServer], on_event: Callable[[str], None]) -> None:
+        self.by_name = by_name
+        self.distinct = {server_key(s.spec): s for s in by_name.values()}
+        self._on_event = on_event
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Block until every server answers a completion (its model is loaded). May run in another
+        thread than the one that started the servers; raises ServerError for one that fails."""
+        if self._ready:
+            return
+        for server in self.distinct.values():
+            seconds = server.wait_ready()
+            self._on_event(f"server {server.name}: ready in {seconds:.1f} s (pid {server.pid})")
+        self._ready = True
+
+    def begin_stop(self) -> None:
+        """Ask every server to stop (shutting down takes a second or two); leaving the
+        `started_servers` block waits for them."""
+        for server in self.distinct.values():
+            server.begin_stop()
 
 
 @contextmanager
-def managed_servers(
+def started_servers(
     backends: Mapping[str, BackendSpec],
     log_dir: Path,
     sampling: Mapping[str, GenerationParams] | None = None,
     on_event: Callable[[str], None] = print,
-) -> Iterator[dict[str, ManagedServer]]:
-    """Start one server per distinct served backend, ready before the block runs; stop all afterwards.
+) -> Iterator[StartedServers]:
+    """Start one server per distinct served backend (equal specs share one); stop all afterwards.
 
     Inside the block `SERVERS_ENV` tells stages (worker processes inherit it) where each server listens.
     `sampling`: per backend name, the settings the server is pinned to (default: its `generation`).
@@ -405,8 +450,18 @@ def managed_servers(
                 )
                 by_key[key] = server
             servers[name] = by_key[key]
-        for server in by_key.values():
-            seconds = server.wait_ready()
-            on_event(f"server {server.name}: ready in {seconds:.1f} s (pid {server.pid})")
         with env_vars({SERVERS_ENV: json.dumps({key: server.url for key, server in by_key.items()})}):
-            yield servers
+            yield StartedServers(servers, on_event)
+
+
+@contextmanager
+def managed_servers(
+    backends: Mapping[str, BackendSpec],
+    log_dir: Path,
+    sampling: Mapping[str, GenerationParams] | None = None,
+    on_event: Callable[[str], None] = print,
+) -> Iterator[dict[str, ManagedServer]]:
+    """`started_servers`, ready before the block runs: {backend name: its server}."""
+    with started_servers(backends, log_dir, sampling, on_event) as started:
+        started.wait_ready()
+        yield started.by_name

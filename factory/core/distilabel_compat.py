@@ -226,7 +226,26 @@ class Pipeline(_CacheOnceAtEnd, _DistilabelPipeline):
     """distilabel's local Pipeline with the cache written once, at the end, and without distilabel's
     SIGINT handler: it waits for in-flight batches on the first Ctrl-C and needs a third one to stop,
     and it waited for ever on a hung worker. The run's own handler (factory.engine.processes) stays in
-    place instead."""
+    place instead.
+
+    `before_first_batch` (the engine's wait for its model servers) runs once every step has loaded and
+    before any batch flows, so the workers start while the servers load their models; what it raises
+    ends the run as a step that failed to load does, and `run()` raises it."""
+
+    before_first_batch: Callable[[], None] | None = None
+
+    def _initialize_pipeline_execution(self) -> bool:  # distilabel's, with the hook
+        if not self._run_stage_steps_and_wait(stage=self._current_stage):
+            self._set_steps_not_loaded_exception()
+            return False
+        if self.before_first_batch is not None:
+            try:
+                self.before_first_batch()
+            except Exception as exc:  # run() raises it in the engine's thread
+                self._exception = exc
+                return False
+        self._request_initial_batches()
+        return True
 
     def run(self, *, use_cache: bool = True) -> StepOutputs:  # type: ignore[override]
         """distilabel's local run (distilabel/pipeline/local.py), with its queues made before the pool

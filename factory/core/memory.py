@@ -1,8 +1,11 @@
-"""The run process's garbage collector: paused where it only walks objects that hold no cycles."""
+"""Memory of the run's processes: the garbage collector paused where it only walks objects that hold no
+cycles, and freed heap pages given back to the OS (each process of a run counts what it holds)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 from collections.abc import Iterator
 
@@ -27,3 +30,15 @@ def frozen_gc(*, collect: bool = True) -> Iterator[None]:
         if paused:
             gc.enable()
         gc.unfreeze()
+
+
+def release_freed_memory() -> None:
+    """Return the heap pages freed so far to the OS. glibc keeps freed pages mapped: 50,000 source rows
+    left ~120 MB behind in the engine (copied into every forked step), and a tokenizer loaded and dropped
+    by a stage ~30 MB."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only; elsewhere nothing to do
+        if trim is not None:
+            trim(0)

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory.backends.fail_fast import STOP_FILE_ENV, raise_if_stopped, stop_file
-from factory.backends.managed_server import SERVERS_ENV, client_spec, recipe_servers
+from factory.backends.managed_server import SERVERS_ENV, StartedServers, client_spec, recipe_servers
 from factory.backends.request_cache import REQUEST_CACHE_ENV, REQUEST_CACHE_FILE, RequestCache
 from factory.backends.request_window import llm_stage_batch_size
 from factory.core.env import env_vars
@@ -77,10 +78,40 @@ def require_source_columns(
         raise missing_column(missing[0], loaded.recipe.stages[0].name, label)
 
 
+class RunServers:
+    """The run's model servers, one per transformers/vllm/sglang backend (`managed_server`): started as
+    soon as the run knows it will generate, so that the models load while the source is read and the
+    pipeline's workers start; awaited before the first batch (`run_pipeline`); asked to stop when the
+    pipeline is done; stopped and reaped when the block ends, however the run ends."""
+
+    def __init__(self, loaded: LoadedRecipe, work_dir: Path) -> None:
+        self._loaded, self._work_dir = loaded, work_dir
+        self._stack = ExitStack()
+        self.started: StartedServers | None = None
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = self._stack.enter_context(recipe_servers(self._loaded.recipe, self._work_dir))
+
+    def begin_stop(self) -> None:
+        """They shut down (a second or two) while the run writes its output."""
+        if self.started is not None:
+            self.started.begin_stop()
+
+    def __enter__(self) -> RunServers:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.close()
+
+
 def run_pipeline(
     loaded: LoadedRecipe,
     pipeline: Pipeline,
     work_dir: Path,
+    servers: StartedServers | None,
     *,
     reuse: bool,
     executor: Literal["local", "ray"],
@@ -88,17 +119,20 @@ def run_pipeline(
 ) -> LeafRows:
     """Run the pipeline (from distilabel's cache when `reuse`) and return its last stage's rows.
 
-    One server per transformers/vllm backend serves the whole run and stops however it ends. The
-    request cache path reaches the workers through the environment, not a step field, so moving the
-    folder does not change distilabel's step signatures.
+    Locally the step workers start while `servers` load their models, and the first batch waits for
+    them; on Ray they are ready first. The request cache path reaches the workers through the
+    environment, not a step field, so moving the folder does not change distilabel's step signatures.
     """
     from distilabel.errors import DistilabelUserError
 
     cache_path = (work_dir / REQUEST_CACHE_FILE).resolve()
     RequestCache.prepare(cache_path)  # here, once: steps load in parallel processes
-    servers = nullcontext() if reuse else recipe_servers(loaded.recipe, work_dir)
     try:
-        with env_vars({REQUEST_CACHE_ENV: str(cache_path)}), servers, stop_file(work_dir):
+        with env_vars({REQUEST_CACHE_ENV: str(cache_path)}), stop_file(work_dir):
+            if servers is not None and executor == "ray":
+                servers.wait_ready()
+            elif servers is not None:
+                pipeline.before_first_batch = servers.wait_ready
             if executor == "ray":
                 pipeline = _on_ray(pipeline, ray_address)
             outputs = pipeline.run(use_cache=reuse)

@@ -27,6 +27,14 @@ class Reuse:
     wall_time_s: float | None = None
 
 
+def may_reuse(out_dir: Path, recipe_hash: str) -> bool:
+    """Whether `out_dir` may hold a finished run of this recipe (on the inputs it read: the question before
+    the source is read), which needs no model server."""
+    previous = previous_manifest(out_dir)
+    cache = out_dir / WORK_DIR / DISTILABEL_CACHE
+    return previous is not None and previous.recipe_hash == recipe_hash and cache.is_dir()
+
+
 def reuse_or_restart(out_dir: Path, recipe_hash: str, inputs: dict[str, str]) -> Reuse:
     """The finished run of this recipe and these inputs in `out_dir`, or a clean start: an unfinished or
     different earlier run loses its manifest and distilabel's cache (never the request cache)."""

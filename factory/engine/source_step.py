@@ -3,15 +3,12 @@
 distilabel forks one process per step from the engine's process, and a fork starts with a copy of
 everything the engine holds: source rows kept in the engine while the pipeline starts are counted once
 more in every step (at 750,000 pairs that was most of the 2 GB summed RSS). So the engine writes the
-rows it read (`write_rows`), lets go of them (`release_freed_memory`), and this step reads them back
+rows it read (`write_rows`), lets go of them (`factory.core.memory.release_freed_memory`), and this step reads them back
 batch by batch.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,17 +29,6 @@ def write_rows(path: Path, rows: list[dict[str, Any]], batch_size: int) -> None:
         pickle.dump(len(rows), fh)
         for start in range(0, len(rows), batch_size):
             pickle.dump(rows[start : start + batch_size], fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def release_freed_memory() -> None:
-    """Give memory freed by Python back to the OS before distilabel forks: glibc keeps freed heap pages
-    mapped (50,000 source rows left ~120 MB behind), and every forked step would count them again."""
-    gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only; elsewhere nothing to do
-        if trim is not None:
-            trim(0)
 
 
 class LoadRowsFile(GeneratorStep):

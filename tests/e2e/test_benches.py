@@ -62,4 +62,5 @@ def test_serving_demos_bench_measures_the_served_run_and_the_raw_backend_on_the_
     raw = re.search(r"in-process raw\s+(\d+) tokens", out)
     assert served and raw and int(served.group(1)) > 0 and int(raw.group(1)) > 0, out
     assert re.search(r"peak summed RSS of the run's process tree [\d.]+ GiB", out)
-    assert re.search(r"ratio served/raw\s+[\d.]+x", out)
+    assert re.search(r"ratio served/raw\s+[\d.]+x", out) and "server alone" in out
+    assert re.search(r"generating [\d.]+ s with [\d.]+ requests in flight", out)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 from pydantic import ValidationError
+from tokenizers import Tokenizer
 
 from factory.backends import ChatRequest
 from factory.backends.chat import render_prompt
@@ -28,6 +29,7 @@ from factory.backends.managed_server import (
 )
 from factory.backends.openai_backend import OpenAIBackend
 from factory.core.errors import UserError
+from factory.core.models import bundled_model_dir
 from factory.engine.recipe import builtin_recipes_dir
 from schemas.generation import BackendSpec, GenerationParams
 from tests.conftest import REPO
@@ -233,10 +235,10 @@ def test_the_server_continues_the_open_turn_and_is_gone_after_an_error(tmp_path:
         )
         assert opened.error is None and opened.text.strip() and closed.error is None
         # the server saw exactly the locally rendered open turn: no end-of-turn token after the prefill
-        tokenizer = client.tokenizer
-        prompt = render_prompt(tokenizer, [*messages, {"role": "assistant", "content": PREFILL}])
+        prompt = render_prompt(client.tokenizer, [*messages, {"role": "assistant", "content": PREFILL}])
         assert prompt.endswith(PREFILL)
-        assert opened.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False).input_ids)
+        encoder = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
+        assert opened.prompt_tokens == len(encoder.encode(prompt, add_special_tokens=False).ids)
         assert closed.prompt_tokens > opened.prompt_tokens  # <|im_end|> and a new assistant header
         assert (client.model_id, client.revision) == (
             "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -322,3 +324,49 @@ def test_one_model_copy_serves_every_llm_stage_and_ctrl_c_stops_it(tmp_path: Pat
             os.killpg(run.pid, signal.SIGKILL)
             run.wait()
     assert not alive(servers[0])
+
+
+@pytest.mark.slow
+def test_stages_wait_for_a_server_that_is_still_loading(tmp_path: Path) -> None:
+    # the server starts right after preflight and the workers start while it loads: no request may go
+    # out before it answers (a refused connection is retried for a few seconds only, then quarantined)
+    late = [
+        "sh",
+        "-c",
+        'sleep 20; exec "$@"',
+        "sh",
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+    ]
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "factory", "run", "c2syn-demo", "--limit", "2", "--out", str(out)]
+        + ["--set", f"backends.local.server_command={json.dumps(late)}"]
+        + ["--set", "backends.local.generation.max_new_tokens=4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["llm_calls"] > 0
+    assert manifest["counts"]["quarantined"] == {}
+
+
+def test_a_run_stopped_after_its_server_started_leaves_none_behind(tmp_path: Path) -> None:
+    from factory.api import run_recipe
+
+    empty = tmp_path / "rows.jsonl"
+    empty.write_text("")
+    data = yaml.safe_load((builtin_recipes_dir() / "c2syn-demo.yaml").read_text())
+    data["source"] = {"kind": "file", "path": str(empty)}
+    recipe = tmp_path / "empty-source.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="no rows"):
+        run_recipe(recipe, tmp_path / "out")
+    assert (tmp_path / "out" / ".work" / "server-local.log").exists()  # it had started
+    servers = [pid for pid in children(os.getpid()) if "transformers.cli.transformers serve" in cmdline(pid)]
+    assert [pid for pid in servers if alive(pid)] == []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from factory.backends.chat import TemplateMismatch, render_prompt, strip_leading_bos
+from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
 
 # Llama-2-chat's template: strips message content and closes assistant turns with eos.
 LLAMA2 = (
@@ -135,3 +136,20 @@ def test_a_textual_bos_is_stripped_only_when_the_tokenizer_adds_one(smol: Any) -
     llama.add_bos_token = True  # now it does, as Llama's tokenizer: the server would double it
     assert strip_leading_bos(llama, prompt) == prompt[len(llama.bos_token) :]
     assert strip_leading_bos(llama, "[INST] hi") == "[INST] hi"
+
+
+def test_the_server_side_tokenizer_renders_and_strips_as_transformers_does(smol: Any, tmp_path: Path) -> None:
+    # what a stage worker loads to render prompts for a server: no transformers tokenizer class, and it
+    # knows from the tokenizer files whether encoding adds a BOS of its own (it keeps no encoder)
+    for adds in (False, True):
+        reference = with_template(smol, LLAMA2)
+        reference.add_bos_token = adds
+        folder = tmp_path / f"adds-{adds}"
+        reference.save_pretrained(folder)
+        light = ChatTokenizer.load(str(folder))
+        assert light.adds_bos is adds
+        for messages in ([REQUEST], [REQUEST, {"role": "assistant", "content": PREFILL}]):
+            prompt = render_prompt(light, messages)
+            assert prompt == render_prompt(reference, messages)
+            assert strip_leading_bos(light, prompt) == strip_leading_bos(reference, prompt)
+        assert (strip_leading_bos(light, prompt) != prompt) is adds  # the template wrote a BOS
