@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -64,6 +65,41 @@ _STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
 # 32 cut the server's CPU time on ptalign-demo's requests by 30% (16: no better; 64: 25%) and on
 # c2syn-demo's by half, and a request holds its length rounded up to 32 tokens, not to 256.
 KV_PAGE_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class _ServerFlags:
+    """How one GPU server spells the settings vLLM and SGLang share (BackendSpec field -> flag)."""
+
+    command: tuple[str, ...]
+    model: str | None  # None: the model is the first positional argument
+    tensor_parallel_size: str
+    gpu_memory_utilization: str
+    max_num_seqs: str
+    max_batch_tokens: str
+    tokenizer: str
+
+
+_GPU_SERVER_FLAGS = {
+    "vllm": _ServerFlags(
+        command=("vllm", "serve"),
+        model=None,
+        tensor_parallel_size="--tensor-parallel-size",
+        gpu_memory_utilization="--gpu-memory-utilization",
+        max_num_seqs="--max-num-seqs",
+        max_batch_tokens="--max-num-batched-tokens",
+        tokenizer="--tokenizer",
+    ),
+    "sglang": _ServerFlags(
+        command=(sys.executable, "-m", "sglang.launch_server"),
+        model="--model-path",
+        tensor_parallel_size="--tp-size",
+        gpu_memory_utilization="--mem-fraction-static",
+        max_num_seqs="--max-running-requests",
+        max_batch_tokens="--chunked-prefill-size",
+        tokenizer="--tokenizer-path",
+    ),
+}
 
 
 class ServerError(UserError):
@@ -102,40 +138,23 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
         ]
         if spec.device:
             command.append(f"--device={spec.device}")
-    elif spec.kind == "sglang":  # SGLang's own flag names for the same settings as vLLM's
-        prefix = spec.server_command or [sys.executable, "-m", "sglang.launch_server"]
-        command = [
-            *prefix,
-            f"--model-path={source}",
-            f"--dtype={spec.dtype}",
-            f"--tp-size={spec.tensor_parallel_size}",
-            f"--mem-fraction-static={spec.gpu_memory_utilization}",
-        ]
-        if spec.max_num_seqs:
-            command.append(f"--max-running-requests={spec.max_num_seqs}")
-        if spec.max_batch_tokens:
-            command.append(f"--chunked-prefill-size={spec.max_batch_tokens}")
-        if spec.revision and spec.model != "bundled":
-            command.append(f"--revision={spec.revision}")
-        if spec.tokenizer and spec.tokenizer != "bundled":
-            command.append(f"--tokenizer-path={spec.tokenizer}")
     else:
-        prefix = spec.server_command or ["vllm", "serve"]
-        command = [
-            *prefix,
-            source,
+        flags = _GPU_SERVER_FLAGS[spec.kind]
+        command = [*(spec.server_command or flags.command)]
+        command += [f"{flags.model}={source}"] if flags.model else [source]
+        command += [
             f"--dtype={spec.dtype}",
-            f"--tensor-parallel-size={spec.tensor_parallel_size}",
-            f"--gpu-memory-utilization={spec.gpu_memory_utilization}",
+            f"{flags.tensor_parallel_size}={spec.tensor_parallel_size}",
+            f"{flags.gpu_memory_utilization}={spec.gpu_memory_utilization}",
         ]
         if spec.max_num_seqs:
-            command.append(f"--max-num-seqs={spec.max_num_seqs}")
+            command.append(f"{flags.max_num_seqs}={spec.max_num_seqs}")
         if spec.max_batch_tokens:
-            command.append(f"--max-num-batched-tokens={spec.max_batch_tokens}")
-        if spec.revision:
+            command.append(f"{flags.max_batch_tokens}={spec.max_batch_tokens}")
+        if spec.revision:  # refused with `model: bundled` (core.models)
             command.append(f"--revision={spec.revision}")
         if spec.tokenizer and spec.tokenizer != "bundled":
-            command.append(f"--tokenizer={spec.tokenizer}")
+            command.append(f"{flags.tokenizer}={spec.tokenizer}")
     if spec.trust_remote_code:
         command.append("--trust-remote-code")
     return [*command, f"--host={_HOST}", f"--port={port}", *spec.server_args]
