@@ -5,6 +5,11 @@ was in flight, so a client's use of its concurrency cap can be measured on the s
     with PacedServer(seconds_per_request=2.0) as server:   # url: http://127.0.0.1:PORT/v1
         ...                                                 # server.busy_share(cap), server.max_in_flight
 
+`python bench/paced_server.py [--seconds-per-request S]` serves the same in a process of its own (it
+prints its url, and answers GET /_stats with what it recorded and POST /_reset): `PacedServerProcess`
+drives it, so a benchmark's client does not share an interpreter (and its GIL) with the server, as a
+real model server never does.
+
 `hold=True` keeps every answer back until `release` is set (a test sets it once `reached(n)` fires), so a
 test can see how many requests a client puts in flight at once without depending on timing; `hold="slow"`
 keeps back only the requests whose body contains "slow", so a test can see what a client does while
@@ -74,27 +79,19 @@ class PacedServer:
 
     def busy_share(self, cap: int) -> float:
         """The share of `cap` slots kept busy from the first request's arrival to the last answer."""
-        with self._lock:
-            intervals = list(self.intervals)
-        start, end = min(a for a, _ in intervals), max(b for _, b in intervals)
-        return sum(b - a for a, b in intervals) / (cap * (end - start))
+        return busy_share(self._intervals(), cap)
 
     def in_flight_profile(self, step_s: float) -> list[float]:
         """Mean requests in flight in each `step_s` from the first request's arrival to the last answer."""
-        with self._lock:
-            intervals = list(self.intervals)
-        start, end = min(a for a, _ in intervals), max(b for _, b in intervals)
-        profile = [0.0] * (int((end - start) / step_s) + 1)
-        for a, b in intervals:
-            for k in range(int((a - start) / step_s), int((b - start) / step_s) + 1):
-                low, high = start + k * step_s, start + (k + 1) * step_s
-                profile[k] += max(0.0, min(b, high) - max(a, low)) / step_s
-        return profile
+        return in_flight_profile(self._intervals(), step_s)
 
     def durations(self) -> list[float]:
         """How long each request was held, in arrival order (what an ideal client's schedule replays)."""
+        return [b - a for a, b in sorted(self._intervals())]
+
+    def _intervals(self) -> list[tuple[float, float]]:
         with self._lock:
-            return [b - a for a, b in sorted(self.intervals)]
+            return list(self.intervals)
 
     def __enter__(self) -> PacedServer:
         self._thread.start()
@@ -137,12 +134,32 @@ def _answer(raw: bytes, max_tokens: int) -> tuple[str, int]:
 def _handler_class(server: PacedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like real servers
+        # TCP_NODELAY, as uvicorn (vLLM's server) sets it: http.server writes the headers and the body
+        # separately, and with Nagle's algorithm on, the body waits for the client's delayed ACK (~40 ms
+        # on Linux) -- 2% of a 2 s request, lost by every client alike
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def _send_json(self, value: object) -> None:
+            data = json.dumps(value).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # /v1/_stats: what the server recorded, for PacedServerProcess
+            with server._lock:
+                self._send_json({"intervals": list(server.intervals), "bodies": list(server.bodies)})
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.endswith("/_reset"):
+                server.reset()
+                self._send_json({})
+                return
             body = json.loads(raw)
             chat = self.path == "/v1/chat/completions"
             received = time.monotonic()
@@ -169,3 +186,87 @@ def _handler_class(server: PacedServer) -> type[BaseHTTPRequestHandler]:
                 server._leave(received, tokens)
 
     return Handler
+
+
+def busy_share(intervals: list[tuple[float, float]], cap: int) -> float:
+    """The share of `cap` slots kept busy from the first request's arrival to the last answer."""
+    start, end = min(a for a, _ in intervals), max(b for _, b in intervals)
+    return sum(b - a for a, b in intervals) / (cap * (end - start))
+
+
+def in_flight_profile(intervals: list[tuple[float, float]], step_s: float) -> list[float]:
+    """Mean requests in flight in each `step_s` from the first request's arrival to the last answer."""
+    start, end = min(a for a, _ in intervals), max(b for _, b in intervals)
+    profile = [0.0] * (int((end - start) / step_s) + 1)
+    for a, b in intervals:
+        for k in range(int((a - start) / step_s), int((b - start) / step_s) + 1):
+            low, high = start + k * step_s, start + (k + 1) * step_s
+            profile[k] += max(0.0, min(b, high) - max(a, low)) / step_s
+    return profile
+
+
+class PacedServerProcess:
+    """A `PacedServer` in a child process (`python bench/paced_server.py`), with the same read-outs."""
+
+    def __init__(self, *, seconds_per_request: float = 2.0) -> None:
+        self.seconds_per_request = seconds_per_request
+        self.url = ""
+
+    def __enter__(self) -> PacedServerProcess:
+        import subprocess
+        import sys
+
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, f"--seconds-per-request={self.seconds_per_request}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            self._process.kill()
+            raise RuntimeError(f"the stand-in server did not start: {self.url!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+
+    def _stats(self) -> dict[str, Any]:
+        import httpx
+
+        return httpx.get(self.url + "/_stats", timeout=60).json()
+
+    def reset(self) -> None:
+        import httpx
+
+        httpx.post(self.url + "/_reset", timeout=60).raise_for_status()
+
+    @property
+    def bodies(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(path, body) for path, body in self._stats()["bodies"]]
+
+    def busy_share(self, cap: int) -> float:
+        return busy_share([tuple(i) for i in self._stats()["intervals"]], cap)  # type: ignore[misc]
+
+    def in_flight_profile(self, step_s: float) -> list[float]:
+        return in_flight_profile([tuple(i) for i in self._stats()["intervals"]], step_s)  # type: ignore[misc]
+
+    def durations(self) -> list[float]:
+        return [b - a for a, b in sorted(self._stats()["intervals"])]
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds-per-request", type=float, default=2.0)
+    args = parser.parse_args()
+    server = PacedServer(seconds_per_request=args.seconds_per_request)
+    with server:
+        print(server.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

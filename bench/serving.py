@@ -1,7 +1,7 @@
 """How much of its concurrency cap a client keeps busy against a server that answers like a busy vLLM.
 
-One process: a stand-in OpenAI-compatible server on loopback (`bench/paced_server.py`: about 2 s a
-request, lengths varying) answers the c2syn recipe run through safepref's engine with its shipped
+A stand-in OpenAI-compatible server on loopback (`bench/paced_server.py`, in a process of its own as
+a real server is: about 2 s a request, lengths varying) answers the c2syn recipe run through safepref's engine with its shipped
 batch sizes, at each cap, and then exactly the same requests sent by a plain client (a thread pool of
 httpx clients) at the same cap. Printed: the share of the cap kept busy from the first request to the
 last answer, measured by the server, for both, and the limit of the job: the same requests, each as
@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.c2syn_scale import synthetic_rows  # noqa: E402
-from bench.paced_server import PacedServer  # noqa: E402
+from bench.paced_server import PacedServer, PacedServerProcess  # noqa: E402
 
 
-def run_engine(server: PacedServer, cap: int, source: Path, work: Path) -> float:
+def run_engine(server: PacedServer | PacedServerProcess, cap: int, source: Path, work: Path) -> float:
     """The shipped c2syn recipe (its batch sizes) against the server at `cap`; returns seconds."""
     from factory.engine.recipe import load_recipe
     from factory.engine.run import run_recipe
@@ -50,7 +50,9 @@ def run_engine(server: PacedServer, cap: int, source: Path, work: Path) -> float
     return time.perf_counter() - started
 
 
-def run_plain(server: PacedServer, cap: int, bodies: list[tuple[str, dict[str, Any]]]) -> float:
+def run_plain(
+    server: PacedServer | PacedServerProcess, cap: int, bodies: list[tuple[str, dict[str, Any]]]
+) -> float:
     """The same requests from `cap` threads, each with its own httpx client made beforehand (so the
     first requests do not wait for clients being built); returns seconds."""
     import httpx
@@ -105,7 +107,7 @@ def main() -> None:
     results = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        PacedServer(seconds_per_request=args.seconds_per_request) as server,
+        PacedServerProcess(seconds_per_request=args.seconds_per_request) as server,
     ):
         work = Path(tmp)
         source = work / "rows.jsonl"
