@@ -97,18 +97,26 @@ def names_local_folder(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~"))
 
 
-def url_problem(url: str) -> None:
-    """Raise ValueError when `url` is not an http(s) server address without credentials. The message
-    never repeats the URL: it may hold a token (`http://user:TOKEN@host/v1`)."""
+def url_problem(url: str, key_hint: str = "the env var api_key_env names") -> None:
+    """Raise ValueError when `url` is not an http(s) server address without credentials, query or
+    fragment (requests append their path to it). The message never repeats the URL: it may hold a token
+    (`http://user:TOKEN@host/v1`, `?key=TOKEN`). `key_hint`: where the message says a key goes."""
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(
             f"base_url must be an http:// or https:// URL with a host (got scheme {parsed.scheme!r})"
         )
     if parsed.username is not None or parsed.password is not None:
+        raise ValueError(f"base_url must not embed credentials (user:token@); put the key in {key_hint}")
+    if parsed.query or parsed.fragment:
         raise ValueError(
-            "base_url must not embed credentials (user:token@); put the key in the env var api_key_env names"
+            f"base_url must not carry a query or fragment (?…, #…): requests append their path to it; "
+            f"put a key in {key_hint}"
         )
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number (its message repeats it)
+    except ValueError:
+        raise ValueError("base_url has a port that is not a number from 0 to 65535") from None
 
 
 class BackendSpec(BaseModel):
