@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MAX_BATCH_TOKENS = 512  # transformers serve: larger batches only cost memory on a CPU
 DEFAULT_KV_TOKENS_PER_REQUEST = 1024
+MAX_CONCURRENCY = 1024  # requests in flight per replica or managed server
 # `bundled` names one set of weights (factory.core.models decides its id and revision): a revision
 # would select nothing, so one is refused rather than recorded
 BUNDLED_HAS_NO_REVISION = (
@@ -142,7 +143,10 @@ class BackendSpec(BaseModel):
         "decides how beam search is requested",
     )
     max_concurrency: int = Field(
-        8, ge=1, le=1024, description="requests in flight per replica (base_url) or on the managed server"
+        8,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="requests in flight per replica (base_url) or on the managed server",
     )
     extra_decoding: Literal["fields", "generation_config"] = Field(
         "fields",

@@ -22,7 +22,7 @@ from factory.backends import Backend, create_backend
 from factory.core.errors import UserError
 from factory.core.hashing import folder_fingerprint
 from schemas.eval_report import ModelInfo
-from schemas.generation import BackendSpec, GenerationParams, url_problem
+from schemas.generation import MAX_CONCURRENCY, BackendSpec, GenerationParams, url_problem
 
 if TYPE_CHECKING:
     from factory.evaluation.serving import EvalServers
@@ -59,6 +59,19 @@ class BackendOptions:
     prefill_mode: Literal["continue_final_message", "completions"] = "continue_final_message"
     max_concurrency: int = 16
     timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        # --device would otherwise be dropped: vLLM removed its `--device` (0.10; it runs on the GPUs
+        # CUDA_VISIBLE_DEVICES shows); SGLang's `--device` names a device type (cuda, npu, cpu), not
+        # transformers serve's device, so it is the server's own argument
+        if self.device is not None and self.server != "transformers":
+            how = {
+                "vllm": "vllm serve has no device flag: choose GPUs with CUDA_VISIBLE_DEVICES",
+                "sglang": "for SGLang's own device type pass --server-arg=--device=TYPE",
+            }[self.server]
+            raise UserError(f"--device applies to --server transformers; {how}")
+        if not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
+            raise UserError(f"--concurrency {self.max_concurrency}: use 1 to {MAX_CONCURRENCY}")
 
 
 def parse_model_spec(spec: str, *, option: str = "--model") -> ModelRef:
@@ -197,7 +210,7 @@ def served_spec(ref: ModelRef, options: BackendOptions, work_dir: Path) -> Backe
     }
     if options.server_command:
         fields["server_command"] = list(options.server_command)
-    if options.device and options.server == "transformers":
+    if options.device:  # transformers only (BackendOptions)
         fields["device"] = options.device
     return BackendSpec.model_validate(fields)
 

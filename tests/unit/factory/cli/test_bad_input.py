@@ -300,6 +300,31 @@ def test_an_endpoint_key_from_the_environment_is_never_written(
     assert all(TOKEN.encode() not in f.read_bytes() for f in files)
 
 
+EVAL_SETTINGS = [
+    (
+        ("--server", "vllm", "--device", "cuda:1"),
+        "--device applies to --server transformers; vllm serve has no",
+    ),
+    (
+        ("--server", "sglang", "--device", "npu"),
+        "for SGLang's own device type pass --server-arg=--device=TYPE",
+    ),
+    (("--concurrency", "5000"), "--concurrency 5000: use 1 to 1024"),
+]
+
+
+@pytest.mark.parametrize("command", ["c2", "harm"])
+@pytest.mark.parametrize(
+    ("args", "expected"), EVAL_SETTINGS, ids=["vllm device", "sglang device", "concurrency"]
+)
+def test_eval_settings_a_server_would_drop_or_refuse_are_one_line_before_any_work(
+    safepref: Cli, tmp_path: Path, command: str, args: tuple[str, ...], expected: str
+) -> None:
+    out = tmp_path / "eval"
+    code, _, err = safepref("eval", command, "--model", "bundled", *args, "--out", str(out))
+    assert code == 2 and expected in one_line(err) and not out.exists()
+
+
 # -- command-line usage ------------------------------------------------------------------------------
 
 USAGE = [
