@@ -3,7 +3,7 @@ params' one-line errors and plan figures.
 
 The LLM is replaced by `Answers` (each request answered by a function of its user message) so the
 steps' parsing and accounting can be pinned exactly; the real-model path is the `safe-completion-demo`
-end-to-end test (tests/test_safe_completion_demo.py).
+end-to-end test (tests/e2e/test_safe_completion_demo.py).
 """
 
 from __future__ import annotations
