@@ -1,4 +1,5 @@
-"""End to end: the built-in `ptalign-demo` recipe with the real SmolLM2-135M-Instruct, offline.
+"""End to end: the built-in `ptalign-demo` recipe with the real SmolLM2-135M-Instruct, offline (its answers
+cut shorter: tests/conftest.py PTALIGN_DEMO_OVERRIDES).
 
 The 135M model writes weak text, so these tests pin structure, accounting and schemas, never wording.
 """
@@ -13,6 +14,7 @@ import pytest
 
 from factory.dataset.folder_check import check_folder
 from schemas.records import ConversationalKTORow, ConversationalPair, KTORow, PreferencePair, SafetyTriple
+from tests.conftest import PTALIGN_DEMO_OVERRIDES
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +104,8 @@ def test_plan_bounds_every_stages_llm_calls_of_the_run(demo_run: Path) -> None:
     from factory.engine.recipe import load_recipe
 
     manifest = json.loads((demo_run / "manifest.json").read_text())
-    planned = {s.name: s.calls for s in plan_recipe(load_recipe("ptalign-demo")).stages}
+    planned = {
+        s.name: s.calls for s in plan_recipe(load_recipe("ptalign-demo", PTALIGN_DEMO_OVERRIDES)).stages
+    }
     for stage, stats in manifest["stages"].items():
         assert stats["llm_calls"] <= planned[stage], (stage, stats["llm_calls"], planned[stage])

@@ -1,6 +1,7 @@
 """End to end: the `safe-completion-demo` recipe -- written only as YAML, Jinja templates and a demo
-file over the generic steps and exporters -- run offline on the bundled SmolLM2-135M-Instruct, checked,
-described by its card, and trained on with `safepref train dpo-demo`.
+file over the generic steps and exporters -- run offline on the bundled SmolLM2-135M-Instruct (its answers
+cut shorter: tests/conftest.py SAFE_COMPLETION_DEMO_OVERRIDES), checked, described by its card, and trained
+on with `safepref train dpo-demo`.
 
 The 135M model writes weak text and judges at random, so these tests pin structure, accounting and
 schemas, never wording or scores.
@@ -18,7 +19,7 @@ import pytest
 
 from factory.dataset.folder_check import check_folder
 from schemas.records import ConversationalPair, PreferencePair
-from tests.conftest import REPO
+from tests.conftest import REPO, SAFE_COMPLETION_DEMO_OVERRIDES
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,10 @@ def test_every_row_is_accounted_for_and_the_judge_judged_every_sample(safe_compl
     from factory.engine.plan import plan_recipe
     from factory.engine.recipe import load_recipe
 
-    planned = {s.name: s.calls for s in plan_recipe(load_recipe("safe-completion-demo")).stages}
+    planned = {
+        s.name: s.calls
+        for s in plan_recipe(load_recipe("safe-completion-demo", SAFE_COMPLETION_DEMO_OVERRIDES)).stages
+    }
     assert all(stats["llm_calls"] <= planned[name] for name, stats in stages.items())
 
 
