@@ -16,6 +16,7 @@ POST /v1/completions and GET /v1/models. Faults apply to the next matching reque
   malformed  200 with truncated JSON
   canned     200 with the text "canned reply" at once, without the model (for client timing tests)
   empty      200 with an empty completion
+malformed, canned and empty replies do not run the model (their text is cut, canned or empty).
 """
 
 from __future__ import annotations
@@ -258,8 +259,10 @@ def _handler_class(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 self._json(400, {"error": {"message": f"bad request: {exc}"}})
                 return
             entry.prompt = prompt
-            if fault is not None and fault.kind == "canned":
-                completion = Completion("canned reply", 0, 2, "stop")
+            if fault is not None and fault.kind in ("canned", "malformed", "empty"):
+                # no model time for a reply whose text nobody reads (cut JSON, an empty completion)
+                prompt_tokens = len(server.backend.tokenizer(prompt, add_special_tokens=False).input_ids)
+                completion = Completion("canned reply", prompt_tokens, 2, "stop")
             else:
                 completion = server.backend.generate_text([prompt], [params])[0]
             text = "" if fault is not None and fault.kind == "empty" else completion.text
