@@ -329,21 +329,22 @@ def test_one_model_copy_serves_every_llm_stage_and_ctrl_c_stops_it(tmp_path: Pat
 @pytest.mark.slow
 def test_stages_wait_for_a_server_that_is_still_loading(tmp_path: Path) -> None:
     # the server starts right after preflight and the workers start while it loads: no request may go
-    # out before it answers (a refused connection is retried for a few seconds only, then quarantined)
-    late = [
-        "sh",
-        "-c",
-        'sleep 20; exec "$@"',
-        "sh",
+    # out before it answers. A stand-in holds the server's port, answering /health with 503 (loading)
+    # until the engine has probed it 3 times, then execs the real `transformers serve`, which needs
+    # seconds more to listen and load; every request that reaches the stand-in is recorded
+    requests = tmp_path / "requests.txt"
+    loading = [
         sys.executable,
-        "-m",
-        "transformers.cli.transformers",
-        "serve",
+        str(REPO / "tests" / "support" / "loading_server.py"),
+        str(requests),
+        "3",
+        "--",
     ]
+    serve = [sys.executable, "-m", "transformers.cli.transformers", "serve"]
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "factory", "run", "c2syn-demo", "--limit", "2", "--out", str(out)]
-        + ["--set", f"backends.local.server_command={json.dumps(late)}"]
+        + ["--set", f"backends.local.server_command={json.dumps(loading + serve)}"]
         + ["--set", "backends.local.generation.max_new_tokens=4"],
         cwd=REPO,
         capture_output=True,
@@ -351,6 +352,7 @@ def test_stages_wait_for_a_server_that_is_still_loading(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    assert requests.read_text().splitlines() == ["GET /health"] * 3  # the engine's wait, and nothing else
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["llm_calls"] > 0
     assert manifest["counts"]["quarantined"] == {}
