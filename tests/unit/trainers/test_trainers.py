@@ -226,12 +226,12 @@ def test_checkpoint_resume_continues_the_step_count(
 
 def test_kto_trains_on_kto_rows(tiny_dir: Path, tmp_path: Path) -> None:
     group = c2_group(0)
-    rows = [
+    rows = [  # the safe response (desirable) and the harmful one: each row costs seconds per step
         KTORow(prompt=group.prompt, completion=r.text, label=r.rank == 1, source_id="s0")
-        for r in group.responses
+        for r in (group.responses[0], group.responses[-1])
     ]
     ds = write_dataset(tmp_path / "ds", {"kto": ("kto_row", rows)})
-    cfg = _config(tmp_path, {"algorithm": "kto", "training": {"per_device_train_batch_size": 6}})
+    cfg = _config(tmp_path, {"algorithm": "kto", "training": {"per_device_train_batch_size": 2}})
     out = train(cfg, dataset=str(ds), model=str(tiny_dir), out=str(tmp_path / "out"))
     _assert_learned(_summary(out), 4)
     from transformers import AutoModelForCausalLM
