@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from factory.engine.recipe import load_recipe
-from factory.engine.run import run_recipe
+from factory.engine.run import RunResult, run_recipe
 from tests.conftest import REPO
 from tests.e2e.test_managed_server import alive, children, cmdline
 
@@ -57,10 +57,20 @@ def _overrides(model: Path) -> list[str]:
     ]
 
 
-def test_recipe_edit_before_generation_reuses_every_unchanged_request(tmp_path: Path) -> None:
-    model = _model_copy(tmp_path)
-    out = tmp_path / "out"
-    first = run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RunResult]:
+    """One finished run (model copy, folder, result) that each edit test copies and runs its edit into."""
+    tmp = tmp_path_factory.mktemp("first-run")
+    model = _model_copy(tmp)
+    out = tmp / "out"
+    return model, out, run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
+
+
+def test_recipe_edit_before_generation_reuses_every_unchanged_request(
+    first_run: tuple[Path, Path, RunResult], tmp_path: Path
+) -> None:
+    model, finished, first = first_run
+    out = shutil.copytree(finished, tmp_path / "out")  # the run's folder with its .work (request cache)
     assert first.manifest.stages["generate"].cached_calls == 0
     # select's threshold changes its signature (distilabel recomputes every later step), but the same
     # rows pass, so every generate request is answered from DIR/.work/requests.sqlite
@@ -73,10 +83,11 @@ def test_recipe_edit_before_generation_reuses_every_unchanged_request(tmp_path: 
     assert _groups(out) and generate.llm_calls == generate.cached_calls == 15  # none generated again
 
 
-def test_edit_of_a_stage_after_generation_reuses_generation(tmp_path: Path) -> None:
-    model = _model_copy(tmp_path)
-    out = tmp_path / "out"
-    first = run_recipe(load_recipe("c2syn-demo", _overrides(model), limit=3), out)
+def test_edit_of_a_stage_after_generation_reuses_generation(
+    first_run: tuple[Path, Path, RunResult], tmp_path: Path
+) -> None:
+    model, finished, first = first_run
+    out = shutil.copytree(finished, tmp_path / "out")
     # a new stage after `generate` (the SR safety check) and a changed `rank` stage: nothing is regenerated
     later = [*_overrides(model), "stages.rank.batch_size=7"]
     edited = load_recipe("c2syn-demo", later, limit=3)
