@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from factory.backends.openai_backend import extra_decoding, generation_config_field, generation_defaults
 from factory.core import models as bundled_model
@@ -59,7 +60,7 @@ _DEFAULT_LABELS = {
 }
 _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
-_STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
+_STOP_GRACE_S = 20.0  # SIGTERM, then (after the server exits or this long) SIGKILL to the whole group
 # transformers serve's KV cache page (tokens; its default 256). Requests share the pages of a common
 # prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: pages of
 # 32 cut the server's CPU time on ptalign-demo's requests by 30% (16: no better; 64: 25%) and on
@@ -284,6 +285,7 @@ class ManagedServer:
         self.command = server_command(spec, self.port)
         self.label = " ".join(spec.server_command[:2]) if spec.server_command else _DEFAULT_LABELS[spec.kind]
         self.process: subprocess.Popen[bytes] | None = None
+        self._terminated = False  # SIGTERM sent to its group (sent once)
         self.started_at = 0.0  # time.monotonic() of start()
 
     @property
@@ -363,28 +365,28 @@ class ManagedServer:
         )
 
     def begin_stop(self) -> None:
-        """SIGTERM the server's process group without waiting (`stop()` waits)."""
-        if self.process is not None:
+        """SIGTERM the server's process group, once, without waiting (`stop()` waits)."""
+        if self.process is not None and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
 
     def stop(self) -> None:
-        """SIGTERM the server's process group, SIGKILL it if it lingers; reap the server."""
+        """SIGTERM the server's process group, give the server `_STOP_GRACE_S` to exit, then SIGKILL
+        the whole group: vLLM's and SGLang's worker processes share it and may outlive the server
+        (holding GPU memory). Returns once no process of the group runs."""
         process = self.process
         if process is None:
             return
-        for sig, grace in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, None)):
-            try:
-                os.killpg(process.pid, sig)  # the group: vllm serve has worker processes
-            except ProcessLookupError:  # the group is gone; reap the server if it has not been
-                process.wait()
-                break
-            try:
-                process.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        self.begin_stop()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=_STOP_GRACE_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        _await_group_end(process.pid)
         self.process = None
+        self._terminated = False
 
     def __enter__(self) -> ManagedServer:
         self.start()
@@ -394,6 +396,21 @@ class ManagedServer:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _await_group_end(pgid: int) -> None:
+    """Wait (up to `_STOP_GRACE_S`) until no process of the SIGKILLed group `pgid` runs; a zombie
+    left for an ancestor to reap holds no memory and does not count."""
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while time.monotonic() < deadline:
+        members = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                    members.append(proc)
+        if not members:
+            return
+        time.sleep(0.05)
 
 
 def _last_line(log: Path) -> str:

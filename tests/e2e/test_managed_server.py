@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from factory.backends import ChatRequest
 from factory.backends.chat import render_prompt
 from factory.backends.managed_server import (
+    ManagedServer,
     client_spec,
     managed_servers,
     served_spec,
@@ -370,3 +371,41 @@ def test_a_run_stopped_after_its_server_started_leaves_none_behind(tmp_path: Pat
     assert (tmp_path / "out" / ".work" / "server-local.log").exists()  # it had started
     servers = [pid for pid in children(os.getpid()) if "transformers.cli.transformers serve" in cmdline(pid)]
     assert [pid for pid in servers if alive(pid)] == []
+
+
+# a server that forks a worker into its process group, as vllm serve and SGLang do; the worker ignores
+# SIGTERM and writes its pid to argv[1] once it does
+_FORKING_SERVER = """
+import os, signal, sys, time
+marker = sys.argv[1]
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(marker + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.rename(marker + ".tmp", marker)
+    while True:
+        time.sleep(1)
+signal.pause()
+"""
+
+
+def test_stopping_a_server_ends_every_process_of_its_group(tmp_path: Path) -> None:
+    script, marker = tmp_path / "server.py", tmp_path / "worker.pid"
+    script.write_text(_FORKING_SERVER)
+    spec = BackendSpec(kind="vllm", model="org/m", server_command=[sys.executable, str(script), str(marker)])
+    server = ManagedServer("local", spec, tmp_path / "server.log")
+    server.start()
+    assert server.pid is not None
+    group = server.pid
+    try:
+        while not marker.exists():
+            assert server.process is not None and server.process.poll() is None, "the stand-in died"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(timeout=0.05)
+        worker = int(marker.read_text())
+        server.begin_stop()  # as a run does once its pipeline is done; stop() then waits
+        server.stop()
+        assert not alive(group) and not alive(worker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
