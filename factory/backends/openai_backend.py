@@ -114,7 +114,7 @@ class OpenAIBackend:
                 if i is None or (admission is not None and not admission.wait(i, closed)):
                     return
                 try:
-                    answers.put((i, self._complete(requests[i])))
+                    answers.put((i, self._complete(requests[i], closed)))
                 except BaseException as exc:  # a refused key (UserError) or a bug: the caller raises it
                     answers.put((i, exc))
                     return
@@ -145,7 +145,9 @@ class OpenAIBackend:
 
     # one request -----------------------------------------------------------------------------------
 
-    def _complete(self, request: ChatRequest) -> Completion:
+    def _complete(self, request: ChatRequest, closed: threading.Event) -> Completion:
+        """One request, retried; once the stream is `closed` (nobody reads the answer) no new attempt
+        is made and the backoff between attempts ends at once."""
         problem = message_problem(request.messages)
         if problem is not None:
             return failed(problem)
@@ -159,8 +161,8 @@ class OpenAIBackend:
         empty: Completion | None = None  # an empty answer: asked again, but the answer if it stays so
         failed_here: set[str] = set()  # replicas that failed this request: retry it elsewhere
         for attempt in range(self.spec.max_retries + 1):
-            if attempt:
-                time.sleep(self.retry.delay(attempt, retry_after))
+            if attempt and closed.wait(self.retry.delay(attempt, retry_after)):
+                return self._scrubbed(failed(f"stream closed after {attempt} attempt(s): {last_error}", raw))
             retry_after = None
             url = self._acquire_replica(failed_here)
             self._count_in_flight(+1)

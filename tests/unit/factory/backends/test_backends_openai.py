@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -126,6 +129,27 @@ def test_a_permanently_failing_request_returns_an_error_not_an_exception(server:
     assert "3 attempt" in bad.error and "503" in bad.error
     assert bad.raw is not None and "injected failure" in bad.raw
     assert sum(e.fault == "status" for e in server.log) == 3
+
+
+def test_a_request_in_its_backoff_makes_no_further_attempt_once_the_stream_is_closed(
+    server: OpenAITestServer,
+) -> None:
+    server.inject("status", times=100, status=503, match="poison")
+    server.inject("canned", times=1, match="Hi.")
+    spec = BackendSpec(kind="openai", base_url=server.url, max_concurrency=2, max_retries=3)
+    backend = OpenAIBackend(spec, backoff_base_s=30.0)  # a retry would wait 15-30 s, then 30 s
+    before = set(threading.enumerate())
+    stream = backend.stream([ChatRequest(ask("Hi."), SHORT), ChatRequest(ask("poison"), SHORT)])
+    index, answer = next(stream)
+    assert index == 0 and answer.error is None
+    while not any("poison" in json.dumps(e.body) for e in server.log):  # its first attempt failed
+        time.sleep(0.01)
+    workers = [t for t in threading.enumerate() if t.name == "openai-backend" and t not in before]
+    stream.close()  # the caller stops reading (a stop, Ctrl-C): the poisoned request is backing off
+    for worker in workers:
+        worker.join()  # at once; it slept through its retries (over a minute) before
+    assert sum("poison" in json.dumps(e.body) for e in server.log) == 1
+    backend.close()
 
 
 def test_client_errors_are_not_retried(server: OpenAITestServer) -> None:
