@@ -252,42 +252,44 @@ class Pipeline(_CacheOnceAtEnd, _DistilabelPipeline):
         forks the workers (`_InheritedQueue`) instead of by a manager process, and the objects the
         workers inherit frozen out of the garbage collector (factory.core.memory)."""
         from distilabel.pipeline.local import _init_worker, _NoDaemonPool
+        from distilabel.utils.logging import stop_logging
 
         from factory.core.memory import frozen_gc
 
         self._log_queue: Any = mp.Queue()
         self._manager = None  # distilabel's teardown stops it when there is one
         self._output_queue_thread = self._load_steps_thread = None
-        with frozen_gc():
-            cached = _BasePipeline.run(self, use_cache=use_cache)
-            if cached is not None:  # a finished run, reloaded from distilabel's cache
-                return cached  # type: ignore[no-any-return]
-            # an input queue per step, distilabel's output and load queues
-            _INHERITED[:] = [_InheritedQueue(i) for i in range(len(self.dag) + 2)]
-            self._queue_supply = iter(_INHERITED)
-            try:
-                with _NoDaemonPool(
-                    self.dag.get_total_replica_count(),
-                    initializer=_init_worker,
-                    initargs=(self._log_queue, self.name, self.signature),
-                ) as pool:
-                    self._pool = pool
-                    self._output_queue = self.QueueClass()
-                    self._load_queue = self.QueueClass()
-                    self._handle_keyboard_interrupt()
-                    self._load_steps_thread = self._run_load_queue_loop_in_thread()
-                    self._output_queue_thread = self._run_output_queue_loop_in_thread()
-                    self._output_queue_thread.join()
-                    self._teardown()
-                    if self._exception:
-                        raise self._exception
-            finally:
-                self._release_queues()
-        outputs = _step_outputs(self._cache_location["data"])
-        from distilabel.utils.logging import stop_logging
-
-        stop_logging()
-        return outputs
+        # distilabel's log listener (a thread, a file handler and the queue) is stopped however the run
+        # ends: distilabel stops it only on success, so a long-lived process kept one per failed run
+        try:
+            with frozen_gc():
+                cached = _BasePipeline.run(self, use_cache=use_cache)
+                if cached is not None:  # a finished run, reloaded from distilabel's cache
+                    return cached  # type: ignore[no-any-return]
+                # an input queue per step, distilabel's output and load queues
+                _INHERITED[:] = [_InheritedQueue(i) for i in range(len(self.dag) + 2)]
+                self._queue_supply = iter(_INHERITED)
+                try:
+                    with _NoDaemonPool(
+                        self.dag.get_total_replica_count(),
+                        initializer=_init_worker,
+                        initargs=(self._log_queue, self.name, self.signature),
+                    ) as pool:
+                        self._pool = pool
+                        self._output_queue = self.QueueClass()
+                        self._load_queue = self.QueueClass()
+                        self._handle_keyboard_interrupt()
+                        self._load_steps_thread = self._run_load_queue_loop_in_thread()
+                        self._output_queue_thread = self._run_output_queue_loop_in_thread()
+                        self._output_queue_thread.join()
+                        self._teardown()
+                        if self._exception:
+                            raise self._exception
+                finally:
+                    self._release_queues()
+            return _step_outputs(self._cache_location["data"])
+        finally:
+            stop_logging()
 
     @property
     def QueueClass(self) -> Callable[[], _ProcessQueue[Any]]:  # noqa: N802 (distilabel's name)

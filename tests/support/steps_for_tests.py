@@ -107,3 +107,22 @@ class StuckStep(Step):
         Path(self.marker).touch()
         threading.Event().wait()
         yield inputs  # pragma: no cover
+
+
+class FailsToLoad(Step):
+    """A plain distilabel step whose `load` raises (a missing dependency, a model that will not load)."""
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return []
+
+    def load(self) -> None:
+        super().load()
+        raise RuntimeError("injected load failure")
+
+    def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
+        yield inputs  # pragma: no cover

@@ -42,3 +42,25 @@ def test_rows_of_files_with_other_column_orders_or_missing_columns_share_one_lay
     rows = list(LeafRows([tmp_path / "a" / "00001.parquet", tmp_path / "a" / "00002.parquet"]).rows())
     assert rows == [{"_sp_id": "0", "x": 1, "y": "a"}, {"_sp_id": "1", "x": None, "y": "b"}]
     assert [list(r) for r in rows] == [["_sp_id", "x", "y"], ["_sp_id", "x", "y"]]
+
+
+def test_a_run_that_fails_leaves_no_log_listener_behind(tmp_path: Path) -> None:
+    """distilabel's log listener (a thread holding a file handler and a queue) stops however the run
+    ends: a long-lived process (the API, an eval loop) kept one per failed run."""
+    import threading
+
+    import pytest
+
+    from factory.engine.recipe import load_recipe
+    from factory.engine.run import run_recipe
+    from tests.unit.factory.engine.test_engine import canned_recipe
+
+    def listeners() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.endswith("(_monitor)")]  # QueueListener's
+
+    before = listeners()
+    broken = {"name": "broken", "step": "tests.support.steps_for_tests:FailsToLoad"}
+    recipe = load_recipe(str(canned_recipe(tmp_path, extra_stage=broken)))
+    with pytest.raises(RuntimeError, match="Failed to load all the steps"):
+        run_recipe(recipe, tmp_path / "out", allow_import_steps=True)
+    assert listeners() == before  # stopping a listener joins its thread
