@@ -13,8 +13,8 @@ locally rendered prompt continues an open assistant turn the same way on every s
 
 `transformers serve --continuous-batching` (5.23) applies the sampling settings of its FIRST request
 (temperature, top_p, top_k, repetition_penalty) to every later request; only max_new_tokens is per
-request (stop strings are cut client-side). So the engine checks that every stage on such a backend
-samples alike and sends those settings with the warm-up request; a recipe that mixes them fails fast.
+request (stop strings are cut client-side). So preflight checks (`validate` and `run`) that every
+stage on such a backend samples alike (`shared_sampling`), and the warm-up request sends those settings.
 """
 
 from __future__ import annotations
