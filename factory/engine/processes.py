@@ -184,6 +184,7 @@ def run_processes(work_dir: Path) -> Iterator[None]:
     work_dir.mkdir(parents=True, exist_ok=True)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, _on_sigint) if in_main_thread else None
+    previous_hook = threading.excepthook  # quietened once the run fails or is interrupted
     _log_path, _interrupts = work_dir / WORKER_LOG, 0
     try:
         with env_vars(_QUIET_ENV):
@@ -196,5 +197,6 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         raise
     finally:
         _log_path = None
+        threading.excepthook = previous_hook
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)

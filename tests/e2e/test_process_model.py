@@ -261,3 +261,16 @@ def test_a_read_only_output_folder_is_one_line_and_exit_1(server: HeldServer, sm
             f"error: {out}: cannot write the run's files: Read-only file system"
         ]
     assert check_folder(finished).ok  # the earlier run is untouched
+
+
+def test_a_failed_run_gives_the_thread_exception_hook_back(tmp_path: Path) -> None:
+    """A failed run quietens the deaths of library threads waiting on its stopped workers, for that
+    run only: afterwards a crashing thread of the process is reported again."""
+    import threading
+
+    before = threading.excepthook
+    broken = {"name": "broken", "step": "tests.support.steps_for_tests:FailsToLoad"}
+    recipe = load_recipe(str(canned_recipe(tmp_path, extra_stage=broken)))
+    with pytest.raises(RuntimeError, match="Failed to load all the steps"):
+        run_recipe(recipe, tmp_path / "out", allow_import_steps=True)
+    assert threading.excepthook is before
