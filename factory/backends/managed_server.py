@@ -20,7 +20,7 @@ stage on such a backend samples alike (`shared_sampling`), and the warm-up reque
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -43,6 +43,7 @@ from factory.core import models as bundled_model
 from factory.core.env import env_vars
 from factory.core.errors import UserError
 from factory.core.models import stage_decodings
+from factory.core.parent_death import die_with_parent
 from schemas.generation import (
     DEFAULT_KV_TOKENS_PER_REQUEST,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -59,7 +60,6 @@ _DEFAULT_LABELS = {
     "sglang": "sglang.launch_server",
 }
 _HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 20.0  # SIGTERM, then (after the server exits or this long) SIGKILL to the whole group
 # transformers serve's KV cache page (tokens; its default 256). Requests share the pages of a common
 # prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: pages of
@@ -246,14 +246,6 @@ def server_threads(spec: BackendSpec) -> int:
     )
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    # SIGKILL when the thread that started us ends (the engine's main thread: the process itself)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((_HOST, 0))
@@ -306,7 +298,8 @@ class ManagedServer:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # its own group: a terminal's Ctrl-C reaches only the engine
-                    preexec_fn=_die_with_parent,
+                    # SIGKILLed when the thread that started it ends (the engine's main thread)
+                    preexec_fn=functools.partial(die_with_parent, os.getpid()),
                 )
             except OSError as exc:
                 raise UserError(

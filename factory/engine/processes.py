@@ -26,7 +26,6 @@ second one, while that stop is under way, kills every process of the run at once
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -40,6 +39,7 @@ from typing import Any, NoReturn
 import psutil
 
 from factory.core.env import env_vars
+from factory.core.parent_death import die_with_parent
 
 WORKER_LOG = "workers.log"
 # Off in the main process too: its own display is the only progress shown (datasets' "Generating
@@ -49,7 +49,6 @@ _QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
 }
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _SHOW_CURSOR = b"\x1b[?25h"
 # after SIGTERM, how long workers get to exit before SIGKILL (they hold nothing that needs saving)
 _STOP_GRACE_S = 3.0
@@ -77,9 +76,7 @@ def _bind_child_to_run() -> None:
         return
     # Linux sends the signal when the thread that forked this process ends: distilabel's pool
     # forks from the main thread (or from its pool thread, which ends with the pool)
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != _forker_pid:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(_forker_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
     try:
         fd = os.open(_log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
