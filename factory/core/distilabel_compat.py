@@ -158,7 +158,7 @@ _base_module.time = _ShortPolls()  # type: ignore[attr-defined]
 
 
 class _Abandoned:
-    """Put in a queue whose other end died (an interrupted run): the thread waiting on it ends."""
+    """Put in a queue whose other end died (an interrupted or failed run): the thread waiting on it ends."""
 
 
 _INHERITED: list[_ProcessQueue[Any]] = []  # the queues of the run being set up, found by index
@@ -186,8 +186,11 @@ class _InheritedQueue(_ProcessQueue):  # type: ignore[type-arg]
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         item = super().get(block, timeout)
-        if isinstance(item, _Abandoned):  # as a manager queue raised when the manager was gone
-            raise EOFError("the run was stopped")
+        if isinstance(item, _Abandoned):
+            # the thread that waited (distilabel's load or output loop) ends quietly: threading ignores
+            # a SystemExit (exactly that class) in a thread, where an EOFError printed a traceback
+            # whenever it died after the run had given the thread exception hook back
+            raise SystemExit("the run was stopped")
         return item
 
 

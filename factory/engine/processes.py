@@ -116,9 +116,9 @@ def _kill(procs: list[psutil.Process], sig: int) -> None:
 
 
 def _quiet_thread_deaths(args: Any) -> None:
-    """After an interrupt or a failed run, library threads that waited on the stopped workers (e.g.
-    distilabel's load-queue loop) die with EOFError; their tracebacks are expected and would only bury
-    the one line that matters."""
+    """After an interrupt or a failed run, library threads that waited on the stopped workers may die
+    with errors; their tracebacks are expected and would only bury the one line that matters (the
+    threads on distilabel's queues end quietly: distilabel_compat)."""
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from distilabel.pipeline.write_buffer import _WriteBuffer
 
 from factory.core.distilabel_compat import LeafRows, StepOutputs
@@ -49,8 +50,6 @@ def test_a_run_that_fails_leaves_no_log_listener_behind(tmp_path: Path) -> None:
     ends: a long-lived process (the API, an eval loop) kept one per failed run."""
     import threading
 
-    import pytest
-
     from factory.engine.recipe import load_recipe
     from factory.engine.run import run_recipe
     from tests.unit.factory.engine.test_engine import canned_recipe
@@ -64,3 +63,23 @@ def test_a_run_that_fails_leaves_no_log_listener_behind(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="Failed to load all the steps"):
         run_recipe(recipe, tmp_path / "out", allow_import_steps=True)
     assert listeners() == before  # stopping a listener joins its thread
+
+
+def test_a_thread_waiting_on_a_stopped_runs_queue_ends_without_a_traceback(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """distilabel's load and output loops wait on the run's queues; when the run stops they are woken
+    and end. Their end must not print: the run's one error line is what the user reads, and the
+    run gives the thread exception hook back when it ends (factory.engine.processes)."""
+    import threading
+
+    from factory.core.distilabel_compat import _Abandoned, _InheritedQueue
+
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)  # Python's own, not pytest's
+    queue = _InheritedQueue(0)
+    waiting = threading.Thread(target=queue.get)
+    waiting.start()
+    queue.put(_Abandoned())
+    waiting.join()
+    queue.close()
+    assert capfd.readouterr().err == ""
