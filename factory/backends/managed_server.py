@@ -481,16 +481,3 @@ def started_servers(
             servers[name] = by_key[key]
         with env_vars({SERVERS_ENV: json.dumps({key: server.url for key, server in by_key.items()})}):
             yield StartedServers(servers, on_event)
-
-
-@contextmanager
-def managed_servers(
-    backends: Mapping[str, BackendSpec],
-    log_dir: Path,
-    sampling: Mapping[str, GenerationParams] | None = None,
-    on_event: Callable[[str], None] = print,
-) -> Iterator[dict[str, ManagedServer]]:
-    """`started_servers`, ready before the block runs: {backend name: its server}."""
-    with started_servers(backends, log_dir, sampling, on_event) as started:
-        started.wait_ready()
-        yield started.by_name

@@ -18,9 +18,10 @@ it never hung there. So every process forked while a run is active:
 - dies with its parent, however the parent dies (prctl PR_SET_PDEATHSIG), so a SIGKILLed run leaves
   nothing running.
 
-The main process owns SIGINT: the first Ctrl-C ends the workers (in-flight requests are abandoned;
-every answered request is already committed to the request cache) and raises `RunInterrupted`; a
-second one, while that stop is under way, kills every process of the run at once.
+The main process owns SIGINT: the first Ctrl-C ends the workers and raises `RunInterrupted`; the
+requests in flight are abandoned, and so are answers that had arrived but were still queued in a
+stage's client, not yet stored (the request cache holds what the stages had taken); the re-run asks
+for those again. A second Ctrl-C, while that stop is under way, kills every process of the run at once.
 """
 
 from __future__ import annotations

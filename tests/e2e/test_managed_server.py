@@ -23,10 +23,10 @@ from factory.backends.chat import render_prompt
 from factory.backends.managed_server import (
     ManagedServer,
     client_spec,
-    managed_servers,
     served_spec,
     server_command,
     shared_sampling,
+    started_servers,
 )
 from factory.backends.openai_backend import OpenAIBackend
 from factory.core.errors import UserError
@@ -219,9 +219,10 @@ def test_the_server_continues_the_open_turn_and_is_gone_after_an_error(tmp_path:
     messages = [{"role": "user", "content": "How do I get back at a rude neighbour?"}]
     with (
         pytest.raises(RuntimeError, match="the run failed"),
-        managed_servers({"local": spec}, tmp_path) as servers,
+        started_servers({"local": spec}, tmp_path) as servers,
     ):
-        server = servers["local"]
+        servers.wait_ready()
+        server = servers.by_name["local"]
         pid = server.pid
         assert pid is not None and alive(pid)
         client = OpenAIBackend(served_spec(spec))
@@ -258,8 +259,9 @@ def test_a_sampling_server_samples_seeded_requests_differently(tmp_path: Path) -
     sampling = GenerationParams(max_new_tokens=24, temperature=1.0)
     spec = BackendSpec(kind="transformers", model="bundled", max_concurrency=4, generation=sampling)
     prompt = [{"role": "user", "content": "Tell me a short story about a cat."}]
-    with managed_servers({"policy": spec}, tmp_path, {"policy": sampling}) as servers:
-        assert servers["policy"].pid is not None
+    with started_servers({"policy": spec}, tmp_path, {"policy": sampling}) as servers:
+        servers.wait_ready()
+        assert servers.by_name["policy"].pid is not None
         client = OpenAIBackend(served_spec(spec))
         # one request at a time: greedy decoding of a batch of one gives the same text every time
         # (batched, its floating-point noise alone made some answers differ)
