@@ -39,10 +39,9 @@ import httpx
 import psutil
 
 from factory.backends.openai_backend import extra_decoding, generation_config_field, generation_defaults
-from factory.core import models as bundled_model
 from factory.core.env import env_vars
 from factory.core.errors import UserError
-from factory.core.models import stage_decodings
+from factory.core.models import load_source, stage_decodings
 from factory.core.parent_death import die_with_parent
 from schemas.generation import (
     DEFAULT_KV_TOKENS_PER_REQUEST,
@@ -116,7 +115,7 @@ def server_key(spec: BackendSpec) -> str:
 
 def model_source(spec: BackendSpec) -> str:
     """What the server loads: the bundled model's converted folder, a local folder, or a Hub id."""
-    return bundled_model.load_source(spec.model)
+    return load_source(spec.model)
 
 
 def server_command(spec: BackendSpec, port: int) -> list[str]:
@@ -152,7 +151,7 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
             command.append(f"{flags.max_num_seqs}={spec.max_num_seqs}")
         if spec.max_batch_tokens:
             command.append(f"{flags.max_batch_tokens}={spec.max_batch_tokens}")
-        if spec.revision:  # refused with `model: bundled` (core.models)
+        if spec.revision:  # refused with `model: bundled` (schemas.generation.BackendSpec)
             command.append(f"--revision={spec.revision}")
         if spec.tokenizer and spec.tokenizer != "bundled":
             command.append(f"{flags.tokenizer}={spec.tokenizer}")

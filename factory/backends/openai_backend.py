@@ -42,8 +42,8 @@ from factory.backends.base import (
     truncate_at_stop,
 )
 from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
-from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.models import load_source, model_id, model_revision
 from factory.core.retry import RetryPolicy
 from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams
@@ -64,8 +64,8 @@ class OpenAIBackend:
         self.retry = RetryPolicy(
             spec.max_retries + 1, backoff_base_s, _MAX_BACKOFF_S, retry_after_cap_s=spec.timeout_s
         )
-        self.model_id = bundled_model.model_id(spec.model)
-        self.revision = bundled_model.model_revision(spec.model, spec.revision)
+        self.model_id = model_id(spec.model)
+        self.revision = model_revision(spec.model, spec.revision)
         self.tokenizer: ChatTokenizer | None = None
         self._generation_defaults = (
             generation_defaults(spec.served_model_name or spec.model, spec.revision)
@@ -276,7 +276,7 @@ def generation_defaults(model: str, revision: str | None = None) -> dict[str, An
     """The model's own end-of-sequence ids, for a `generation_config` request field: transformers serve
     builds a request's GenerationConfig from that field alone, and without eos ids generation never
     stops before max_tokens (seen: "`eos_token_id` not set ... disabled")."""
-    source = Path(bundled_model.load_source(model)).expanduser()
+    source = Path(load_source(model)).expanduser()
     files = [source / "generation_config.json", source / "config.json"] if source.is_dir() else []
     if not files:  # a Hub id: its files in the local cache (offline runs have them there)
         from huggingface_hub import try_to_load_from_cache
@@ -342,7 +342,7 @@ def _snippet(body: str) -> str:
 
 def _load_tokenizer(spec: BackendSpec) -> ChatTokenizer:
     name = spec.tokenizer or spec.model
-    source = bundled_model.load_source(name)
+    source = load_source(name)
     try:
         return ChatTokenizer.load(source, revision=None if name == "bundled" else spec.revision)
     except (OSError, ValueError) as exc:
