@@ -70,6 +70,9 @@ def build_pipeline(
 def require_source_columns(
     loaded: LoadedRecipe, rows: list[dict[str, Any]], label: str, first_step: Any
 ) -> None:
+    """The source has rows, and the columns the first step reads. Intake (`read_rows`) has checked the
+    columns of the steps that name theirs (`columns`, `required`); a plain distilabel step's `inputs`
+    exist only once it is built, so an import-path step's are checked here."""
     if not rows:
         raise UserError("the source has no rows", where=label)
     needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
