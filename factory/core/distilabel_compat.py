@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.core.errors import RunFailed
+
 os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
 _hook = sys.excepthook
 with warnings.catch_warnings():
@@ -123,12 +125,16 @@ class StepOutputs:
     cache under ~/.cache/huggingface/datasets (300 MB and seconds per run at paper scale, never removed)."""
 
     def __init__(self, data_dir: Path) -> None:
-        folder = Path(data_dir) / STEPS_OUTPUTS_PATH
-        steps = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+        self.folder = Path(data_dir) / STEPS_OUTPUTS_PATH
+        steps = sorted(d for d in self.folder.iterdir() if d.is_dir()) if self.folder.is_dir() else []
         self.leaves = {d.name: LeafRows(list_files_in_dir(d)) for d in steps}
 
     def leaf(self) -> LeafRows:
         """The rows of the pipeline's only leaf step (the engine's pipelines are chains)."""
+        if not self.leaves:  # its workers ended without writing a batch, or the cache lost its data
+            raise RunFailed(f"the pipeline wrote no rows: no step output in {self.folder}")
+        if len(self.leaves) > 1:
+            raise RuntimeError(f"a chain has one leaf step, this pipeline wrote {sorted(self.leaves)}")
         (rows,) = self.leaves.values()
         return rows
 

@@ -83,3 +83,10 @@ def test_a_thread_waiting_on_a_stopped_runs_queue_ends_without_a_traceback(
     waiting.join()
     queue.close()
     assert capfd.readouterr().err == ""
+
+
+def test_a_pipeline_that_wrote_no_rows_is_a_failed_run_in_one_line(tmp_path: Path) -> None:
+    from factory.core.errors import RunFailed
+
+    with pytest.raises(RunFailed, match=r"^the pipeline wrote no rows: no step output in .*steps_outputs$"):
+        StepOutputs(tmp_path).leaf()
