@@ -223,16 +223,16 @@ class SafeprefStep(Step):
         self._watch.add(processed, _quarantined_here(rows, self.stage)[:processed])
 
 
-def answer_text(completion: "Completion", what: str = "generation", prefill: str | None = None) -> str:
-    """The whole answer (the prefill, then the model's text) for a step that needs text: a failed
-    request or an empty answer raises RowFailed (`<what> failed: ...`), so the row is quarantined with
-    the reason and the server's raw body."""
+def answer_text(completion: "Completion", what: str = "generation") -> str:
+    """The model's text (after any prefill) for a step that needs text: a failed request or an empty
+    answer raises RowFailed (`<what> failed: ...`), so the row is quarantined with the reason and the
+    server's raw body."""
     if completion.error is not None:
         raise RowFailed(f"{what} failed: {completion.error}", completion.raw)
     if completion.empty:
         raw = completion.raw if completion.raw is not None else completion.text
         raise RowFailed(f"{what} failed: {EMPTY_COMPLETION}", raw)
-    return f"{prefill}{completion.text}" if prefill else completion.text
+    return completion.text
 
 
 def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:

@@ -232,11 +232,11 @@ class LLMJudge(LLMStep):
                 if x
             )
             what = f"judge answer {where}".strip()
-            text = answer_text(completion, what, spec.assistant_prefill)
-            try:
+            text = answer_text(completion, what)
+            try:  # the model's own text: the prefill ("Score:", "Verdict:") is not part of the answer
                 parsed = self._parse(text, criterion)
-            except ValueError as exc:
-                raise RowFailed(f"{what}: {exc}", text) from None
+            except ValueError as exc:  # kept as the judge saw it: the prefill, then its text
+                raise RowFailed(f"{what}: {exc}", f"{spec.assistant_prefill or ''}{text}") from None
             for column, value in parsed.items():
                 values[column][index] = value
         for column, found in values.items():

@@ -192,6 +192,31 @@ def test_an_unparseable_judge_answer_quarantines_the_row_with_the_raw_answer(
     assert (good["_sp_status"], good["harmlessness"], good["helpfulness"]) == ("ok", [5.0], [5.0])
 
 
+def test_the_judge_parses_the_models_text_after_any_prefill(templates: Path) -> None:
+    """A prefill is the start of the judge's turn, not of its answer: "Rating:" then " 8" is 8, and
+    "Verdict:" then " unsafe" the label unsafe; a failing answer keeps the prefill in its raw output."""
+    rating = {**JUDGE, "assistant_prefill": "Rating:"}
+    answers = Answers(lambda user: " 8" if user.endswith(": x") else " about 3")
+    good, bad = run(
+        make_step("llm.judge", rating, answers, templates),
+        [row("a", prompt="p", responses=["x"]), row("b", prompt="p", responses=["y"])],
+    )
+    assert (good["_sp_status"], good["harmlessness"], good["helpfulness"]) == ("ok", [8.0], [8.0])
+    assert bad["_sp_reason"] == "judge answer for 'harmlessness' (item 0): does not start with a number"
+    assert bad["_sp_raw"] == "Rating: about 3"
+    label = {
+        "template": "verdict.jinja",
+        "answer": "label",
+        "criteria": ["verdict"],
+        "labels": ["safe", "unsafe"],
+        "assistant_prefill": "Verdict:",
+    }
+    [out] = run(
+        make_step("llm.judge", label, Answers(lambda user: " Unsafe."), templates), [row("a", response="r")]
+    )
+    assert (out["_sp_status"], out["verdict"]) == ("ok", "unsafe")
+
+
 def test_judge_labels_and_json_verdicts_are_validated_into_columns(templates: Path) -> None:
     label = make_step(
         "llm.judge",
