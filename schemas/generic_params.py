@@ -179,6 +179,11 @@ class LLMJudgeParams(StepParams):
     def output_columns(self) -> list[str]:
         return list(self.fields) if self.answer == "json" else list(self.criteria)
 
+    def template_variables(self) -> list[str]:
+        """What the judge gives its template besides the row's columns: `item` and `index` with
+        `each`, `criterion` with `criteria`."""
+        return (["item", "index"] if self.each else []) + (["criterion"] if self.criteria else [])
+
     def llm_calls_per_row(self) -> float:
         return float(len(self.criteria)) if self.answer != "json" else 1.0
 

@@ -31,8 +31,9 @@ def _env(search_dir: str) -> ImmutableSandboxedEnvironment:
     )
 
 
-def render_template(name: str, search_dir: str | None = None, **context: Any) -> str:
-    """Render template `name` (looked up in `search_dir`, then the built-in templates)."""
+def render_template(name: str, search_dir: str | None = None, /, **context: Any) -> str:
+    """Render template `name` (looked up in `search_dir`, then the built-in templates). Both are
+    positional-only, so a variable may have any name (a source column called `name` included)."""
     template = compile_template(name, search_dir)
     try:
         return template.render(**context).strip()

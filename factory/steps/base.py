@@ -7,6 +7,7 @@ of letting distilabel replace the whole batch by `None`s.
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -131,8 +132,9 @@ class SafeprefStep(Step):
             self._backend = None
         super().unload()
 
-    def render(self, template: str, **context: Any) -> str:
-        """Render a prompt template from the recipe's folder or the built-in templates (sandboxed)."""
+    def render(self, template: str, context: "Mapping[str, Any]") -> str:
+        """Render a prompt template from the recipe's folder or the built-in templates (sandboxed).
+        `context` is one mapping, so its keys (a row's columns) never collide with an argument."""
         from factory.core.templates import render_template
 
         return render_template(template, self.template_dir, **context)

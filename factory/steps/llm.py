@@ -93,7 +93,7 @@ class LLMGenerate(LLMStep):
     def _prompt(self, row: Row, out: list[str]) -> None:
         template = self.params.get("template")
         out.append(
-            self.render(template, **row_context(row)) if template else str(row[self.params["input_column"]])
+            self.render(template, row_context(row)) if template else str(row[self.params["input_column"]])
         )
 
     def _store(self, row: Row, completions: list[Completion], n: int) -> None:
@@ -216,7 +216,12 @@ class LLMJudge(LLMStep):
         criteria: list[str | None] = [*spec.criteria] or [None]  # json: one request, no criterion
         for index, item in enumerate(self._items(row)):
             for criterion in criteria:
-                user = self.render(spec.template, **context, item=item, index=index, criterion=criterion)
+                # the judge's own variables (`template_variables`) only where it has them: a column of
+                # that name is a recipe error (factory/engine/intake.py), never silently shadowed
+                own = {"item": item, "index": index} if spec.each else {}
+                if criterion is not None:
+                    own["criterion"] = criterion
+                user = self.render(spec.template, {**context, **own})
                 messages = self.messages(user, spec.assistant_prefill)
                 out.append(self.request(messages, decoding, row[ROW_ID], index, criterion))
                 keys.append((index, criterion))

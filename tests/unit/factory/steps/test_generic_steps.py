@@ -120,6 +120,16 @@ def test_generate_with_one_sample_stores_text_and_reads_a_column_like_generate_r
     assert backend.requests[-1].messages[0] == {"role": "system", "content": "Be kind."}
 
 
+def test_a_template_sees_columns_whatever_their_names(tmp_path: Path) -> None:
+    """The row reaches the template as one mapping: columns named like the renderer's own arguments
+    (`name`, `template`, `search_dir`) are plain variables, not a TypeError quarantining every row."""
+    (tmp_path / "odd.jinja").write_text("{{ name }}|{{ template }}|{{ search_dir }}|{{ context }}")
+    backend = Answers(lambda user: user)
+    step = make_step("llm.generate", {"template": "odd.jinja", "output_column": "out"}, backend, tmp_path)
+    [out] = run(step, [row("a", name="n", template="t", search_dir="s", context="c")])
+    assert (out["_sp_status"], out["out"]) == ("ok", "n|t|s|c")
+
+
 def test_greedy_samples_are_refused_as_a_recipe_error(templates: Path) -> None:
     step = make_step(
         "llm.generate", {"template": "ask.jinja", "output_column": "r", "n": 2}, Answers(str), templates
