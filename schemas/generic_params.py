@@ -327,9 +327,14 @@ class RankParams(StepParams):
     by: Column | dict[Column, float] = Field(
         description="a score column parallel to `column`, or columns with weights: their weighted sum"
     )
-    descending: bool = Field(True, description="true: a higher score is better")
+    descending: bool = Field(
+        True, description="true: a higher score is better; false: a lower one (`scores_into` then negated)"
+    )
     into: Column = Field("ranked", description="the items best first")
-    scores_into: Column = Field("ranked_scores", description="their scores, in the same order")
+    scores_into: Column = Field(
+        "ranked_scores",
+        description="their scores in the same order, higher is better (negated with descending: false)",
+    )
     dedupe: bool = Field(True, description="identical items (ignoring surrounding space) keep only the best")
     min_items: int = Field(
         2, ge=1, description="fewer (distinct) items filter the row (rule fewer_than_<min_items>_items)"
@@ -361,11 +366,12 @@ class RankParams(StepParams):
             else " + ".join(f"{w:g} × `{c}`" for c, w in weights.items())
         )
         order = "highest" if self.descending else "lowest"
+        scores = "scores" if self.descending else "scores negated (higher is better)"
         dedupe = ", identical items dropped" if self.dedupe else ""
         return (
             f"Rank: the items of `{self.column}` by {score}, {order} first, into `{self.into}` with their "
-            f"scores in `{self.scores_into}`{dedupe}; rows with fewer than {self.min_items} distinct items "
-            "are filtered"
+            f"{scores} in `{self.scores_into}`{dedupe}; rows with fewer than {self.min_items} distinct "
+            "items are filtered"
         )
 
 

@@ -366,12 +366,22 @@ def test_rank_orders_by_weighted_scores_keeps_ties_stable_and_drops_duplicates()
     )
 
 
-def test_rank_ascending_and_a_single_score_column() -> None:
+def test_rank_ascending_writes_scores_where_higher_is_better() -> None:
+    """`descending: false` ranks the lowest cost first, and its scores are negated so that what every
+    reader of a ranking assumes (higher is better) holds: the exported chosen is the cheapest answer."""
+    from factory.export.base import ExportContext, exporter_function
+    from schemas.registry import EXPORTER_PARAMS
+
     step = make_step(
         "rank", {"column": "xs", "by": "cost", "descending": False, "into": "cheap", "scores_into": "costs"}
     )
-    [out] = run(step, [row("a", xs=["a", "b", "c"], cost=[3, 1, 2])])
-    assert (out["cheap"], out["costs"]) == (["b", "c", "a"], [1.0, 2.0, 3.0])
+    [out] = run(step, [row("a", prompt="p", xs=["a", "b", "c", "d"], cost=[3, 1, 2, 0])])
+    assert (out["cheap"], out["costs"]) == (["d", "b", "c", "a"], [0.0, -1.0, -2.0, -3.0])
+    assert str(out["costs"][0]) == "0.0"  # not -0.0
+    params = {"responses_column": "cheap", "scores_column": "costs", "min_margin": 3}
+    ctx = ExportContext("r", "0" * 64, 1, params=EXPORTER_PARAMS["pairs"].model_validate(params))
+    [pair] = exporter_function("pairs")(out, ctx)
+    assert (pair.chosen, pair.rejected) == ("d", "a")  # the lowest raw cost is chosen
 
 
 # -- params: one-line errors naming the recipe field, JSON Schema, plan ------------------------------
