@@ -13,7 +13,6 @@ import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,20 +21,10 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.columns import Column
 from schemas.generation import DecodingOverride
 from schemas.step_params import ExporterParams, StepParams
 
-
-def _not_bookkeeping(name: str) -> str:
-    if name.startswith("_sp_"):
-        raise ValueError(f"column {name!r}: names starting with _sp_ are the engine's bookkeeping")
-    return name
-
-
-# A column a recipe names: an identifier (templates and expressions read it by name), never bookkeeping.
-Column = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), AfterValidator(_not_bookkeeping)
-]
 _RULE_NAME = r"^[a-z0-9][a-z0-9_]*$"
 _TEMPLATE = "Jinja2 template file (beside the recipe, else built in), rendered with the row's columns"
 
@@ -92,8 +81,8 @@ class RespondParams(StepParams):
     """Answer one column with the LLM: [system?][user: row[input_column]] -> row[output_column]."""
 
     needs_llm: ClassVar[bool] = True
-    input_column: str = "prompt"
-    output_column: str = "response"
+    input_column: Column = "prompt"
+    output_column: Column = "response"
     system_prompt: str | None = None
     generation: DecodingOverride = Field(default_factory=DecodingOverride)
 

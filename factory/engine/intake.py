@@ -18,6 +18,7 @@ from factory.core.errors import UserError
 from factory.core.rows import RAW, ROW_ID, STATUS, mark
 from factory.core.sources import SOURCE_STAGE, read_source
 from factory.engine.recipe import LoadedRecipe
+from schemas.columns import is_bookkeeping
 
 
 def read_rows(loaded: LoadedRecipe, *, allow_import_steps: bool) -> tuple[list[dict[str, Any]], str]:
@@ -49,7 +50,7 @@ def needed_columns(stages: Sequence[tuple[str, type, dict[str, Any]]]) -> dict[s
             columns(params) if columns else (getattr(cls, "required", ()), getattr(cls, "produced", ()))
         )
         for column in reads:
-            if column not in produced and not column.startswith("_sp_"):
+            if column not in produced and not is_bookkeeping(column):
                 needed.setdefault(column, stage)
         produced.update(writes)
     return needed
@@ -108,7 +109,7 @@ def quarantine_unusable_rows(rows: list[dict[str, Any]], needed: dict[str, str],
     for column, stage in needed.items():
         if rows and not any(column in r for r in rows):
             raise missing_column(column, stage, label)
-    others = sorted({k for r in rows for k in r if k not in needed and not str(k).startswith("_sp_")})
+    others = sorted({k for r in rows for k in r if k not in needed and not is_bookkeeping(k)})
     columns = [*needed, *others]
     kinds = {c: Counter(_kind(r[c]) for r in rows if r.get(c) is not None).most_common(1) for c in columns}
     bad = 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from factory.core.rows import ROW_ID, RowFiltered
+from factory.core.rows import ROW_ID, RowFiltered, response_key
 from factory.export.base import ExportContext, Record
 from schemas.records import (
     ConversationalKTORow,
@@ -24,6 +24,8 @@ from schemas.records import (
     PromptResponse,
     SFTRow,
     assistant_turn,
+    conversational_pair,
+    prompt_turns,
 )
 
 if TYPE_CHECKING:
@@ -61,14 +63,13 @@ def ranked_items(row: dict[str, Any], p: PairsParams | KTOParams) -> list[Ranked
 
 def _prefers(a: Ranked, b: Ranked, min_margin: float) -> bool:
     """Whether `a` is a preference over `b`: different text, and ranked strictly better by at least the margin."""
-    if a.text.strip() == b.text.strip() or a.rank >= b.rank:
+    if response_key(a.text) == response_key(b.text) or a.rank >= b.rank:
         return False
     return a.score is None or b.score is None or a.score - b.score >= min_margin
 
 
 def _prompt(row: dict[str, Any], column: str, system: str | None = None) -> list[dict[str, str]]:
-    head = [{"role": "system", "content": system}] if system else []
-    return [*head, {"role": "user", "content": str(row[column])}]
+    return prompt_turns(str(row[column]), system)
 
 
 def _source_id(row: dict[str, Any]) -> str:
@@ -109,14 +110,7 @@ def pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
 def pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     p = ctx.params
     return [
-        ConversationalPair.model_validate(
-            {
-                **pair.model_dump(),
-                "prompt": _prompt(row, p.prompt_column, p.system_prompt),
-                "chosen": assistant_turn(pair.chosen),
-                "rejected": assistant_turn(pair.rejected),
-            }
-        )
+        ConversationalPair.model_validate(conversational_pair(pair.model_dump(), p.system_prompt))
         for pair in preference_pairs(row, p)
     ]
 

@@ -18,6 +18,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import PrivateAttr
 
+from factory.core.rows import own_columns
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep
 from schemas.generic_params import FilterParams, FilterRule
 
@@ -69,7 +70,7 @@ def expression_columns(expression: str) -> set[str]:
 
 def evaluate(expression: str, row: dict[str, Any]) -> Any:
     """The expression's value over the row's columns (bookkeeping columns are not visible)."""
-    return compiled(expression)(**{k: v for k, v in row.items() if not k.startswith("_sp_")})
+    return compiled(expression)(**own_columns(row))
 
 
 def texts(value: Any, column: str) -> list[str]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from factory.core.config_files import format_validation_error
 from factory.core.errors import UserError
+from factory.core.rows import own_columns
 from factory.core.seeds import seed_for
 from factory.steps.base import ROW_ID, RowFailed, SafeprefStep, add_usage, answer_text
 from schemas.generic_params import JudgeField, LLMJudgeParams
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
     from schemas.generation import GenerationParams
 
 Row = dict[str, Any]
-
-
-def row_context(row: Row) -> dict[str, Any]:
-    """What a template sees: the row's columns, bookkeeping left out."""
-    return {k: v for k, v in row.items() if not k.startswith("_sp_")}
 
 
 class LLMStep(SafeprefStep):
@@ -93,7 +89,7 @@ class LLMGenerate(LLMStep):
     def _prompt(self, row: Row, out: list[str]) -> None:
         template = self.params.get("template")
         out.append(
-            self.render(template, row_context(row)) if template else str(row[self.params["input_column"]])
+            self.render(template, own_columns(row)) if template else str(row[self.params["input_column"]])
         )
 
     def _store(self, row: Row, completions: list[Completion], n: int) -> None:
@@ -212,7 +208,7 @@ class LLMJudge(LLMStep):
         self, row: Row, decoding: GenerationParams, keys: list[tuple[int, str | None]], out: list[ChatRequest]
     ) -> None:
         spec = self.spec
-        context = row_context(row)
+        context = own_columns(row)
         criteria: list[str | None] = [*spec.criteria] or [None]  # json: one request, no criterion
         for index, item in enumerate(self._items(row)):
             for criterion in criteria:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import PrivateAttr
 
+from factory.core.rows import response_key
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, count_event
 from schemas.generic_params import RankParams
 
@@ -46,7 +47,7 @@ def ranking(
     seen: set[str] = set()
     kept = []
     for i in order:
-        key = items[i].strip() if isinstance(items[i], str) else repr(items[i])
+        key = response_key(items[i])
         if key not in seen:
             seen.add(key)
             kept.append(i)
