@@ -281,12 +281,18 @@ class FilterRule(BaseModel):
 
 
 def _check_expression(expression: str) -> None:
-    """A syntax check at load time (jinja2 imported only here, so `schemas` stays light to import)."""
+    """A syntax check at load time (jinja2 imported only here, so `schemas` stays light to import).
+    Parsed only, never compiled: outside the sandbox, compiling folds constants (`"a" * 10 ** 10`
+    would be built right here); factory/steps/filter.py compiles it in the sandbox."""
     from jinja2 import Environment
     from jinja2.exceptions import TemplateSyntaxError
+    from jinja2.parser import Parser
 
     try:
-        Environment().compile_expression(expression)
+        parser = Parser(Environment(), expression, state="variable")  # as compile_expression parses
+        parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
     except TemplateSyntaxError as exc:
         raise ValueError(f"expression {expression!r}: {exc.message}") from None
 

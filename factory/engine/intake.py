@@ -46,9 +46,12 @@ def needed_columns(stages: Sequence[tuple[str, type, dict[str, Any]]]) -> dict[s
     needed: dict[str, str] = {}
     for stage, cls, params in stages:
         columns = getattr(cls, "columns", None)
-        reads, writes = (
-            columns(params) if columns else (getattr(cls, "required", ()), getattr(cls, "produced", ()))
-        )
+        try:
+            reads, writes = (
+                columns(params) if columns else (getattr(cls, "required", ()), getattr(cls, "produced", ()))
+            )
+        except ValueError as exc:  # e.g. an expression naming a filter the sandbox does not offer
+            raise UserError(f"stages[{stage}].params: {exc}") from None
         for column in reads:
             if column not in produced and not is_bookkeeping(column):
                 needed.setdefault(column, stage)

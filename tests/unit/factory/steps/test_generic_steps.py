@@ -306,6 +306,13 @@ def test_filter_rules_remove_rows_under_the_first_failing_rule_name() -> None:
         ("prompt.__class__.__mro__[1].__subclasses__() | length > 0", "SecurityError"),
         ("(prompt * 10000000) | length > 0", "SecurityError"),
         ("2 ** 100000 > 1", "SecurityError"),
+        ("(2 ** 64) ** 64 > 1", "SecurityError"),
+        # what would allocate a gigabyte: padding, formatting, bytes, concatenating lists
+        ("prompt.ljust(10 ** 9) | length > 0", "SecurityError"),
+        ('"%0999999999d" % 1 != ""', "SecurityError"),
+        ('"{:>999999999}".format(1) != ""', "SecurityError"),
+        ('(7).to_bytes(10 ** 9, "big") | length > 0', "SecurityError"),
+        ("sum([[1] * 1000000] * 1000000, []) | length > 0", "SecurityError"),
         ("scores[5] > 1", "UndefinedError"),
         ("prompt > 3", "TypeError"),
     ],
@@ -317,6 +324,45 @@ def test_an_expression_runs_sandboxed_and_a_failing_one_quarantines_its_row(
     [out] = run(step, [row("a", prompt="hi", scores=[1])])
     assert out["_sp_status"] == "quarantined"
     assert out["_sp_reason"].startswith(f"filter rule 'rule': {reason}")
+
+
+def test_an_expression_may_call_what_reads_text_lists_and_numbers() -> None:
+    rules = [
+        {"name": "short", "expression": "prompt.lower().split() | length <= 3 and prompt.strip() != ''"},
+        {"name": "scored", "expression": "scores | sum >= 3 and sum(scores) % 2 == 1 and max(scores) < 3"},
+    ]
+    out = run(make_step("filter", {"rules": rules}), [row("a", prompt="Hi there", scores=[1, 2])])
+    assert [(r["_sp_status"], r["_sp_reason"]) for r in out] == [("ok", None)]
+
+
+def test_an_expression_naming_a_filter_the_sandbox_lacks_is_a_recipe_error(tmp_path: Path) -> None:
+    """`center`, `indent`, `format`, `join`, `replace`, `batch`, ... take a size or a text to repeat."""
+    from factory.engine.intake import read_rows
+    from factory.engine.recipe import load_recipe
+
+    path = filter_recipe(tmp_path, '"a" | center(10 ** 9) | length > 0')
+    with pytest.raises(
+        UserError, match="stages\\[keep\\].params: expression .*No filter named 'center'"
+    ) as err:
+        read_rows(load_recipe(str(path)), allow_import_steps=False)
+    assert "\n" not in str(err.value)
+
+
+def filter_recipe(tmp_path: Path, expression: str, source: str = '{"prompt": "hi"}\n') -> Path:
+    (tmp_path / "rows.jsonl").write_text(source)
+    recipe = {
+        "name": "f",
+        "license": "apache-2.0",
+        "source": {"kind": "file", "path": str(tmp_path / "rows.jsonl")},
+        "stages": [
+            {"name": "keep", "step": "filter", "params": {"rules": [{"name": "r", "expression": expression}]}}
+        ],
+        "outputs": [{"config": "rows", "exporter": "generate.responses"}],
+        "card": {"pretty_name": "f"},
+    }
+    path = tmp_path / "f.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
 
 
 def test_the_source_must_provide_the_columns_a_rule_or_expression_reads(tmp_path: Path) -> None:
@@ -399,6 +445,10 @@ def test_rank_ascending_writes_scores_where_higher_is_better() -> None:
         (
             "stages.margin.params.rules.0.expression=ranked_scores[0] -",
             "stages[margin].params.rules.0: expression",
+        ),
+        (
+            "stages.margin.params.rules.0.expression=ranked_scores[0] ranked_scores[1]",
+            "stages[margin].params.rules.0: expression 'ranked_scores[0] ranked_scores[1]': chunk after",
         ),
         ("stages.margin.params.rules.0.matches=(", "a rule sets exactly one of"),
         ("stages.rank.params.into=responses", "stages[rank].params: 'responses' is read and written"),
