@@ -125,7 +125,9 @@ class LLMJudgeParams(StepParams):
         description="score/label: one request per criterion (`criterion` in the template), each into the "
         "column of its name",
     )
-    scale: tuple[float, float] = Field((1, 10), description="score: the lowest and highest score")
+    scale: tuple[float, float] | None = Field(
+        None, description="score: the lowest and highest score (default [1, 10])"
+    )
     labels: list[Annotated[str, StringConstraints(pattern=r"^\S+$")]] = Field(
         default_factory=list, description="label: the words a verdict may be (case-insensitive)"
     )
@@ -157,16 +159,24 @@ class LLMJudgeParams(StepParams):
                 raise ValueError(f"`fields` apply to answer json, not {self.answer}")
         if self.answer == "label" and not self.labels:
             raise ValueError("answer label needs `labels`")
+        if self.labels and self.answer != "label":  # set but never read: say so, not ignore it
+            raise ValueError(f"`labels` apply to answer label, not {self.answer}")
+        if self.scale is not None and self.answer != "score":
+            raise ValueError(f"`scale` applies to answer score, not {self.answer}")
         if dupes := _duplicates(self.criteria):
             raise ValueError(f"criteria repeat: {', '.join(dupes)}")
-        if self.scale[0] >= self.scale[1]:
-            raise ValueError(f"scale [{self.scale[0]:g}, {self.scale[1]:g}] must go from low to high")
+        low, high = self.score_scale()
+        if low >= high:
+            raise ValueError(f"scale [{low:g}, {high:g}] must go from low to high")
         if self.each is not None and self.each in self.output_columns():
             raise ValueError(f"`each` column {self.each!r} is also an output column")
         return self
 
     def output_columns(self) -> list[str]:
         return list(self.fields) if self.answer == "json" else list(self.criteria)
+
+    def score_scale(self) -> tuple[float, float]:
+        return self.scale if self.scale is not None else (1, 10)
 
     def template_variables(self) -> list[str]:
         """What the judge gives its template besides the row's columns: `item` and `index` with
@@ -186,7 +196,7 @@ class LLMJudgeParams(StepParams):
 
     def summary(self) -> str:
         what = {
-            "score": f"scores on [{self.scale[0]:g}, {self.scale[1]:g}]",
+            "score": "scores on [{:g}, {:g}]".format(*self.score_scale()),
             "label": f"a label ({' / '.join(self.labels)})",
             "json": "a JSON verdict",
         }[self.answer]
@@ -217,7 +227,9 @@ class FilterRule(BaseModel):
     contains_none: list[str] | None = Field(
         None, min_length=1, description="keep rows containing none of these"
     )
-    ignore_case: bool = Field(True, description="keywords match regardless of case")
+    ignore_case: bool | None = Field(
+        None, description="keyword and regex rules: match regardless of case (default true)"
+    )
     matches: str | None = Field(None, description="keep rows where this regex is found (re.search)")
     not_matches: str | None = Field(None, description="keep rows where this regex is not found")
     min_chars: int | None = Field(None, ge=0)
@@ -255,6 +267,8 @@ class FilterRule(BaseModel):
             _check_expression(self.expression or "")
         elif self.column is None:
             raise ValueError(f"a {kind} rule needs `column`")
+        if self.ignore_case is not None and kind in ("expression", "length"):
+            raise ValueError(f"ignore_case applies to keyword and regex rules, not {kind} rules")
         for pattern in (self.matches, self.not_matches):
             if pattern is not None:
                 try:
@@ -382,6 +396,11 @@ class _FromList(ExporterParams):
     )
 
 
+def _margin_needs_scores(min_margin: float, scores_column: str | None) -> None:
+    if min_margin and scores_column is None:
+        raise ValueError("min_margin compares scores: it needs scores_column")
+
+
 class _Conversational(BaseModel):
     system_prompt: str | None = Field(None, description="a system message before the user's, in every prompt")
 
@@ -398,6 +417,11 @@ class PairsParams(_FromList):
         description="with scores: only pairs whose chosen score beats the rejected by at least this",
     )
     principle: str = Field("judge_preference", min_length=1, description="the `principle` of every pair")
+
+    @model_validator(mode="after")
+    def _check(self) -> PairsParams:
+        _margin_needs_scores(self.min_margin, self.scores_column)
+        return self
 
     def summary(self) -> str:
         how = (
@@ -422,9 +446,17 @@ class SFTParams(ExporterParams):
     """Supervised fine-tuning rows: the prompt and a response (a text column, or the best / every item of a list)."""
 
     prompt_column: Column = Field("prompt", description="the user request (text)")
-    response_column: Column = Field("ranked", description="a text column, or a list of texts (best first)")
-    take: Literal["first", "all"] = Field("first", description="of a list: its first item, or every item")
-    scores_column: Column | None = Field(None, description="scores parallel to a list column")
+    response_column: Column = Field(
+        "ranked", description="a text column, or a list of texts (best first unless scored)"
+    )
+    take: Literal["first", "all"] | None = Field(
+        None, description="of a list: its best item (the default), or every item"
+    )
+    scores_column: Column | None = Field(
+        None,
+        description="scores parallel to a list column (higher is better): they order it, best first, "
+        "as the pair and KTO exporters do",
+    )
     min_score: float | None = Field(
         None, description="only items scoring at least this (needs scores_column)"
     )
@@ -436,7 +468,7 @@ class SFTParams(ExporterParams):
         return self
 
     def summary(self) -> str:
-        which = "the first item" if self.take == "first" else "every item"
+        which = "every item" if self.take == "all" else "the best item"
         floor = (
             f" scoring at least {self.min_score:g} by `{self.scores_column}`"
             if self.min_score is not None
@@ -460,8 +492,12 @@ class KTOParams(_FromList):
     min_margin: float = Field(
         0.0, ge=0.0, description="best_and_worst with scores: the best must beat the worst by this"
     )
-    desirable_min: float | None = None
-    undesirable_max: float | None = None
+    desirable_min: float | None = Field(
+        None, description="threshold: items scoring at least this are desirable"
+    )
+    undesirable_max: float | None = Field(
+        None, description="threshold: items scoring at most this are undesirable"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> KTOParams:
@@ -470,6 +506,12 @@ class KTOParams(_FromList):
                 raise ValueError("labels threshold needs scores_column, desirable_min and undesirable_max")
             if self.desirable_min <= self.undesirable_max:
                 raise ValueError("desirable_min must be above undesirable_max")
+            if self.min_margin:
+                raise ValueError("min_margin applies to labels best_and_worst, not threshold")
+        else:
+            if self.desirable_min is not None or self.undesirable_max is not None:
+                raise ValueError("desirable_min and undesirable_max apply to labels threshold")
+            _margin_needs_scores(self.min_margin, self.scores_column)
         return self
 
     def summary(self) -> str:

@@ -154,13 +154,14 @@ def passes(rule: FilterRule, row: dict[str, Any]) -> bool:
 
 
 def _text_passes(rule: FilterRule, kind: str, text: str) -> bool:
+    ignore_case = rule.ignore_case is not False  # keyword and regex rules: true unless set false
     if kind in ("contains_any", "contains_none"):
         words = getattr(rule, kind)
-        haystack = text.lower() if rule.ignore_case else text
-        found = any((w.lower() if rule.ignore_case else w) in haystack for w in words)
+        haystack = text.lower() if ignore_case else text
+        found = any((w.lower() if ignore_case else w) in haystack for w in words)
         return found if kind == "contains_any" else not found
     if kind in ("matches", "not_matches"):
-        found = re.search(getattr(rule, kind), text) is not None
+        found = re.search(getattr(rule, kind), text, re.IGNORECASE if ignore_case else 0) is not None
         return found if kind == "matches" else not found
     chars, words = len(text), len(text.split())
     return (

@@ -247,7 +247,7 @@ class LLMJudge(LLMStep):
         spec = self.spec
         if spec.answer == "score":
             assert criterion is not None
-            return {criterion: parse_score(text, *spec.scale)}
+            return {criterion: parse_score(text, *spec.score_scale())}
         if spec.answer == "label":
             assert criterion is not None
             return {criterion: parse_label(text, spec.labels)}

@@ -20,6 +20,7 @@ from factory.backends import ChatRequest, Completion
 from factory.core.errors import UserError
 from schemas.generation import BackendSpec
 from schemas.recipe import StageSpec
+from schemas.registry import STEP_PARAMS
 
 
 @dataclass
@@ -326,6 +327,32 @@ def test_an_expression_runs_sandboxed_and_a_failing_one_quarantines_its_row(
     assert out["_sp_reason"].startswith(f"filter rule 'rule': {reason}")
 
 
+def test_keyword_and_regex_rules_ignore_case_unless_told_otherwise() -> None:
+    rules = [{"name": "greeting", "column": "prompt", "matches": "^hi\\b"}]
+    strict = [{**rules[0], "ignore_case": False}]
+    rows = [row("a", prompt="Hi there"), row("b", prompt="hi there")]
+    assert [r["_sp_status"] for r in run(make_step("filter", {"rules": rules}), rows)] == ["ok", "ok"]
+    assert [r["_sp_status"] for r in run(make_step("filter", {"rules": strict}), rows)] == ["filtered", "ok"]
+    words = [{"name": "polite", "column": "prompt", "contains_none": ["THERE"], "ignore_case": False}]
+    assert [r["_sp_status"] for r in run(make_step("filter", {"rules": words}), rows)] == ["ok", "ok"]
+
+
+def test_judge_params_that_another_answer_kind_would_read_are_refused() -> None:
+    from pydantic import ValidationError
+
+    label = {"template": "t.jinja", "answer": "label", "criteria": ["v"], "labels": ["safe", "unsafe"]}
+    with pytest.raises(ValidationError, match="`scale` applies to answer score, not label"):
+        StageSpec(name="j", step="llm.judge", backend="b", params={**label, "scale": [1, 5]})
+    json_verdict = {"template": "t.jinja", "answer": "json", "fields": {"ok": {"type": "boolean"}}}
+    with pytest.raises(ValidationError, match="`labels` apply to answer label, not json"):
+        StageSpec(name="j", step="llm.judge", backend="b", params={**json_verdict, "labels": ["a"]})
+    scored = StageSpec(
+        name="j", step="llm.judge", backend="b", params={"template": "t.jinja", "criteria": ["c"]}
+    )
+    assert scored.params["scale"] is None  # the default [1, 10], as the summary says
+    assert "scores on [1, 10]" in STEP_PARAMS["llm.judge"].model_validate(scored.params).summary()
+
+
 def test_an_expression_may_call_what_reads_text_lists_and_numbers() -> None:
     rules = [
         {"name": "short", "expression": "prompt.lower().split() | length <= 3 and prompt.strip() != ''"},
@@ -451,6 +478,19 @@ def test_rank_ascending_writes_scores_where_higher_is_better() -> None:
             "stages[margin].params.rules.0: expression 'ranked_scores[0] ranked_scores[1]': chunk after",
         ),
         ("stages.margin.params.rules.0.matches=(", "a rule sets exactly one of"),
+        # set but never read: refused rather than ignored
+        (
+            "stages.margin.params.rules.0.ignore_case=false",
+            "stages[margin].params.rules.0: ignore_case applies to keyword and regex rules, not expression",
+        ),
+        (
+            "stages.judge.params.labels=[safe]",
+            "stages[judge].params: `labels` apply to answer label, not score",
+        ),
+        (
+            "stages.judge.params.answer=label",  # with the recipe's scale
+            "stages[judge].params: answer label needs `labels`",
+        ),
         ("stages.rank.params.into=responses", "stages[rank].params: 'responses' is read and written"),
         (
             "outputs.pairs.params.pairing=random",
