@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from schemas.columns import Column
-from schemas.generation import DecodingOverride
+from schemas.generation import DecodingOverride, GenerationParams
 from schemas.step_params import ExporterParams, StepParams
 
 _RULE_NAME = r"^[a-z0-9][a-z0-9_]*$"
@@ -63,6 +63,14 @@ class LLMGenerateParams(StepParams):
 
     def llm_calls_per_row(self) -> float:
         return float(self.n)
+
+    def decoding_problem(self, role: str, decoding: GenerationParams) -> tuple[str, str] | None:
+        if self.n > 1 and decoding.temperature == 0:
+            return "n", (
+                f"{self.n} samples of greedy decoding (temperature 0) are all the same answer; set "
+                "generation.temperature > 0 on the stage or its backend"
+            )
+        return None
 
     def list_lengths(self, known: dict[str, int]) -> dict[str, int]:
         return {self.output_column: self.n} if self.n > 1 else {}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from schemas.generation import GenerationParams
 
 
 class StepParams(BaseModel):
@@ -35,6 +38,11 @@ class StepParams(BaseModel):
             for name in type(self).model_fields
             if isinstance(value := getattr(self, name), DecodingOverride)
         }
+
+    def decoding_problem(self, role: str, decoding: GenerationParams) -> tuple[str, str] | None:
+        """(param, message) when this stage cannot work with the decoding it gets for `role` (its
+        backend's with its overrides); the recipe refuses it at load. None: it can."""
+        return None
 
     def max_rows_out(self) -> int | None:
         """A cap on the rows this stage lets through in all (None: no cap)."""

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from factory.core.config_files import format_validation_error
-from factory.core.errors import UserError
 from factory.core.rows import own_columns
 from factory.core.seeds import seed_for
 from factory.steps.base import ROW_ID, RowFailed, SafeprefStep, add_usage, answer_text
@@ -67,13 +66,8 @@ class LLMGenerate(LLMStep):
         return reads, (params["output_column"],)
 
     def process_rows(self, rows: list[Row]) -> None:
-        n = int(self.params.get("n") or 1)
+        n = int(self.params.get("n") or 1)  # n > 1 samples (the recipe refuses greedy ones at load)
         decoding = self.decoding()
-        if n > 1 and decoding.temperature == 0:
-            raise UserError(
-                f"stage {self.stage!r}: {n} samples of greedy decoding (temperature 0) are all the same "
-                "answer; set generation.temperature > 0 on the stage or its backend"
-            )
         calls: list[tuple[Row, ChatRequest]] = []
         for row in rows:
             prompt: list[str] = []

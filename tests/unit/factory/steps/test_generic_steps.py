@@ -131,12 +131,18 @@ def test_a_template_sees_columns_whatever_their_names(tmp_path: Path) -> None:
     assert (out["_sp_status"], out["out"]) == ("ok", "n|t|s|c")
 
 
-def test_greedy_samples_are_refused_as_a_recipe_error(templates: Path) -> None:
-    step = make_step(
-        "llm.generate", {"template": "ask.jinja", "output_column": "r", "n": 2}, Answers(str), templates
-    )
-    with pytest.raises(UserError, match="temperature 0"):
-        step.process_rows([row("a", prompt="hi")])
+@pytest.mark.parametrize(
+    "override", ["backends.policy.generation.temperature=0", "stages.respond.params.generation.temperature=0"]
+)
+def test_greedy_samples_are_refused_when_the_recipe_loads(override: str) -> None:
+    """n > 1 samples of greedy decoding (the backend's or the stage's) are all alike: `validate` says
+    so, naming the stage and the param, before any model loads (not in the run's first batch)."""
+    from factory.engine.recipe import load_recipe
+
+    with pytest.raises(UserError) as err:
+        load_recipe("safe-completion-demo", [override])
+    assert "stages[respond].params.n: 4 samples of greedy decoding (temperature 0)" in str(err.value)
+    load_recipe("safe-completion-demo", [override, "stages.respond.params.n=1"])  # one answer is fine
 
 
 def test_an_empty_or_failed_answer_quarantines_only_its_row_with_the_raw_output(templates: Path) -> None:
