@@ -40,6 +40,7 @@ class LLMGenerateParams(StepParams):
     """Generate with the LLM: a prompt template (or a column's text) -> an output column, `n` samples per row."""
 
     needs_llm: ClassVar[bool] = True
+    writes_new_columns: ClassVar[bool] = True
     template: str | None = Field(None, description=f"{_TEMPLATE}: the user message")
     input_column: Column | None = Field(
         None, description="instead of a template: this column is the user message"
@@ -75,6 +76,9 @@ class LLMGenerateParams(StepParams):
     def list_lengths(self, known: dict[str, int]) -> dict[str, int]:
         return {self.output_column: self.n} if self.n > 1 else {}
 
+    def value_columns(self) -> list[str]:
+        return [self.output_column] if self.n == 1 else []
+
     def summary(self) -> str:
         prompt = f"template `{self.template}`" if self.template else f"the text of `{self.input_column}`"
         into = (
@@ -89,10 +93,14 @@ class RespondParams(StepParams):
     """Answer one column with the LLM: [system?][user: row[input_column]] -> row[output_column]."""
 
     needs_llm: ClassVar[bool] = True
+    writes_new_columns: ClassVar[bool] = True
     input_column: Column = "prompt"
     output_column: Column = "response"
     system_prompt: str | None = None
     generation: DecodingOverride = Field(default_factory=DecodingOverride)
+
+    def value_columns(self) -> list[str]:
+        return [self.output_column]
 
 
 class JudgeField(BaseModel):
@@ -122,6 +130,7 @@ class LLMJudgeParams(StepParams):
     answer that does not parse quarantines the row with the raw answer and the error."""
 
     needs_llm: ClassVar[bool] = True
+    writes_new_columns: ClassVar[bool] = True
     template: str = Field(description=f"{_TEMPLATE} (+ `criterion`, and `item`/`index` with `each`)")
     answer: Literal["score", "label", "json"] = Field(
         "score",
@@ -187,9 +196,14 @@ class LLMJudgeParams(StepParams):
         return self.scale if self.scale is not None else (1, 10)
 
     def template_variables(self) -> list[str]:
-        """What the judge gives its template besides the row's columns: `item` and `index` with
-        `each`, `criterion` with `criteria`."""
+        """`item` and `index` with `each`, `criterion` with `criteria`."""
         return (["item", "index"] if self.each else []) + (["criterion"] if self.criteria else [])
+
+    def list_columns(self) -> dict[str, str]:
+        return {"each": self.each} if self.each else {}
+
+    def value_columns(self) -> list[str]:
+        return [] if self.each else self.output_columns()
 
     def llm_calls_per_row(self) -> float:
         return float(len(self.criteria)) if self.answer != "json" else 1.0
@@ -340,6 +354,7 @@ class FilterParams(StepParams):
 class RankParams(StepParams):
     """Order a list column by a score column (or the weighted sum of several), best first."""
 
+    writes_new_columns: ClassVar[bool] = True
     column: Column = Field(description="the list column to order (e.g. the sampled responses)")
     by: Column | dict[Column, float] = Field(
         description="a score column parallel to `column`, or columns with weights: their weighted sum"
@@ -370,6 +385,10 @@ class RankParams(StepParams):
 
     def score_columns(self) -> dict[str, float]:
         return {self.by: 1.0} if isinstance(self.by, str) else dict(self.by)
+
+    def list_columns(self) -> dict[str, str]:
+        scores = {"by": self.by} if isinstance(self.by, str) else {f"by.{c}": c for c in self.by}
+        return {"column": self.column, **scores}
 
     def list_lengths(self, known: dict[str, int]) -> dict[str, int]:
         n = known.get(self.column)
@@ -402,6 +421,17 @@ class _FromList(ExporterParams):
         "ranked_scores",
         description="scores parallel to the responses (higher is better); null: the list order is the ranking",
     )
+
+    def columns_read(self) -> list[str]:
+        return [
+            self.prompt_column,
+            self.responses_column,
+            *([self.scores_column] if self.scores_column else []),
+        ]
+
+    def list_columns(self) -> dict[str, str]:
+        scores = {"scores_column": self.scores_column} if self.scores_column else {}
+        return {"responses_column": self.responses_column, **scores}
 
 
 def _margin_needs_scores(min_margin: float, scores_column: str | None) -> None:
@@ -474,6 +504,16 @@ class SFTParams(ExporterParams):
         if self.min_score is not None and self.scores_column is None:
             raise ValueError("min_score needs scores_column")
         return self
+
+    def columns_read(self) -> list[str]:
+        return [
+            self.prompt_column,
+            self.response_column,
+            *([self.scores_column] if self.scores_column else []),
+        ]
+
+    def list_columns(self) -> dict[str, str]:
+        return {"take": self.response_column} if self.take is not None else {}  # `take` picks from a list
 
     def summary(self) -> str:
         which = "every item" if self.take == "all" else "the best item"

@@ -76,7 +76,7 @@ def require_source_columns(
     needed = [c for c in first_step.inputs if not is_bookkeeping(c)]
     missing = [c for c in needed if c not in rows[0]]
     if missing:
-        raise missing_column(missing[0], loaded.recipe.stages[0].name, label)
+        raise missing_column(missing[0], f"stage {loaded.recipe.stages[0].name!r}", label)
 
 
 class RunServers:

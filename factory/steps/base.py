@@ -82,18 +82,21 @@ class SafeprefStep(Step):
     _watch: QuarantineWatch | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(required, produced) of a stage with these params: the class's own, or, for a generic step,
-        the columns its params name. The source must provide what no earlier stage produces."""
+        the columns its params name and its template reads (looked up in `template_dir`, then among
+        the built-in ones). The source must provide what no earlier stage produces."""
         return cls.required, cls.produced
 
     @property
     def inputs(self) -> "StepColumns":
-        return [*self.columns(self.params)[0], ROW_ID, STATUS]
+        return [*self.columns(self.params, self.template_dir)[0], ROW_ID, STATUS]
 
     @property
     def outputs(self) -> "StepColumns":
-        return [*self.columns(self.params)[1], STATUS, STAGE, REASON, RAW, USAGE]
+        return [*self.columns(self.params, self.template_dir)[1], STATUS, STAGE, REASON, RAW, USAGE]
 
     # -- LLM access -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -190,7 +193,7 @@ class SafeprefStep(Step):
 
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
-        produced = self.columns(self.params)[1]
+        produced = self.columns(self.params, self.template_dir)[1]
         for row in rows:
             for col in (*produced, STAGE, REASON, RAW, USAGE):
                 row.setdefault(col, None)

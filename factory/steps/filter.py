@@ -178,7 +178,9 @@ class Filter(SafeprefStep):
     _parsed: list[FilterRule] | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         reads: list[str] = []
         for rule in FilterParams.model_validate(params).rules:
             reads += [rule.column] if rule.column else sorted(expression_columns(rule.expression or ""))

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 
 
+def template_reads(template: str, template_dir: str | None, own: list[str] | None = None) -> tuple[str, ...]:
+    """The columns a prompt template reads: its variables but those the step provides itself (`own`)."""
+    from factory.core.templates import template_variables
+
+    return tuple(sorted(template_variables(template, template_dir) - set(own or ())))
+
+
 class LLMStep(SafeprefStep):
     """Messages from the stage's template and a seed per request when the stage samples."""
 
@@ -61,8 +68,11 @@ class LLMGenerate(LLMStep):
     """
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        reads = (params["input_column"],) if params.get("input_column") else ()
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        template = params.get("template")
+        reads = template_reads(template, template_dir) if template else (params["input_column"],)
         return reads, (params["output_column"],)
 
     def process_rows(self, rows: list[Row]) -> None:
@@ -161,9 +171,14 @@ class LLMJudge(LLMStep):
     _verdict: type[BaseModel] | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         spec = LLMJudgeParams.model_validate(params)
-        return ((spec.each,) if spec.each else ()), tuple(spec.output_columns())
+        reads = template_reads(spec.template, template_dir, spec.template_variables())
+        return tuple(dict.fromkeys([*([spec.each] if spec.each else []), *reads])), tuple(
+            spec.output_columns()
+        )
 
     @property
     def spec(self) -> LLMJudgeParams:

@@ -60,7 +60,9 @@ class Rank(SafeprefStep):
     _spec: RankParams | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         spec = RankParams.model_validate(params)
         return (spec.column, *spec.score_columns()), (spec.into, spec.scores_into)
 

@@ -578,3 +578,116 @@ def test_the_authoring_guides_recipe_validates_and_plans_as_the_guide_says(tmp_p
     for name, text in (("respond.jinja", respond), ("judge.jinja", judge)):
         without_comment = re.sub(r"\{#-.*?-#\}\n", "", (shipped / name).read_text(), flags=re.S)
         assert without_comment.strip() == text.strip(), name
+
+
+# -- the recipe's columns, checked before any LLM work (factory/engine/column_flow.py) ---------------
+
+
+def demo_like(tmp_path: Path, rows: list[dict[str, Any]], templates: dict[str, str] | None = None) -> Path:
+    """The safe-completion-demo recipe with its own source rows and templates, in `tmp_path`."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "recipes" / "safe-completion-demo.yaml").read_text())
+    recipe["source"] = {"kind": "file", "path": "rows.jsonl", "id_field": "id"}
+    (tmp_path / "rows.jsonl").write_text(
+        "".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(rows))
+    )
+    for name, text in (templates or {}).items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def recipe_error(path: Path, *overrides: str) -> str:
+    """The one line `validate` (and `run`, before any model loads) stops with."""
+    from factory.engine.intake import read_rows
+    from factory.engine.recipe import load_recipe
+
+    with pytest.raises(UserError) as err:
+        read_rows(load_recipe(str(path), list(overrides)), allow_import_steps=False)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_a_misspelled_template_variable_stops_validate_naming_the_stage(tmp_path: Path) -> None:
+    path = demo_like(tmp_path, [{"prompt": "hi"}], {"ask.jinja": "Answer: {{ promt }}"})
+    message = recipe_error(path, "stages.respond.params.template=ask.jinja")
+    assert "source has no column 'promt' (needed by stage 'respond')" in message
+    judge = "{{ prompt }} / {{ item }} / {{ criterion }} / {{ answr }}"  # item, criterion: the judge's own
+    path = demo_like(tmp_path, [{"prompt": "hi"}], {"judge.jinja": judge})
+    message = recipe_error(path, "stages.judge.params.template=judge.jinja")
+    assert "source has no column 'answr' (needed by stage 'judge')" in message
+
+
+def test_a_null_in_a_column_a_template_reads_is_quarantined_at_intake(tmp_path: Path) -> None:
+    from factory.engine.intake import read_rows
+    from factory.engine.recipe import load_recipe
+
+    path = demo_like(tmp_path, [{"prompt": "hi"}, {"prompt": None}, {"prompt": "yo"}])
+    rows, _ = read_rows(load_recipe(str(path)), allow_import_steps=False)
+    assert [(r["_sp_status"], r["_sp_stage"], r["_sp_reason"]) for r in rows] == [
+        ("ok", None, None),
+        ("quarantined", "source", "row 1: column 'prompt' is null"),  # never rendered as "None"
+        ("ok", None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (  # an exporter's column: checked now, not after every LLM call at export
+            ["outputs.pairs.params.prompt_column=promt"],
+            "source has no column 'promt' (needed by output 'pairs')",
+        ),
+        (
+            ["stages.judge.params.criteria=[prompt, helpfulness]"],
+            "stages[judge]: writes column 'prompt', which the source provides; write to a new column",
+        ),
+        (
+            ["stages.rank.params.into=harmlessness", "stages.rank.params.by=helpfulness"],
+            "stages[rank]: writes column 'harmlessness', which stage 'judge' provides",
+        ),
+        (
+            ["stages.respond.params.n=1"],
+            "stages[judge].params.each: column 'responses' holds one value per row (stage 'respond' "
+            "writes it so), not a list",
+        ),
+        (
+            ["stages.rank.params.column=prompt", "stages.judge.params.each=prompt"],
+            "stages[judge].params.each: column 'prompt' holds text in the source, not lists",
+        ),
+        (
+            ["outputs.pairs.exporter=sft", "outputs.pairs.params={response_column: prompt, take: all}"],
+            "outputs[pairs].params.take: column 'prompt' holds text in the source, not lists",
+        ),
+    ],
+)
+def test_column_mistakes_are_one_line_naming_the_stage_or_output(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    assert message in recipe_error(demo_like(tmp_path, [{"prompt": "hi"}]), *overrides)
+
+
+@pytest.mark.parametrize("column", ["item", "index", "criterion"])
+def test_a_column_named_like_a_judge_variable_is_refused(tmp_path: Path, column: str) -> None:
+    """The judge gives its template `item`, `index` and `criterion`: a column of that name could never
+    be read there, so it is refused, not silently shadowed."""
+    message = recipe_error(demo_like(tmp_path, [{"prompt": "hi", column: "x"}]))
+    assert f"stages[judge]: column {column!r} (from the source) has the name of a variable" in message
+
+
+def test_stage_to_stage_column_checks_run_without_the_source() -> None:
+    """A Hub source is only read by `run`; `validate` still checks what the stages do to each other."""
+    from factory.engine.column_flow import column_flow
+    from factory.engine.recipe import load_recipe
+
+    loaded = load_recipe("safe-completion", ["stages.respond.params.output_column=harmlessness"])
+    with pytest.raises(
+        UserError, match="stages\\[judge\\]: writes column 'harmlessness', which stage 'respond'"
+    ):
+        column_flow(loaded, allow_import_steps=False, source=None)
+    needed = column_flow(load_recipe("safe-completion"), allow_import_steps=False, source=None)
+    assert needed == {"prompt": "stage 'respond'"}
