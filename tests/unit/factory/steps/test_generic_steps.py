@@ -3,7 +3,7 @@ params' one-line errors and plan figures.
 
 The LLM is replaced by `Answers` (each request answered by a function of its user message) so the
 steps' parsing and accounting can be pinned exactly; the real-model path is the `safe-completion-demo`
-end-to-end test (tests/test_safe_completion_demo.py).
+end-to-end test (tests/e2e/test_safe_completion_demo.py).
 """
 
 from __future__ import annotations
@@ -691,3 +691,15 @@ def test_stage_to_stage_column_checks_run_without_the_source() -> None:
         column_flow(loaded, allow_import_steps=False, source=None)
     needed = column_flow(load_recipe("safe-completion"), allow_import_steps=False, source=None)
     assert needed == {"prompt": "stage 'respond'"}
+
+
+def test_a_template_edited_between_two_runs_of_one_process_is_read_again(tmp_path: Path) -> None:
+    """The Python API runs recipes in a long-lived process (a notebook): the columns a template reads
+    follow its file, not what an earlier load saw."""
+    from factory.steps.llm import LLMGenerate
+
+    params = {"template": "ask.jinja", "output_column": "out"}
+    (tmp_path / "ask.jinja").write_text("{{ prompt }}")
+    assert LLMGenerate.columns(params, str(tmp_path)) == (("prompt",), ("out",))
+    (tmp_path / "ask.jinja").write_text("{{ question }} ({{ topic }})")
+    assert LLMGenerate.columns(params, str(tmp_path)) == (("question", "topic"), ("out",))
