@@ -99,6 +99,12 @@ class RespondParams(StepParams):
     system_prompt: str | None = None
     generation: DecodingOverride = Field(default_factory=DecodingOverride)
 
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> RespondParams:
+        if self.input_column == self.output_column:
+            raise ValueError("output_column must differ from input_column")
+        return self
+
     def value_columns(self) -> list[str]:
         return [self.output_column]
 
@@ -527,6 +533,19 @@ class SFTParams(ExporterParams):
 
 class ConversationalSFTParams(SFTParams, _Conversational):
     """SFT rows (TRL's conversational `messages` format)."""
+
+
+class ResponsesParams(ExporterParams):
+    """Prompt-response rows: a prompt column and its answer (a `generate.respond` stage's columns)."""
+
+    prompt_column: Column = Field("prompt", description="the user request (text): the stage's input_column")
+    response_column: Column = Field("response", description="the answer (text): the stage's output_column")
+
+    def columns_read(self) -> list[str]:
+        return [self.prompt_column, self.response_column]
+
+    def summary(self) -> str:
+        return f"Prompt-response rows: `{self.prompt_column}` with its answer `{self.response_column}`"
 
 
 class KTOParams(_FromList):

@@ -214,10 +214,11 @@ def kto_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
 
 
 def generate_responses(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
+    p = ctx.params
     return [
         PromptResponse(
-            prompt=row["prompt"],
-            response=row["response"],
+            prompt=row[p.prompt_column],
+            response=row[p.response_column],
             source_id=_source_id(row),
             provenance=ctx.provenance(_source_id(row)),
         )

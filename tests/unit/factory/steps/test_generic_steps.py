@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from factory.backends import ChatRequest, Completion
@@ -143,6 +144,54 @@ def test_greedy_samples_are_refused_when_the_recipe_loads(override: str) -> None
         load_recipe("safe-completion-demo", [override])
     assert "stages[respond].params.n: 4 samples of greedy decoding (temperature 0)" in str(err.value)
     load_recipe("safe-completion-demo", [override, "stages.respond.params.n=1"])  # one answer is fine
+
+
+def test_generate_respond_columns_of_the_recipes_choice_reach_the_prompt_response_config(
+    tmp_path: Path,
+) -> None:
+    from factory.export.base import ExportContext
+    from factory.export.writer import write_records
+    from schemas.recipe import OutputSpec
+
+    backend = Answers(lambda user: f"answer to {user}")
+    step = make_step("generate.respond", {"input_column": "question", "output_column": "answer"}, backend)
+    rows = run(step, [row("a", question="hello"), row("b", question="bye")])
+    output = OutputSpec(
+        config="rows",
+        exporter="generate.responses",
+        params={"prompt_column": "question", "response_column": "answer"},
+    )
+    result = write_records(
+        tmp_path, rows, [output], ExportContext(recipe_name="r", recipe_hash="0" * 64, seed=1)
+    )
+    assert result.output_rows == 2 and result.quarantined == {}
+    records = pq.read_table(tmp_path / "rows").to_pylist()
+    assert [(r["prompt"], r["response"]) for r in records] == [
+        ("hello", "answer to hello"),
+        ("bye", "answer to bye"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            "{output_column: _sp_status}",
+            "stages[respond].params.output_column: column '_sp_status': names starting with _sp_",
+        ),
+        (
+            "{input_column: prompt, output_column: prompt}",
+            "stages[respond].params: output_column must differ from input_column",
+        ),
+    ],
+)
+def test_generate_respond_refuses_bookkeeping_and_in_place_columns(params: str, message: str) -> None:
+    from factory.engine.recipe import load_recipe
+
+    overrides = ["stages.respond.step=generate.respond", f"stages.respond.params={params}"]
+    with pytest.raises(UserError) as err:
+        load_recipe("safe-completion-demo", overrides)
+    assert message in str(err.value)
 
 
 def test_an_empty_or_failed_answer_quarantines_only_its_row_with_the_raw_output(templates: Path) -> None:
@@ -641,6 +690,10 @@ def test_a_null_in_a_column_a_template_reads_is_quarantined_at_intake(tmp_path: 
         (  # an exporter's column: checked now, not after every LLM call at export
             ["outputs.pairs.params.prompt_column=promt"],
             "source has no column 'promt' (needed by output 'pairs')",
+        ),
+        (
+            ["outputs.pairs.exporter=generate.responses", "outputs.pairs.params={response_column: answer}"],
+            "source has no column 'answer' (needed by output 'pairs')",
         ),
         (
             ["stages.judge.params.criteria=[prompt, helpfulness]"],
