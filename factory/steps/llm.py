@@ -175,10 +175,9 @@ class LLMJudge(LLMStep):
         cls, params: dict[str, Any], template_dir: str | None = None
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         spec = LLMJudgeParams.model_validate(params)
-        reads = template_reads(spec.template, template_dir, spec.template_variables())
-        return tuple(dict.fromkeys([*([spec.each] if spec.each else []), *reads])), tuple(
-            spec.output_columns()
-        )
+        each = (spec.each,) if spec.each else ()
+        reads = (*each, *template_reads(spec.template, template_dir, spec.template_variables()))
+        return tuple(dict.fromkeys(reads)), tuple(spec.output_columns())
 
     @property
     def spec(self) -> LLMJudgeParams:
@@ -222,7 +221,7 @@ class LLMJudge(LLMStep):
         for index, item in enumerate(self._items(row)):
             for criterion in criteria:
                 # the judge's own variables (`template_variables`) only where it has them: a column of
-                # that name is a recipe error (factory/engine/intake.py), never silently shadowed
+                # that name is a recipe error (factory/engine/column_flow.py), never silently shadowed
                 own = {"item": item, "index": index} if spec.each else {}
                 if criterion is not None:
                     own["criterion"] = criterion
