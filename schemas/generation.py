@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MAX_BATCH_TOKENS = 512  # transformers serve: larger batches only cost memory on a CPU
 DEFAULT_KV_TOKENS_PER_REQUEST = 1024
+MAX_CONCURRENCY = 1024  # requests in flight per replica or managed server
 # `bundled` names one set of weights (factory.core.models decides its id and revision): a revision
 # would select nothing, so one is refused rather than recorded
 BUNDLED_HAS_NO_REVISION = (
@@ -97,18 +98,26 @@ def names_local_folder(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~"))
 
 
-def url_problem(url: str) -> None:
-    """Raise ValueError when `url` is not an http(s) server address without credentials. The message
-    never repeats the URL: it may hold a token (`http://user:TOKEN@host/v1`)."""
+def url_problem(url: str, key_hint: str = "the env var api_key_env names") -> None:
+    """Raise ValueError when `url` is not an http(s) server address without credentials, query or
+    fragment (requests append their path to it). The message never repeats the URL: it may hold a token
+    (`http://user:TOKEN@host/v1`, `?key=TOKEN`). `key_hint`: where the message says a key goes."""
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(
             f"base_url must be an http:// or https:// URL with a host (got scheme {parsed.scheme!r})"
         )
     if parsed.username is not None or parsed.password is not None:
+        raise ValueError(f"base_url must not embed credentials (user:token@); put the key in {key_hint}")
+    if parsed.query or parsed.fragment:
         raise ValueError(
-            "base_url must not embed credentials (user:token@); put the key in the env var api_key_env names"
+            f"base_url must not carry a query or fragment (?…, #…): requests append their path to it; "
+            f"put a key in {key_hint}"
         )
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number (its message repeats it)
+    except ValueError:
+        raise ValueError("base_url has a port that is not a number from 0 to 65535") from None
 
 
 class BackendSpec(BaseModel):
@@ -134,7 +143,10 @@ class BackendSpec(BaseModel):
         "decides how beam search is requested",
     )
     max_concurrency: int = Field(
-        8, ge=1, le=1024, description="requests in flight per replica (base_url) or on the managed server"
+        8,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="requests in flight per replica (base_url) or on the managed server",
     )
     extra_decoding: Literal["fields", "generation_config"] = Field(
         "fields",

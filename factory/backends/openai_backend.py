@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -51,6 +51,20 @@ from schemas.generation import BackendSpec, GenerationParams
 _RETRYABLE_EXCEPTIONS = (httpx.TransportError,)  # connect/read/write/pool errors and timeouts
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
 _MAX_BACKOFF_S = 30.0
+_SIGNAL_CHECK_S = 0.2  # how often a waiting main thread runs Python (and so a pending Ctrl-C)
+_T = TypeVar("_T")
+
+
+def _next_answer(answers: queue.SimpleQueue[_T]) -> _T:
+    """The next answer, waiting in slices: a Ctrl-C that the kernel delivers to a worker thread (any
+    thread of the process may get a process-directed signal) is only acted on when the main thread
+    runs Python again, and a wait without a timeout would not return until an answer came (seen: an
+    eval waiting on a held judge request ignored Ctrl-C and kept its model server alive)."""
+    while True:
+        try:
+            return answers.get(timeout=_SIGNAL_CHECK_S)
+        except queue.Empty:
+            continue
 
 
 class OpenAIBackend:
@@ -125,7 +139,7 @@ class OpenAIBackend:
             worker.start()
         try:
             for _ in requests:
-                i, answer = answers.get()
+                i, answer = _next_answer(answers)
                 if isinstance(answer, BaseException):
                     raise answer
                 yield i, answer

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from factory.evaluation.batch_runner import BatchListener
+    from factory.evaluation.model_specs import BackendOptions
+    from factory.evaluation.runner import EvalOutcome
+    from schemas.generation import GenerationParams
 
 C2 = C2Settings(models=())
 HARM = HarmSettings(models=())
@@ -115,7 +118,7 @@ def _backend_options(
     device: str | None,
     prefill_mode: str,
     concurrency: int,
-) -> object:
+) -> BackendOptions:
     import shlex
 
     from factory.evaluation.model_specs import BackendOptions
@@ -148,7 +151,7 @@ def _backend_options(
     )
 
 
-def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
+def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> GenerationParams:
     from pydantic import ValidationError
 
     from factory.core.config_files import format_validation_error
@@ -160,6 +163,14 @@ def _decoding(max_new_tokens: int, temperature: float, top_p: float) -> object:
         )
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, location=_option_name)) from None
+
+
+def _run(run_eval: Callable[..., EvalOutcome], settings: object, out: Path, max_failed_share: float) -> None:
+    """Run an evaluation with progress bars, print its outcome, exit 1 past `max_failed_share`."""
+    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
+        outcome = run_eval(settings, out, on_batch=on_batch, on_event=on_event)
+    _print_outcome(outcome, out)
+    _fail_past_share(outcome, max_failed_share)
 
 
 def _option_name(loc: tuple[int | str, ...]) -> str:
@@ -226,16 +237,11 @@ def c2(
         ks=_parse_ks(ks),
         judge=judge,
         seed=seed,
-        decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
+        decoding=_decoding(max_new_tokens, temperature, top_p),
         chunk=chunk,
-        backend=_backend_options(  # type: ignore[arg-type]
-            server, server_command, server_arg, device, prefill_mode, concurrency
-        ),
+        backend=_backend_options(server, server_command, server_arg, device, prefill_mode, concurrency),
     )
-    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
-        outcome = run_c2_eval(settings, out, on_batch=on_batch, on_event=on_event)
-    _print_outcome(outcome, out)
-    _fail_past_share(outcome, max_failed_share)
+    _run(run_c2_eval, settings, out, max_failed_share)
 
 
 @eval_app.command("harm")
@@ -287,16 +293,11 @@ def harm(
         judge=judge,
         samples=samples,
         seed=seed,
-        decoding=_decoding(max_new_tokens, temperature, top_p),  # type: ignore[arg-type]
+        decoding=_decoding(max_new_tokens, temperature, top_p),
         chunk=chunk,
-        backend=_backend_options(  # type: ignore[arg-type]
-            server, server_command, server_arg, device, prefill_mode, concurrency
-        ),
+        backend=_backend_options(server, server_command, server_arg, device, prefill_mode, concurrency),
     )
-    with _interrupt_line(out), _batch_bar() as (on_batch, on_event):
-        outcome = run_harm_eval(settings, out, on_batch=on_batch, on_event=on_event)
-    _print_outcome(outcome, out)
-    _fail_past_share(outcome, max_failed_share)
+    _run(run_harm_eval, settings, out, max_failed_share)
 
 
 @contextmanager
@@ -334,27 +335,22 @@ def _batch_bar() -> Iterator[tuple[BatchListener, Callable[[str], None]]]:
         yield on_batch, on_event
 
 
-def _fail_past_share(outcome: object, max_share: float) -> None:
+def _fail_past_share(outcome: EvalOutcome, max_share: float) -> None:
     """Exit 1 (one line) when more than `max_share` of the generations or judgements failed."""
     from factory.core.errors import RunFailed
-    from factory.evaluation.c2_eval import EvalOutcome
 
-    assert isinstance(outcome, EvalOutcome)
     failure = outcome.progress.failure(max_share)
     if failure is not None:
         raise RunFailed(failure)
 
 
-def _print_outcome(outcome: object, out: Path) -> None:
+def _print_outcome(outcome: EvalOutcome, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from factory.core.console import print_unclipped
-    from factory.evaluation.c2_eval import EvalOutcome
-    from factory.evaluation.report_files import c2_summary, harm_summary
-    from schemas.eval_report import C2EvalReport
+    from factory.evaluation.report_files import summarize
 
-    assert isinstance(outcome, EvalOutcome)
     console = Console()
     p = outcome.progress
     console.print(
@@ -364,8 +360,7 @@ def _print_outcome(outcome: object, out: Path) -> None:
         console.print(f"[yellow]generation error:[/] {error}", markup=True, highlight=False)
     if outcome.report is None:
         return
-    report = outcome.report
-    summary = c2_summary(report) if isinstance(report, C2EvalReport) else harm_summary(report)
+    summary = summarize(outcome.report)
     table = Table(title=summary.title, caption=summary.intro)
     for i, column in enumerate(summary.columns):
         table.add_column(column, justify="left" if i == 0 else "right")

@@ -290,7 +290,10 @@ class Pipeline(_CacheOnceAtEnd, _DistilabelPipeline):
                         self._handle_keyboard_interrupt()
                         self._load_steps_thread = self._run_load_queue_loop_in_thread()
                         self._output_queue_thread = self._run_output_queue_loop_in_thread()
-                        self._output_queue_thread.join()
+                        # in slices: a Ctrl-C the kernel hands to another thread is acted on only when
+                        # the main thread runs Python again (an endless join would hold it back)
+                        while self._output_queue_thread.is_alive():
+                            self._output_queue_thread.join(0.2)
                         self._teardown()
                         if self._exception:
                             raise self._exception

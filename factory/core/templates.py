@@ -31,8 +31,9 @@ def _env(search_dir: str) -> ImmutableSandboxedEnvironment:
     )
 
 
-def render_template(name: str, search_dir: str | None = None, **context: Any) -> str:
-    """Render template `name` (looked up in `search_dir`, then the built-in templates)."""
+def render_template(name: str, search_dir: str | None = None, /, **context: Any) -> str:
+    """Render template `name` (looked up in `search_dir`, then the built-in templates). Both are
+    positional-only, so a variable may have any name (a source column called `name` included)."""
     template = compile_template(name, search_dir)
     try:
         return template.render(**context).strip()
@@ -49,6 +50,28 @@ def compile_template(name: str, search_dir: str | None = None) -> Template:
         raise UserError(f"prompt template {name!r} not found", where=search_dir) from None
     except TemplateSyntaxError as exc:
         raise UserError(f"line {exc.lineno}: {exc.message}", where=f"template {name}") from None
+
+
+def template_variables(name: str, search_dir: str | None = None) -> frozenset[str]:
+    """The variables template `name` reads from its context (not those it sets itself): a step
+    declares them as columns it reads, so `validate` finds a misspelled one and intake quarantines a
+    row whose value is missing. Variables of included templates are not counted. The file is read
+    each time (a template edited between two runs of one process counts as edited)."""
+    env = _env(search_dir or str(builtin_templates_dir()))
+    try:
+        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        return _variables(env, source)
+    except TemplateNotFound:
+        raise UserError(f"prompt template {name!r} not found", where=search_dir) from None
+    except TemplateSyntaxError as exc:
+        raise UserError(f"line {exc.lineno}: {exc.message}", where=f"template {name}") from None
+
+
+@lru_cache(maxsize=64)
+def _variables(env: ImmutableSandboxedEnvironment, source: str) -> frozenset[str]:
+    from jinja2 import meta
+
+    return frozenset(meta.find_undeclared_variables(env.parse(source)) - set(env.globals))
 
 
 def template_sha256(name: str, search_dir: str | None = None) -> str:

@@ -1,7 +1,7 @@
 """Dataset card (README.md): huggingface_hub's `DatasetCard`, its body rendered from a Jinja template.
 
 The YAML header is a `DatasetCardData` (with `dataset_info` from `datasets`); the body is
-`recipes/templates/dataset_card.md.jinja`, rendered in the sandbox with facts from the recipe, the
+`recipes/templates/card/dataset_card.md.jinja`, rendered in the sandbox with facts from the recipe, the
 manifest, the record schemas and the written files. Nothing in it depends on the clock, so reusing
 a finished run rewrites the same bytes.
 """

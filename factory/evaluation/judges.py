@@ -66,14 +66,6 @@ class Judge(Protocol):
     def close(self) -> None: ...
 
 
-def judge_all(judge: Judge, items: Sequence[JudgeItem]) -> list[bool | None]:
-    """The verdicts of `items`, in order."""
-    verdicts: list[bool | None] = [None] * len(items)
-    for i, verdict in judge.stream(items):
-        verdicts[i] = verdict
-    return verdicts
-
-
 def contains_keyword(text: str, keywords: Sequence[str] = REFUSAL_KEYWORDS) -> bool:
     return any(k in text for k in keywords)
 
@@ -139,9 +131,6 @@ class LLMJudge:
         for i, completion in stream_completions(self.backend, requests, self.chunk):
             yield i, yes_verdict(completion)
 
-    def judge(self, items: Sequence[JudgeItem]) -> list[bool | None]:
-        return judge_all(self, items)
-
     def close(self) -> None:
         self.backend.close()
 
@@ -157,9 +146,6 @@ class ClassifierJudge:
     def __init__(self, backend: Backend, chunk: int = 64) -> None:
         self.backend = backend
         self.chunk = chunk
-
-    def judge(self, items: Sequence[JudgeItem]) -> list[bool | None]:
-        return judge_all(self, items)
 
     def stream(self, items: Sequence[JudgeItem]) -> Generator[tuple[int, bool | None], None, None]:
         requests = [

@@ -22,7 +22,7 @@ from factory.backends import Backend, create_backend
 from factory.core.errors import UserError
 from factory.core.hashing import folder_fingerprint
 from schemas.eval_report import ModelInfo
-from schemas.generation import BackendSpec, GenerationParams
+from schemas.generation import MAX_CONCURRENCY, BackendSpec, GenerationParams, url_problem
 
 if TYPE_CHECKING:
     from factory.evaluation.serving import EvalServers
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 ModelKind = Literal["bundled", "folder", "adapter", "hub", "openai"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PATH_LIKE = ("/", "./", "../", "~")
+OPENAI_KEY_ENV: str = BackendSpec.model_fields["api_key_env"].default  # an openai: model's key
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class BackendOptions:
     max_concurrency: int = 16
     timeout_s: float = 120.0
 
+    def __post_init__(self) -> None:
+        # --device would otherwise be dropped: vLLM removed its `--device` (0.10; it runs on the GPUs
+        # CUDA_VISIBLE_DEVICES shows); SGLang's `--device` names a device type (cuda, npu, cpu), not
+        # transformers serve's device, so it is the server's own argument
+        if self.device is not None and self.server != "transformers":
+            how = {
+                "vllm": "vllm serve has no device flag: choose GPUs with CUDA_VISIBLE_DEVICES",
+                "sglang": "for SGLang's own device type pass --server-arg=--device=TYPE",
+            }[self.server]
+            raise UserError(f"--device applies to --server transformers; {how}")
+        if not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
+            raise UserError(f"--concurrency {self.max_concurrency}: use 1 to {MAX_CONCURRENCY}")
+
 
 def parse_model_spec(spec: str, *, option: str = "--model") -> ModelRef:
     text = spec.strip()
@@ -67,12 +81,16 @@ def parse_model_spec(spec: str, *, option: str = "--model") -> ModelRef:
     if text == "bundled":
         return ModelRef(text, "bundled", "bundled")
     if text.startswith("openai:"):
-        rest = text.removeprefix("openai:")
-        url, sep, name = rest.rpartition("@")
+        # checked here, before anything is written: a URL may hold a token, so no message repeats it
+        url, sep, name = text.removeprefix("openai:").rpartition("@")
         if not sep or not url or not name:
             raise UserError(
-                f"{option} {spec!r}: write openai:BASE_URL@MODEL_NAME (e.g. openai:http://127.0.0.1:8000/v1@my-model)"
+                f"{option} openai:…: write openai:BASE_URL@MODEL_NAME (e.g. openai:http://127.0.0.1:8000/v1@my-model)"
             )
+        try:
+            url_problem(url, key_hint=f"${OPENAI_KEY_ENV}")
+        except ValueError as exc:
+            raise UserError(f"{option} openai:BASE_URL@{name}: {exc}") from None
         return ModelRef(text, "openai", name, base_url=url)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -192,7 +210,7 @@ def served_spec(ref: ModelRef, options: BackendOptions, work_dir: Path) -> Backe
     }
     if options.server_command:
         fields["server_command"] = list(options.server_command)
-    if options.device and options.server == "transformers":
+    if options.device:  # transformers only (BackendOptions)
         fields["device"] = options.device
     return BackendSpec.model_validate(fields)
 

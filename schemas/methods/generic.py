@@ -14,6 +14,7 @@ from schemas.generic_params import (
     PairsParams,
     RankParams,
     RespondParams,
+    ResponsesParams,
     SFTParams,
 )
 from schemas.methods.base import ExporterDeclaration, MethodDeclaration, StepDeclaration
@@ -44,6 +45,8 @@ METHOD = MethodDeclaration(
         "kto_conversational": ExporterDeclaration(
             "conversational_kto_row", f"{_EXPORT}:kto_conversational", ConversationalKTOParams
         ),
-        "generate.responses": ExporterDeclaration("prompt_response", f"{_EXPORT}:generate_responses"),
+        "generate.responses": ExporterDeclaration(
+            "prompt_response", f"{_EXPORT}:generate_responses", ResponsesParams
+        ),
     },
 )

@@ -1,6 +1,6 @@
 """PT-ALIGN steps (Xu et al., arXiv 2502.08657): the model being aligned writes its own safety triples.
 
-Stages (all counts, rounds, thresholds and templates are recipe values, `schemas/ptalign_params.py`):
+Stages (all counts, rounds, thresholds and templates are recipe values, `schemas/methods/ptalign.py`):
 S3 refine_constraints (per domain row) -> S1 topics -> S2 instructions -> S4 positive -> S5 toxic ->
 S6 refine (judge; critique -> revise for at most R rounds) -> S7 annotate_spans / diff_spans ->
 S8 assemble. Constraints and demonstrations appear only in generation prompts; the exported training
@@ -66,7 +66,7 @@ class PTAlignLLMStep(SafeprefStep):
         params = decoding or self.decoding()
         requests: list[ChatRequest] = []
         for row, tag, template, context in calls:
-            messages = [{"role": "user", "content": self.render(template, **context)}]
+            messages = [{"role": "user", "content": self.render(template, context)}]
             if prefill:
                 messages.append({"role": "assistant", "content": prefill})
             p = params

@@ -316,3 +316,37 @@ def test_beam_settings_a_backend_cannot_run_are_refused(fields: dict[str, object
     assert (
         BackendSpec(kind="transformers", generation=GenerationParams(num_beams=2)).generation.num_beams == 2
     )
+
+
+def test_ctrl_c_reaches_a_stream_waiting_on_a_held_answer_whichever_thread_gets_the_signal() -> None:
+    """The kernel may deliver a process-directed SIGINT to any thread; Python acts on it only when the
+    main thread runs Python again. A stream waiting for an answer that does not come must still raise
+    KeyboardInterrupt (an eval waiting on a held judge request once ignored Ctrl-C this way)."""
+    import signal
+    import threading
+
+    from tests.support.held_server import HeldServer
+
+    with HeldServer() as held:
+        held.answer_first(0)
+        backend = OpenAIBackend(BackendSpec(kind="openai", model="m", base_url=held.url, max_concurrency=1))
+        interrupted, answered_anyway = threading.Event(), threading.Event()
+
+        def interrupt_from_another_thread() -> None:
+            if held.holding.wait(120):
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # this thread takes it
+            # a safety net against a hang: without the fix the main thread waits for this answer
+            if not interrupted.wait(30):
+                answered_anyway.set()
+                held.release()
+
+        threading.Thread(target=interrupt_from_another_thread, daemon=True).start()
+        answers = backend.stream([ChatRequest(messages=ask("Hello"), params=SHORT)])
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                list(answers)
+            interrupted.set()
+            assert not answered_anyway.is_set(), "Ctrl-C was acted on only once the held answer came"
+        finally:
+            held.release()
+            backend.close()

@@ -113,6 +113,14 @@ def test_credentials_in_base_url_are_refused_without_echoing_them(safepref: Cli)
     assert TOKEN not in out + err
 
 
+def test_a_query_in_base_url_is_refused_without_echoing_it(safepref: Cli) -> None:
+    url = f"http://127.0.0.1:8000/v1?api_key={TOKEN}"
+    overrides = ["--set", "backends.local.kind=openai", "--set", f"backends.local.base_url={url}"]
+    code, out, err = safepref("validate", "c2syn-demo", *overrides)
+    assert code == 2 and "base_url must not carry a query" in one_line(err)
+    assert TOKEN not in out + err
+
+
 def test_a_non_http_base_url(safepref: Cli) -> None:
     overrides = ["--set", "backends.local.kind=openai", "--set", "backends.local.base_url=ftp://127.0.0.1/v1"]
     code, _, err = safepref("validate", "c2syn-demo", *overrides)
@@ -268,6 +276,77 @@ def test_a_parquet_source_written_by_pyarrow_is_still_read(safepref: Cli, tmp_pa
     pq.write_table(pa.Table.from_pylist(rows), path)
     code, out, _ = safepref("plan", "c2syn-demo", "--set", "source.kind=file", "--set", f"source.path={path}")
     assert code == 0 and f"{len(rows)} source rows" in out
+
+
+# -- safepref eval: --model / --judge values -----------------------------------------------------------
+
+BAD_ENDPOINTS = [
+    (f"openai:https://user:{TOKEN}@127.0.0.1:8000/v1@m", "must not embed credentials"),
+    (f"openai:http://127.0.0.1:8000/v1?key={TOKEN}@m", "must not carry a query or fragment"),
+    (f"openai:https://user:{TOKEN}@127.0.0.1/v1", "port that is not a number"),  # no @MODEL
+    ("openai:localhost:8000/v1@m", "must be an http:// or https:// URL"),
+]
+
+
+@pytest.mark.parametrize("command", ["c2", "harm"])
+@pytest.mark.parametrize("option", ["--model", "--judge"])
+@pytest.mark.parametrize(
+    ("spec", "problem"), BAD_ENDPOINTS, ids=["userinfo", "query", "no name", "no scheme"]
+)
+def test_a_bad_openai_endpoint_is_one_line_that_keeps_the_token_out_of_output_and_files(
+    safepref: Cli, tmp_path: Path, command: str, option: str, spec: str, problem: str
+) -> None:
+    out = tmp_path / "eval"
+    model = spec if option == "--model" else "bundled"
+    code, stdout, err = safepref("eval", command, "--model", model, option, spec, "--out", str(out))
+    line = one_line(err)
+    assert code == 2 and line.startswith(f"error: {option} openai:") and problem in line
+    assert TOKEN not in stdout + err
+    assert all(TOKEN not in f.read_text(errors="replace") for f in out.rglob("*") if f.is_file())
+
+
+def test_an_endpoint_key_from_the_environment_is_never_written(
+    safepref: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.held_server import HeldServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)
+    out = tmp_path / "eval"
+    with HeldServer() as server:
+        code, stdout, err = safepref(
+            "eval", "harm", "--model", f"openai:{server.url}@m", "--rows", "2", "--out", str(out)
+        )
+    assert code == 0, err
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert {"report.json", "settings.json", "answers.jsonl"} <= {f.name for f in files}
+    assert json.loads((out / "report.json").read_text())["models"][0]["model"]["endpoint"] == server.url
+    assert TOKEN not in stdout + err
+    assert all(TOKEN.encode() not in f.read_bytes() for f in files)
+
+
+EVAL_SETTINGS = [
+    (
+        ("--server", "vllm", "--device", "cuda:1"),
+        "--device applies to --server transformers; vllm serve has no",
+    ),
+    (
+        ("--server", "sglang", "--device", "npu"),
+        "for SGLang's own device type pass --server-arg=--device=TYPE",
+    ),
+    (("--concurrency", "5000"), "--concurrency 5000: use 1 to 1024"),
+]
+
+
+@pytest.mark.parametrize("command", ["c2", "harm"])
+@pytest.mark.parametrize(
+    ("args", "expected"), EVAL_SETTINGS, ids=["vllm device", "sglang device", "concurrency"]
+)
+def test_eval_settings_a_server_would_drop_or_refuse_are_one_line_before_any_work(
+    safepref: Cli, tmp_path: Path, command: str, args: tuple[str, ...], expected: str
+) -> None:
+    out = tmp_path / "eval"
+    code, _, err = safepref("eval", command, "--model", "bundled", *args, "--out", str(out))
+    assert code == 2 and expected in one_line(err) and not out.exists()
 
 
 # -- command-line usage ------------------------------------------------------------------------------

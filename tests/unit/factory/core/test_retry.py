@@ -1,5 +1,6 @@
 """The one backoff rule (factory.core.retry.RetryPolicy), used by the Hub calls and the OpenAI backend.
-tests/test_publish.py and tests/test_backends_openai.py check it against real local servers."""
+tests/unit/factory/dataset/test_publish.py and tests/unit/factory/backends/test_backends_openai.py
+check it against real local servers."""
 
 from __future__ import annotations
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from factory.backends import ChatRequest, Completion
 from factory.backends.base import failed, is_exact_yes
 from factory.core.errors import UserError
+from factory.evaluation.batch_runner import Progress, Task, judge_missing
 from factory.evaluation.judges import (
     JUDGE_SYSTEM,
     JudgeItem,
@@ -17,6 +19,7 @@ from factory.evaluation.judges import (
     plan_judge,
 )
 from factory.evaluation.model_specs import BackendOptions
+from factory.evaluation.sample_store import JsonlStore
 from schemas.methods.c2syn import REFUSAL_KEYWORDS
 
 
@@ -51,12 +54,16 @@ def _reply(text: str) -> Completion:
     return Completion(text=text, prompt_tokens=1, completion_tokens=1, finish_reason="stop")
 
 
-def test_llm_judge_counts_only_exact_yes_and_reports_failures_as_none() -> None:
+def test_llm_judge_stores_only_exact_yes_as_true_and_leaves_failures_to_a_rerun(tmp_path: Path) -> None:
     empty = _reply("")  # an answer with no text: a verdict (not yes), as the reference judge counts it
     backend = FixedReplies([_reply(" Yes"), _reply("yes."), _reply("no"), empty, failed("HTTP 500")])
-    judge = LLMJudge(backend, "c2")
-    items = [JudgeItem(request="q", response=f"c{i}", prefill="p") for i in range(5)]
-    assert judge.judge(items) == [True, False, False, False, None]
+    items = [Task((f"r{i}",), JudgeItem(request="q", response=f"c{i}", prefill="p")) for i in range(5)]
+    store = JsonlStore(tmp_path / "verdicts.jsonl", ("row_id",))
+    progress = Progress()
+    judge_missing(store, items, lambda: LLMJudge(backend, "c2"), chunk=2, progress=progress)
+    stored = [store.get((f"r{i}",)) for i in range(5)]
+    assert [r and r["verdict"] for r in stored] == [True, False, False, False, None]
+    assert (progress.judged, progress.judge_failed) == (4, 1)
     request = backend.seen[0]
     assert request.params.temperature == 0.0 and request.params.max_new_tokens == 2
     assert request.messages[0] == {"role": "system", "content": JUDGE_SYSTEM}
