@@ -20,16 +20,12 @@ from typing import Any
 
 from jinja2 import StrictUndefined, meta
 from jinja2.exceptions import SecurityError, TemplateAssertionError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import PrivateAttr
 
 from factory.core.rows import own_columns
+from factory.core.templates import BoundedSandbox
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep
 from schemas.generic_params import FilterParams, FilterRule
-
-MAX_SEQUENCE = 1_000_000  # longest string or list `*` may build
-MAX_EXPONENT = 64
-MAX_POWER_BITS = 4096  # largest integer `**` may build
 
 
 def _number_sum(values: Any, start: Any = 0) -> Any:
@@ -65,8 +61,8 @@ EXPRESSION_METHODS = frozenset(
 )  # fmt: skip
 
 
-class ExpressionSandbox(ImmutableSandboxedEnvironment):
-    """jinja2's immutable sandbox with `*` and `**` bounded, `%` formatting of text refused and only
+class ExpressionSandbox(BoundedSandbox):
+    """The templates' bounded sandbox (`*`, `**`) with `%` formatting of text refused too and only
     the methods in EXPRESSION_METHODS callable."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
@@ -82,19 +78,6 @@ class ExpressionSandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):  # "%0999999999d" % 1 pads to a gigabyte
             raise SecurityError("`%` formatting of text is not available in a filter expression")
-        if operator == "**" and isinstance(right, int | float):
-            if abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"exponent {right} is above {MAX_EXPONENT}")
-            if isinstance(left, int) and left.bit_length() * abs(right) > MAX_POWER_BITS:
-                raise SecurityError(f"`**` would build an integer of more than {MAX_POWER_BITS} bits")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_SEQUENCE
-                ):
-                    raise SecurityError(f"`*` would build a sequence longer than {MAX_SEQUENCE:,}")
         return super().call_binop(context, operator, left, right)
 
 
