@@ -18,7 +18,8 @@ it never hung there. So every process forked while a run is active:
 - dies with its parent, however the parent dies (prctl PR_SET_PDEATHSIG), so a SIGKILLed run leaves
   nothing running.
 
-The main process owns SIGINT: the first Ctrl-C ends the workers and raises `RunInterrupted`; the
+The main process owns SIGINT, and SIGTERM sent to it (`kill PID`, a scheduler's stop) stops the run
+the same way (exit 143 instead of 130): the first Ctrl-C ends the workers and raises `RunInterrupted`; the
 requests in flight are abandoned, and so are answers that had arrived but were still queued in a
 stage's client, not yet stored (the request cache holds what the stages had taken); the re-run asks
 for those again. A second Ctrl-C, while that stop is under way, kills every process of the run at once.
@@ -64,6 +65,7 @@ _log_path: Path | None = None  # set while a run is active in this process (or i
 _forker_pid = 0
 _fork_hooks_installed = False
 _interrupts = 0
+_stop_signal: int = signal.SIGINT  # what stopped the run: its exit status is 128 + this
 
 
 def _remember_forker() -> None:
@@ -123,16 +125,19 @@ def _quiet_thread_deaths(args: Any) -> None:
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _interrupts
+    """Ctrl-C, or SIGTERM (a scheduler's or `kill`'s stop): the same orderly stop, exit 128 + signum."""
+    global _interrupts, _stop_signal
     _interrupts += 1
     if _interrupts > 1:  # the second Ctrl-C: no more waiting
         _kill(run_descendants(), signal.SIGKILL)
         # straight to the terminal, below the display (which never gets to stop, so its hidden
         # cursor is shown again here)
         os.write(2, (_SHOW_CURSOR if os.isatty(2) else b"") + b"\nkilled\n")
-        os._exit(130)
+        os._exit(128 + _stop_signal)
+    _stop_signal = signum
     threading.excepthook = _quiet_thread_deaths
-    sys.stderr.write("\nstopping (Ctrl-C again to kill at once)…\n")
+    again = "Ctrl-C again" if signum == signal.SIGINT else "signal again"
+    sys.stderr.write(f"\nstopping ({again} to kill at once)…\n")
     # Unwinding lets distilabel terminate its own pool: killing its workers behind its back first
     # made Pool.terminate() wait for ever on a queue lock a killed worker held.
     raise RunInterrupted
@@ -146,12 +151,12 @@ def _end(procs: list[psutil.Process]) -> None:
 
 
 def exit_interrupted(message: str) -> NoReturn:
-    """The CLI's end of an interrupted run: one line, exit 130. Not sys.exit: distilabel's threads
+    """The CLI's end of an interrupted run: one line, exit 130 (143 for SIGTERM). Not sys.exit: distilabel's threads
     that waited on the stopped workers must not hold up the exit."""
     sys.stdout.flush()
     sys.stderr.write(f"interrupted: {message}\n")
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(128 + _stop_signal)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 @contextlib.contextmanager
@@ -172,7 +177,7 @@ def resume_hint_on_interrupt(out_dir: Path, request_cache: Path) -> Iterator[Non
 def run_processes(work_dir: Path) -> Iterator[None]:
     """While the block runs, processes forked from this one are quiet workers bound to it, and the
     main thread's SIGINT follows the rules above. Nests as a no-op inside itself."""
-    global _log_path, _fork_hooks_installed, _interrupts
+    global _log_path, _fork_hooks_installed, _interrupts, _stop_signal
     if _log_path is not None:
         yield
         return
@@ -181,9 +186,13 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         _fork_hooks_installed = True
     work_dir.mkdir(parents=True, exist_ok=True)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGINT, _on_sigint) if in_main_thread else None
+    previous_handlers = (
+        {sig: signal.signal(sig, _on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if in_main_thread
+        else {}
+    )
     previous_hook = threading.excepthook  # quietened once the run fails or is interrupted
-    _log_path, _interrupts = work_dir / WORKER_LOG, 0
+    _log_path, _interrupts, _stop_signal = work_dir / WORKER_LOG, 0, signal.SIGINT
     try:
         with env_vars(_QUIET_ENV):
             yield
@@ -196,5 +205,5 @@ def run_processes(work_dir: Path) -> Iterator[None]:
     finally:
         _log_path = None
         threading.excepthook = previous_hook
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)

@@ -131,6 +131,36 @@ def test_ctrl_c_stops_the_tree_says_how_to_resume_and_the_rerun_resumes(
     assert check_folder(out).ok
 
 
+def test_sigterm_stops_the_run_as_ctrl_c_does_and_the_rerun_resumes(
+    server: HeldServer, tmp_path: Path
+) -> None:
+    """`kill PID` or a scheduler's stop: the same orderly stop as Ctrl-C, exit 128 + SIGTERM."""
+    import signal
+
+    out = tmp_path / "out"
+    args = ["run", "c2syn-demo", "--limit", "2", "--out", str(out), *held_recipe(server)]
+    server.answer_first(5)
+    run = start_cli(args)
+    try:
+        run.read_until(server.holding.is_set, HANG_GUARD_S)
+        os.kill(run.pid, signal.SIGTERM)  # the main process only, as `kill PID` does
+        assert run.finish(HANG_GUARD_S) == 128 + signal.SIGTERM
+        assert gone_within(run.tag, 10) == []
+    finally:
+        run.close()
+    screen = ANSI.sub("", run.text())
+    assert "Traceback" not in screen
+    assert "stopping (signal again to kill at once)" in screen
+    assert screen.strip().splitlines()[-1] == (
+        f"interrupted: {out}: stopped; 5 answered LLM requests are kept in "
+        f"{out / '.work' / 'requests.sqlite'}: run the same command again to resume"
+    )
+    server.release()
+    resumed = run_recipe(load_recipe("c2syn-demo", overrides(held_recipe(server)), limit=2), out)
+    assert resumed.manifest.stages["generate"].cached_calls == 5
+    assert check_folder(out).ok
+
+
 def test_a_second_ctrl_c_kills_a_run_whose_stop_is_stuck(tmp_path: Path) -> None:
     marker = tmp_path / "stuck"
     stuck = {
