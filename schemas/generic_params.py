@@ -13,7 +13,6 @@ import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,20 +21,10 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.generation import DecodingOverride
+from schemas.columns import Column
+from schemas.generation import DecodingOverride, GenerationParams
 from schemas.step_params import ExporterParams, StepParams
 
-
-def _not_bookkeeping(name: str) -> str:
-    if name.startswith("_sp_"):
-        raise ValueError(f"column {name!r}: names starting with _sp_ are the engine's bookkeeping")
-    return name
-
-
-# A column a recipe names: an identifier (templates and expressions read it by name), never bookkeeping.
-Column = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), AfterValidator(_not_bookkeeping)
-]
 _RULE_NAME = r"^[a-z0-9][a-z0-9_]*$"
 _TEMPLATE = "Jinja2 template file (beside the recipe, else built in), rendered with the row's columns"
 
@@ -51,6 +40,7 @@ class LLMGenerateParams(StepParams):
     """Generate with the LLM: a prompt template (or a column's text) -> an output column, `n` samples per row."""
 
     needs_llm: ClassVar[bool] = True
+    writes_new_columns: ClassVar[bool] = True
     template: str | None = Field(None, description=f"{_TEMPLATE}: the user message")
     input_column: Column | None = Field(
         None, description="instead of a template: this column is the user message"
@@ -75,8 +65,19 @@ class LLMGenerateParams(StepParams):
     def llm_calls_per_row(self) -> float:
         return float(self.n)
 
+    def decoding_problem(self, role: str, decoding: GenerationParams) -> tuple[str, str] | None:
+        if self.n > 1 and decoding.temperature == 0:
+            return "n", (
+                f"{self.n} samples of greedy decoding (temperature 0) are all the same answer; set "
+                "generation.temperature > 0 on the stage or its backend"
+            )
+        return None
+
     def list_lengths(self, known: dict[str, int]) -> dict[str, int]:
         return {self.output_column: self.n} if self.n > 1 else {}
+
+    def value_columns(self) -> list[str]:
+        return [self.output_column] if self.n == 1 else []
 
     def summary(self) -> str:
         prompt = f"template `{self.template}`" if self.template else f"the text of `{self.input_column}`"
@@ -92,6 +93,7 @@ class RespondParams(StepParams):
     """Answer one column with the LLM: [system?][user: row[input_column]] -> row[output_column]."""
 
     needs_llm: ClassVar[bool] = True
+    writes_new_columns: ClassVar[bool] = True
     input_column: Column = "prompt"
     output_column: Column = "response"
     system_prompt: str | None = None
@@ -102,6 +104,9 @@ class RespondParams(StepParams):
         if self.input_column == self.output_column:
             raise ValueError("output_column must differ from input_column")
         return self
+
+    def value_columns(self) -> list[str]:
+        return [self.output_column]
 
 
 class JudgeField(BaseModel):
@@ -131,6 +136,7 @@ class LLMJudgeParams(StepParams):
     answer that does not parse quarantines the row with the raw answer and the error."""
 
     needs_llm: ClassVar[bool] = True
+    writes_new_columns: ClassVar[bool] = True
     template: str = Field(description=f"{_TEMPLATE} (+ `criterion`, and `item`/`index` with `each`)")
     answer: Literal["score", "label", "json"] = Field(
         "score",
@@ -142,7 +148,9 @@ class LLMJudgeParams(StepParams):
         description="score/label: one request per criterion (`criterion` in the template), each into the "
         "column of its name",
     )
-    scale: tuple[float, float] = Field((1, 10), description="score: the lowest and highest score")
+    scale: tuple[float, float] | None = Field(
+        None, description="score: the lowest and highest score (default [1, 10])"
+    )
     labels: list[Annotated[str, StringConstraints(pattern=r"^\S+$")]] = Field(
         default_factory=list, description="label: the words a verdict may be (case-insensitive)"
     )
@@ -174,16 +182,34 @@ class LLMJudgeParams(StepParams):
                 raise ValueError(f"`fields` apply to answer json, not {self.answer}")
         if self.answer == "label" and not self.labels:
             raise ValueError("answer label needs `labels`")
+        if self.labels and self.answer != "label":  # set but never read: say so, not ignore it
+            raise ValueError(f"`labels` apply to answer label, not {self.answer}")
+        if self.scale is not None and self.answer != "score":
+            raise ValueError(f"`scale` applies to answer score, not {self.answer}")
         if dupes := _duplicates(self.criteria):
             raise ValueError(f"criteria repeat: {', '.join(dupes)}")
-        if self.scale[0] >= self.scale[1]:
-            raise ValueError(f"scale [{self.scale[0]:g}, {self.scale[1]:g}] must go from low to high")
+        low, high = self.score_scale()
+        if low >= high:
+            raise ValueError(f"scale [{low:g}, {high:g}] must go from low to high")
         if self.each is not None and self.each in self.output_columns():
             raise ValueError(f"`each` column {self.each!r} is also an output column")
         return self
 
     def output_columns(self) -> list[str]:
         return list(self.fields) if self.answer == "json" else list(self.criteria)
+
+    def score_scale(self) -> tuple[float, float]:
+        return self.scale if self.scale is not None else (1, 10)
+
+    def template_variables(self) -> list[str]:
+        """`item` and `index` with `each`, `criterion` with `criteria`."""
+        return (["item", "index"] if self.each else []) + (["criterion"] if self.criteria else [])
+
+    def list_columns(self) -> dict[str, str]:
+        return {"each": self.each} if self.each else {}
+
+    def value_columns(self) -> list[str]:
+        return [] if self.each else self.output_columns()
 
     def llm_calls_per_row(self) -> float:
         return float(len(self.criteria)) if self.answer != "json" else 1.0
@@ -198,7 +224,7 @@ class LLMJudgeParams(StepParams):
 
     def summary(self) -> str:
         what = {
-            "score": f"scores on [{self.scale[0]:g}, {self.scale[1]:g}]",
+            "score": "scores on [{:g}, {:g}]".format(*self.score_scale()),
             "label": f"a label ({' / '.join(self.labels)})",
             "json": "a JSON verdict",
         }[self.answer]
@@ -229,7 +255,9 @@ class FilterRule(BaseModel):
     contains_none: list[str] | None = Field(
         None, min_length=1, description="keep rows containing none of these"
     )
-    ignore_case: bool = Field(True, description="keywords match regardless of case")
+    ignore_case: bool | None = Field(
+        None, description="keyword and regex rules: match regardless of case (default true)"
+    )
     matches: str | None = Field(None, description="keep rows where this regex is found (re.search)")
     not_matches: str | None = Field(None, description="keep rows where this regex is not found")
     min_chars: int | None = Field(None, ge=0)
@@ -267,6 +295,8 @@ class FilterRule(BaseModel):
             _check_expression(self.expression or "")
         elif self.column is None:
             raise ValueError(f"a {kind} rule needs `column`")
+        if self.ignore_case is not None and kind in ("expression", "length"):
+            raise ValueError(f"ignore_case applies to keyword and regex rules, not {kind} rules")
         for pattern in (self.matches, self.not_matches):
             if pattern is not None:
                 try:
@@ -293,12 +323,18 @@ class FilterRule(BaseModel):
 
 
 def _check_expression(expression: str) -> None:
-    """A syntax check at load time (jinja2 imported only here, so `schemas` stays light to import)."""
+    """A syntax check at load time (jinja2 imported only here, so `schemas` stays light to import).
+    Parsed only, never compiled: outside the sandbox, compiling folds constants (`"a" * 10 ** 10`
+    would be built right here); factory/steps/filter.py compiles it in the sandbox."""
     from jinja2 import Environment
     from jinja2.exceptions import TemplateSyntaxError
+    from jinja2.parser import Parser
 
     try:
-        Environment().compile_expression(expression)
+        parser = Parser(Environment(), expression, state="variable")  # as compile_expression parses
+        parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
     except TemplateSyntaxError as exc:
         raise ValueError(f"expression {expression!r}: {exc.message}") from None
 
@@ -324,13 +360,19 @@ class FilterParams(StepParams):
 class RankParams(StepParams):
     """Order a list column by a score column (or the weighted sum of several), best first."""
 
+    writes_new_columns: ClassVar[bool] = True
     column: Column = Field(description="the list column to order (e.g. the sampled responses)")
     by: Column | dict[Column, float] = Field(
         description="a score column parallel to `column`, or columns with weights: their weighted sum"
     )
-    descending: bool = Field(True, description="true: a higher score is better")
+    descending: bool = Field(
+        True, description="true: a higher score is better; false: a lower one (`scores_into` then negated)"
+    )
     into: Column = Field("ranked", description="the items best first")
-    scores_into: Column = Field("ranked_scores", description="their scores, in the same order")
+    scores_into: Column = Field(
+        "ranked_scores",
+        description="their scores in the same order, higher is better (negated with descending: false)",
+    )
     dedupe: bool = Field(True, description="identical items (ignoring surrounding space) keep only the best")
     min_items: int = Field(
         2, ge=1, description="fewer (distinct) items filter the row (rule fewer_than_<min_items>_items)"
@@ -350,6 +392,10 @@ class RankParams(StepParams):
     def score_columns(self) -> dict[str, float]:
         return {self.by: 1.0} if isinstance(self.by, str) else dict(self.by)
 
+    def list_columns(self) -> dict[str, str]:
+        scores = {"by": self.by} if isinstance(self.by, str) else {f"by.{c}": c for c in self.by}
+        return {"column": self.column, **scores}
+
     def list_lengths(self, known: dict[str, int]) -> dict[str, int]:
         n = known.get(self.column)
         return {} if n is None else {self.into: n, self.scores_into: n}
@@ -362,11 +408,12 @@ class RankParams(StepParams):
             else " + ".join(f"{w:g} × `{c}`" for c, w in weights.items())
         )
         order = "highest" if self.descending else "lowest"
+        scores = "scores" if self.descending else "scores negated (higher is better)"
         dedupe = ", identical items dropped" if self.dedupe else ""
         return (
             f"Rank: the items of `{self.column}` by {score}, {order} first, into `{self.into}` with their "
-            f"scores in `{self.scores_into}`{dedupe}; rows with fewer than {self.min_items} distinct items "
-            "are filtered"
+            f"{scores} in `{self.scores_into}`{dedupe}; rows with fewer than {self.min_items} distinct "
+            "items are filtered"
         )
 
 
@@ -380,6 +427,22 @@ class _FromList(ExporterParams):
         "ranked_scores",
         description="scores parallel to the responses (higher is better); null: the list order is the ranking",
     )
+
+    def columns_read(self) -> list[str]:
+        return [
+            self.prompt_column,
+            self.responses_column,
+            *([self.scores_column] if self.scores_column else []),
+        ]
+
+    def list_columns(self) -> dict[str, str]:
+        scores = {"scores_column": self.scores_column} if self.scores_column else {}
+        return {"responses_column": self.responses_column, **scores}
+
+
+def _margin_needs_scores(min_margin: float, scores_column: str | None) -> None:
+    if min_margin and scores_column is None:
+        raise ValueError("min_margin compares scores: it needs scores_column")
 
 
 class _Conversational(BaseModel):
@@ -398,6 +461,11 @@ class PairsParams(_FromList):
         description="with scores: only pairs whose chosen score beats the rejected by at least this",
     )
     principle: str = Field("judge_preference", min_length=1, description="the `principle` of every pair")
+
+    @model_validator(mode="after")
+    def _check(self) -> PairsParams:
+        _margin_needs_scores(self.min_margin, self.scores_column)
+        return self
 
     def summary(self) -> str:
         how = (
@@ -422,9 +490,17 @@ class SFTParams(ExporterParams):
     """Supervised fine-tuning rows: the prompt and a response (a text column, or the best / every item of a list)."""
 
     prompt_column: Column = Field("prompt", description="the user request (text)")
-    response_column: Column = Field("ranked", description="a text column, or a list of texts (best first)")
-    take: Literal["first", "all"] = Field("first", description="of a list: its first item, or every item")
-    scores_column: Column | None = Field(None, description="scores parallel to a list column")
+    response_column: Column = Field(
+        "ranked", description="a text column, or a list of texts (best first unless scored)"
+    )
+    take: Literal["first", "all"] | None = Field(
+        None, description="of a list: its best item (the default), or every item"
+    )
+    scores_column: Column | None = Field(
+        None,
+        description="scores parallel to a list column (higher is better): they order it, best first, "
+        "as the pair and KTO exporters do",
+    )
     min_score: float | None = Field(
         None, description="only items scoring at least this (needs scores_column)"
     )
@@ -435,8 +511,18 @@ class SFTParams(ExporterParams):
             raise ValueError("min_score needs scores_column")
         return self
 
+    def columns_read(self) -> list[str]:
+        return [
+            self.prompt_column,
+            self.response_column,
+            *([self.scores_column] if self.scores_column else []),
+        ]
+
+    def list_columns(self) -> dict[str, str]:
+        return {"take": self.response_column} if self.take is not None else {}  # `take` picks from a list
+
     def summary(self) -> str:
-        which = "the first item" if self.take == "first" else "every item"
+        which = "every item" if self.take == "all" else "the best item"
         floor = (
             f" scoring at least {self.min_score:g} by `{self.scores_column}`"
             if self.min_score is not None
@@ -455,6 +541,9 @@ class ResponsesParams(ExporterParams):
     prompt_column: Column = Field("prompt", description="the user request (text): the stage's input_column")
     response_column: Column = Field("response", description="the answer (text): the stage's output_column")
 
+    def columns_read(self) -> list[str]:
+        return [self.prompt_column, self.response_column]
+
     def summary(self) -> str:
         return f"Prompt-response rows: `{self.prompt_column}` with its answer `{self.response_column}`"
 
@@ -470,8 +559,12 @@ class KTOParams(_FromList):
     min_margin: float = Field(
         0.0, ge=0.0, description="best_and_worst with scores: the best must beat the worst by this"
     )
-    desirable_min: float | None = None
-    undesirable_max: float | None = None
+    desirable_min: float | None = Field(
+        None, description="threshold: items scoring at least this are desirable"
+    )
+    undesirable_max: float | None = Field(
+        None, description="threshold: items scoring at most this are undesirable"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> KTOParams:
@@ -480,6 +573,12 @@ class KTOParams(_FromList):
                 raise ValueError("labels threshold needs scores_column, desirable_min and undesirable_max")
             if self.desirable_min <= self.undesirable_max:
                 raise ValueError("desirable_min must be above undesirable_max")
+            if self.min_margin:
+                raise ValueError("min_margin applies to labels best_and_worst, not threshold")
+        else:
+            if self.desirable_min is not None or self.undesirable_max is not None:
+                raise ValueError("desirable_min and undesirable_max apply to labels threshold")
+            _margin_needs_scores(self.min_margin, self.scores_column)
         return self
 
     def summary(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, InitErrorDetails
 
-from schemas.generation import BackendSpec
+from schemas.generation import BackendSpec, merged_decoding
 from schemas.registry import EXPORTER_PARAMS, EXPORTERS, SEED_FILE_SCHEMAS, STEP_PARAMS
 
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -201,6 +201,7 @@ class Recipe(BaseModel):
                 raise ValueError(
                     f"stage {stage.name!r} uses backend {stage.backend!r}, which `backends` does not define"
                 )
+        self._check_decodings()
         select = next((s.name for s in self.stages if s.step == "c2syn.select"), None)
         if self.source.dedup_on is not None and select is not None:
             raise ValueError(
@@ -222,3 +223,28 @@ class Recipe(BaseModel):
         if not defaults:
             self.outputs[0].default = True
         return self
+
+    def _check_decodings(self) -> None:
+        """Each LLM stage's own params against the decoding it will get (its backend's with its
+        overrides), e.g. n samples of greedy decoding: refused here, not in the run's first batch."""
+        for index, stage in enumerate(self.stages):
+            params_model = STEP_PARAMS.get(stage.step)
+            if params_model is None or stage.backend is None:
+                continue
+            params = params_model.model_validate(stage.params)
+            backend = self.backends[stage.backend].generation.model_dump()
+            for role, override in params.decodings().items():
+                problem = params.decoding_problem(role, merged_decoding(backend, override))
+                if problem is not None:
+                    field, message = problem
+                    raise ValidationError.from_exception_data(
+                        "Recipe",
+                        [
+                            InitErrorDetails(
+                                type="value_error",
+                                loc=("stages", index, "params", field),
+                                input=stage.params.get(field),
+                                ctx={"error": message},
+                            )
+                        ],
+                    )

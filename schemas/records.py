@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,6 +32,23 @@ def user_turn(text: str) -> list[dict[str, str]]:
 def assistant_turn(text: str) -> list[dict[str, str]]:
     """A plain response as TRL's conversational form: one assistant message."""
     return [{"role": "assistant", "content": text}]
+
+
+def prompt_turns(prompt: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """A plain prompt as TRL's conversational form: a system message when there is one, then the user's."""
+    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*head, *user_turn(prompt)]
+
+
+def conversational_pair(pair: dict[str, Any], system_prompt: str | None = None) -> dict[str, Any]:
+    """A plain-text pair (PreferencePair's fields) in TRL's conversational form: the prompt as turns
+    (`prompt_turns`), each response one assistant turn."""
+    return {
+        **pair,
+        "prompt": prompt_turns(pair["prompt"], system_prompt),
+        "chosen": assistant_turn(pair["chosen"]),
+        "rejected": assistant_turn(pair["rejected"]),
+    }
 
 
 def c2_principle(chosen_rank: int, rejected_rank: int) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from schemas.generation import GenerationParams
 
 
 class StepParams(BaseModel):
@@ -12,6 +15,10 @@ class StepParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     needs_llm: ClassVar[bool] = False
+    # True: every column it writes must be new, neither the source's nor an earlier stage's (a recipe
+    # names them: replacing one silently would lose it). The generic steps; a method's steps may
+    # rewrite their own columns.
+    writes_new_columns: ClassVar[bool] = False
 
     def requires_backend(self) -> bool:
         """Whether the stage must name a backend (a step may need one only in some modes)."""
@@ -36,6 +43,26 @@ class StepParams(BaseModel):
             if isinstance(value := getattr(self, name), DecodingOverride)
         }
 
+    def template_variables(self) -> list[str]:
+        """What the step gives its prompt template besides the row's columns: a column of one of these
+        names would be hidden from the template, so the recipe refuses it."""
+        return []
+
+    def list_columns(self) -> dict[str, str]:
+        """The columns this stage reads as lists, by the param that names each: the recipe refuses
+        one that an earlier stage writes with one value per row, or that holds other values in the
+        source."""
+        return {}
+
+    def value_columns(self) -> list[str]:
+        """The columns this stage writes with one value per row (not a list)."""
+        return []
+
+    def decoding_problem(self, role: str, decoding: GenerationParams) -> tuple[str, str] | None:
+        """(param, message) when this stage cannot work with the decoding it gets for `role` (its
+        backend's with its overrides); the recipe refuses it at load. None: it can."""
+        return None
+
     def max_rows_out(self) -> int | None:
         """A cap on the rows this stage lets through in all (None: no cap)."""
         return None
@@ -59,6 +86,15 @@ class ExporterParams(BaseModel):
     """Parameters of one exporter (an output's `params`), validated when a recipe loads."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def columns_read(self) -> list[str]:
+        """The row columns the exporter reads: the source or a stage must provide each (checked before
+        any LLM work, not when the run exports)."""
+        return []
+
+    def list_columns(self) -> dict[str, str]:
+        """The columns it reads as lists, by the param that names each (as `StepParams.list_columns`)."""
+        return {}
 
     def summary(self) -> str:
         """One line for the dataset card: what records this exporter makes with these parameters."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from factory.core.config_files import format_validation_error
 from factory.core.dataset_folder import read_manifest, read_manifest_file
 from factory.core.errors import UserError
+from schemas.columns import is_bookkeeping
 from schemas.manifest import DatasetManifest
 from schemas.records import RECORD_SCHEMAS
 from trainers.algorithms import ALGORITHMS
@@ -136,7 +137,7 @@ def _validate(rows: Iterable[dict[str, Any]], schema: str, *, where: str) -> lis
     out: list[BaseModel] = []
     for i, row in enumerate(rows):
         # Bookkeeping columns (`_sp_*`) are the engine's, not part of the record.
-        record = {k: v for k, v in row.items() if not k.startswith("_sp_")}
+        record = {k: v for k, v in row.items() if not is_bookkeeping(k)}
         try:
             out.append(model.model_validate(record))
         except ValidationError as exc:

@@ -4,7 +4,7 @@ A step cannot end distilabel's pipeline from a worker, and a failure raised ther
 So a step that meets such an error (a UserError: a template that does not render, a model that does not
 load, a refused API key) or sees its stage quarantine more than `max_quarantine_share` of its rows
 records the reason once in `.work/stopped.json`; from then on every step passes its rows through
-without LLM work, and the engine raises the recorded error instead of writing a dataset. Successful
+without LLM work (an LLM stage generating its batch stops sending: `WatchedBackend`), and the engine raises the recorded error instead of writing a dataset. Successful
 generations stay in the request cache, so the re-run after the fix resumes.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from factory.backends.base import Admission, Backend, ChatRequest, Completion
 
 STOP_FILE_ENV = "SAFEPREF_STOP_FILE"
+_STOP_CHECK_S = 1.0  # how often at most a stage generating its batch looks whether the run is stopping
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,8 @@ class WatchedBackend:
 
     Until the share can be judged, a stage sends only the requests that will judge it, at least one
     `window` of requests in flight; the rest follow as soon as it holds, into the slots that free up
-    (the window never drains for it). Once it is passed, the requests not yet sent are not sent: they
-    come back failed with the reason the run stops."""
+    (the window never drains for it). Once it is passed, or another stage has stopped the run, the
+    requests not yet sent are not sent: they come back failed with the reason the run stops."""
 
     def __init__(self, backend: Backend, watch: QuarantineWatch, window: int) -> None:
         self.inner, self.watch, self.window = backend, watch, window
@@ -140,12 +142,20 @@ class WatchedBackend:
             unjudged = self.watch.unjudged()
             held = Admission(max(unjudged, self.window) if unjudged else None)
             pairs = stream_completions(self.inner, requests, max(1, len(requests)), held)
+            checked, unchecked = time.monotonic(), 0
             try:
                 for i, completion in pairs:
                     answered.add(i)
                     yield i, completion
                     if self.watch.add(1, [str(completion.error)] if is_failure(completion) else []):
                         break
+                    # another stage may have stopped the run meanwhile (the stop file): looked at
+                    # once a window of answers or a second, not once per answer
+                    unchecked += 1
+                    if unchecked >= self.window or time.monotonic() - checked >= _STOP_CHECK_S:
+                        if stopped() is not None:
+                            break
+                        checked, unchecked = time.monotonic(), 0
                     if held.limit is not None and not self.watch.unjudged():
                         held.open()
             finally:

@@ -13,14 +13,14 @@ locally rendered prompt continues an open assistant turn the same way on every s
 
 `transformers serve --continuous-batching` (5.23) applies the sampling settings of its FIRST request
 (temperature, top_p, top_k, repetition_penalty) to every later request; only max_new_tokens is per
-request (stop strings are cut client-side). So the engine checks that every stage on such a backend
-samples alike and sends those settings with the warm-up request; a recipe that mixes them fails fast.
+request (stop strings are cut client-side). So preflight checks (`validate` and `run`) that every
+stage on such a backend samples alike (`shared_sampling`), and the warm-up request sends those settings.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -36,12 +36,13 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from factory.backends.openai_backend import extra_decoding, generation_config_field, generation_defaults
-from factory.core import models as bundled_model
 from factory.core.env import env_vars
 from factory.core.errors import UserError
-from factory.core.models import stage_decodings
+from factory.core.models import load_source, stage_decodings
+from factory.core.parent_death import die_with_parent
 from schemas.generation import (
     DEFAULT_KV_TOKENS_PER_REQUEST,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -58,8 +59,7 @@ _DEFAULT_LABELS = {
     "sglang": "sglang.launch_server",
 }
 _HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-_STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL to the whole group
+_STOP_GRACE_S = 20.0  # SIGTERM, then (after the server exits or this long) SIGKILL to the whole group
 # transformers serve's KV cache page (tokens; its default 256). Requests share the pages of a common
 # prompt prefix (a stage's template, a row's instruction), which 256-token pages rarely cover: pages of
 # 32 cut the server's CPU time on ptalign-demo's requests by 30% (16: no better; 64: 25%) and on
@@ -115,7 +115,7 @@ def server_key(spec: BackendSpec) -> str:
 
 def model_source(spec: BackendSpec) -> str:
     """What the server loads: the bundled model's converted folder, a local folder, or a Hub id."""
-    return bundled_model.load_source(spec.model)
+    return load_source(spec.model)
 
 
 def server_command(spec: BackendSpec, port: int) -> list[str]:
@@ -151,7 +151,7 @@ def server_command(spec: BackendSpec, port: int) -> list[str]:
             command.append(f"{flags.max_num_seqs}={spec.max_num_seqs}")
         if spec.max_batch_tokens:
             command.append(f"{flags.max_batch_tokens}={spec.max_batch_tokens}")
-        if spec.revision:  # refused with `model: bundled` (core.models)
+        if spec.revision:  # refused with `model: bundled` (schemas.generation.BackendSpec)
             command.append(f"--revision={spec.revision}")
         if spec.tokenizer and spec.tokenizer != "bundled":
             command.append(f"{flags.tokenizer}={spec.tokenizer}")
@@ -245,14 +245,6 @@ def server_threads(spec: BackendSpec) -> int:
     )
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    # SIGKILL when the thread that started us ends (the engine's main thread: the process itself)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((_HOST, 0))
@@ -284,6 +276,7 @@ class ManagedServer:
         self.command = server_command(spec, self.port)
         self.label = " ".join(spec.server_command[:2]) if spec.server_command else _DEFAULT_LABELS[spec.kind]
         self.process: subprocess.Popen[bytes] | None = None
+        self._terminated = False  # SIGTERM sent to its group (sent once)
         self.started_at = 0.0  # time.monotonic() of start()
 
     @property
@@ -304,7 +297,8 @@ class ManagedServer:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # its own group: a terminal's Ctrl-C reaches only the engine
-                    preexec_fn=_die_with_parent,
+                    # SIGKILLed when the thread that started it ends (the engine's main thread)
+                    preexec_fn=functools.partial(die_with_parent, os.getpid()),
                 )
             except OSError as exc:
                 raise UserError(
@@ -363,28 +357,28 @@ class ManagedServer:
         )
 
     def begin_stop(self) -> None:
-        """SIGTERM the server's process group without waiting (`stop()` waits)."""
-        if self.process is not None:
+        """SIGTERM the server's process group, once, without waiting (`stop()` waits)."""
+        if self.process is not None and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
 
     def stop(self) -> None:
-        """SIGTERM the server's process group, SIGKILL it if it lingers; reap the server."""
+        """SIGTERM the server's process group, give the server `_STOP_GRACE_S` to exit, then SIGKILL
+        the whole group: vLLM's and SGLang's worker processes share it and may outlive the server
+        (holding GPU memory). Returns once no process of the group runs."""
         process = self.process
         if process is None:
             return
-        for sig, grace in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, None)):
-            try:
-                os.killpg(process.pid, sig)  # the group: vllm serve has worker processes
-            except ProcessLookupError:  # the group is gone; reap the server if it has not been
-                process.wait()
-                break
-            try:
-                process.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        self.begin_stop()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=_STOP_GRACE_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        _await_group_end(process.pid)
         self.process = None
+        self._terminated = False
 
     def __enter__(self) -> ManagedServer:
         self.start()
@@ -394,6 +388,21 @@ class ManagedServer:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _await_group_end(pgid: int) -> None:
+    """Wait (up to `_STOP_GRACE_S`) until no process of the SIGKILLed group `pgid` runs; a zombie
+    left for an ancestor to reap holds no memory and does not count."""
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while time.monotonic() < deadline:
+        members = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                    members.append(proc)
+        if not members:
+            return
+        time.sleep(0.05)
 
 
 def _last_line(log: Path) -> str:
@@ -471,16 +480,3 @@ def started_servers(
             servers[name] = by_key[key]
         with env_vars({SERVERS_ENV: json.dumps({key: server.url for key, server in by_key.items()})}):
             yield StartedServers(servers, on_event)
-
-
-@contextmanager
-def managed_servers(
-    backends: Mapping[str, BackendSpec],
-    log_dir: Path,
-    sampling: Mapping[str, GenerationParams] | None = None,
-    on_event: Callable[[str], None] = print,
-) -> Iterator[dict[str, ManagedServer]]:
-    """`started_servers`, ready before the block runs: {backend name: its server}."""
-    with started_servers(backends, log_dir, sampling, on_event) as started:
-        started.wait_ready()
-        yield started.by_name

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -42,8 +42,8 @@ from factory.backends.base import (
     truncate_at_stop,
 )
 from factory.backends.chat import ChatTokenizer, TemplateMismatch, render_prompt, strip_leading_bos
-from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.models import load_source, model_id, model_revision
 from factory.core.retry import RetryPolicy
 from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams
@@ -51,6 +51,20 @@ from schemas.generation import BackendSpec, GenerationParams
 _RETRYABLE_EXCEPTIONS = (httpx.TransportError,)  # connect/read/write/pool errors and timeouts
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
 _MAX_BACKOFF_S = 30.0
+_SIGNAL_CHECK_S = 0.2  # how often a waiting main thread runs Python (and so a pending Ctrl-C)
+_T = TypeVar("_T")
+
+
+def _next_answer(answers: queue.SimpleQueue[_T]) -> _T:
+    """The next answer, waiting in slices: a Ctrl-C that the kernel delivers to a worker thread (any
+    thread of the process may get a process-directed signal) is only acted on when the main thread
+    runs Python again, and a wait without a timeout would not return until an answer came (seen: an
+    eval waiting on a held judge request ignored Ctrl-C and kept its model server alive)."""
+    while True:
+        try:
+            return answers.get(timeout=_SIGNAL_CHECK_S)
+        except queue.Empty:
+            continue
 
 
 class OpenAIBackend:
@@ -64,8 +78,8 @@ class OpenAIBackend:
         self.retry = RetryPolicy(
             spec.max_retries + 1, backoff_base_s, _MAX_BACKOFF_S, retry_after_cap_s=spec.timeout_s
         )
-        self.model_id = bundled_model.model_id(spec.model)
-        self.revision = bundled_model.model_revision(spec.model, spec.revision)
+        self.model_id = model_id(spec.model)
+        self.revision = model_revision(spec.model, spec.revision)
         self.tokenizer: ChatTokenizer | None = None
         self._generation_defaults = (
             generation_defaults(spec.served_model_name or spec.model, spec.revision)
@@ -114,7 +128,7 @@ class OpenAIBackend:
                 if i is None or (admission is not None and not admission.wait(i, closed)):
                     return
                 try:
-                    answers.put((i, self._complete(requests[i])))
+                    answers.put((i, self._complete(requests[i], closed)))
                 except BaseException as exc:  # a refused key (UserError) or a bug: the caller raises it
                     answers.put((i, exc))
                     return
@@ -125,7 +139,7 @@ class OpenAIBackend:
             worker.start()
         try:
             for _ in requests:
-                i, answer = answers.get()
+                i, answer = _next_answer(answers)
                 if isinstance(answer, BaseException):
                     raise answer
                 yield i, answer
@@ -145,7 +159,9 @@ class OpenAIBackend:
 
     # one request -----------------------------------------------------------------------------------
 
-    def _complete(self, request: ChatRequest) -> Completion:
+    def _complete(self, request: ChatRequest, closed: threading.Event) -> Completion:
+        """One request, retried; once the stream is `closed` (nobody reads the answer) no new attempt
+        is made and the backoff between attempts ends at once."""
         problem = message_problem(request.messages)
         if problem is not None:
             return failed(problem)
@@ -159,8 +175,8 @@ class OpenAIBackend:
         empty: Completion | None = None  # an empty answer: asked again, but the answer if it stays so
         failed_here: set[str] = set()  # replicas that failed this request: retry it elsewhere
         for attempt in range(self.spec.max_retries + 1):
-            if attempt:
-                time.sleep(self.retry.delay(attempt, retry_after))
+            if attempt and closed.wait(self.retry.delay(attempt, retry_after)):
+                return self._scrubbed(failed(f"stream closed after {attempt} attempt(s): {last_error}", raw))
             retry_after = None
             url = self._acquire_replica(failed_here)
             self._count_in_flight(+1)
@@ -274,7 +290,7 @@ def generation_defaults(model: str, revision: str | None = None) -> dict[str, An
     """The model's own end-of-sequence ids, for a `generation_config` request field: transformers serve
     builds a request's GenerationConfig from that field alone, and without eos ids generation never
     stops before max_tokens (seen: "`eos_token_id` not set ... disabled")."""
-    source = Path(bundled_model.load_source(model)).expanduser()
+    source = Path(load_source(model)).expanduser()
     files = [source / "generation_config.json", source / "config.json"] if source.is_dir() else []
     if not files:  # a Hub id: its files in the local cache (offline runs have them there)
         from huggingface_hub import try_to_load_from_cache
@@ -340,7 +356,7 @@ def _snippet(body: str) -> str:
 
 def _load_tokenizer(spec: BackendSpec) -> ChatTokenizer:
     name = spec.tokenizer or spec.model
-    source = bundled_model.load_source(name)
+    source = load_source(name)
     try:
         return ChatTokenizer.load(source, revision=None if name == "bundled" else spec.revision)
     except (OSError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """A request cache for LLM generations, keyed on everything that determines the answer.
 
-Key: sha256 of the rendered request (messages, decoding parameters) plus the backend kind, model id
-and revision. Only successful completions are stored. A re-run, a resumed run or a recipe edit that
+Key: sha256 of the rendered request (messages, decoding parameters) plus the model id and revision,
+the prompt rendering (tokenizer, prefill mode) and the client's kind: `openai` for every server,
+managed or not (`client_spec`), so the model, not the server software, keys an answer. Only successful completions are stored. A re-run, a resumed run or a recipe edit that
 leaves a request unchanged reuses its completion instead of generating it again. Unseeded sampling
 (temperature > 0 without a seed) is not cached: its answers are meant to differ between calls.
 The store is SQLite (stdlib), one file per output folder, safe across processes (WAL). Each answer

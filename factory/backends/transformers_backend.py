@@ -16,8 +16,8 @@ from factory.backends.base import (
     truncate_at_stop,
 )
 from factory.backends.chat import TemplateMismatch, render_prompt
-from factory.core import models as bundled_model
 from factory.core.errors import UserError
+from factory.core.models import load_source, model_id, model_revision
 from factory.core.seeds import prompt_seed
 from schemas.generation import BackendSpec, GenerationParams, names_local_folder
 
@@ -40,10 +40,10 @@ class TransformersBackend:
         if threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
         self.spec = spec
-        source = _resolve_source(bundled_model.load_source(spec.model))
+        source = _resolve_source(load_source(spec.model))
         revision = spec.revision
-        self.model_id = bundled_model.model_id(spec.model)
-        self.revision = bundled_model.model_revision(spec.model, spec.revision)
+        self.model_id = model_id(spec.model)
+        self.revision = model_revision(spec.model, spec.revision)
         tokenizer_source = spec.tokenizer or source
         self.device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:

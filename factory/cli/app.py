@@ -135,6 +135,7 @@ def _print_summary(manifest: DatasetManifest, out_dir: Path) -> None:
 @app.command()
 def validate(recipe: RecipeArg, overrides: SetOpt = None, allow_import_steps: AllowImportOpt = False) -> None:
     """Validate a recipe without running it."""
+    from factory.engine.column_flow import column_flow
     from factory.engine.intake import read_rows
     from factory.engine.preflight import preflight
     from factory.engine.recipe import load_recipe
@@ -143,6 +144,8 @@ def validate(recipe: RecipeArg, overrides: SetOpt = None, allow_import_steps: Al
     preflight(loaded)  # the checks `run` makes before reading a row: source, templates, model folders
     if loaded.recipe.source.kind in ("file", "bundled"):  # a Hub source is only read by `run`
         read_rows(loaded, allow_import_steps=allow_import_steps)  # and those it makes on the rows
+    else:  # the recipe's columns, stage to stage, without the source's
+        column_flow(loaded, allow_import_steps=allow_import_steps, source=None)
     console.print(
         f"[green]ok[/] {loaded.path} (recipe {loaded.recipe.name} v{loaded.recipe.version}, sha256 {loaded.hash[:12]})"
     )

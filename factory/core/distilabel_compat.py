@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.core.errors import RunFailed
+
 os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
 _hook = sys.excepthook
 with warnings.catch_warnings():
@@ -123,12 +125,16 @@ class StepOutputs:
     cache under ~/.cache/huggingface/datasets (300 MB and seconds per run at paper scale, never removed)."""
 
     def __init__(self, data_dir: Path) -> None:
-        folder = Path(data_dir) / STEPS_OUTPUTS_PATH
-        steps = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+        self.folder = Path(data_dir) / STEPS_OUTPUTS_PATH
+        steps = sorted(d for d in self.folder.iterdir() if d.is_dir()) if self.folder.is_dir() else []
         self.leaves = {d.name: LeafRows(list_files_in_dir(d)) for d in steps}
 
     def leaf(self) -> LeafRows:
         """The rows of the pipeline's only leaf step (the engine's pipelines are chains)."""
+        if not self.leaves:  # its workers ended without writing a batch, or the cache lost its data
+            raise RunFailed(f"the pipeline wrote no rows: no step output in {self.folder}")
+        if len(self.leaves) > 1:
+            raise RuntimeError(f"a chain has one leaf step, this pipeline wrote {sorted(self.leaves)}")
         (rows,) = self.leaves.values()
         return rows
 
@@ -158,7 +164,7 @@ _base_module.time = _ShortPolls()  # type: ignore[attr-defined]
 
 
 class _Abandoned:
-    """Put in a queue whose other end died (an interrupted run): the thread waiting on it ends."""
+    """Put in a queue whose other end died (an interrupted or failed run): the thread waiting on it ends."""
 
 
 _INHERITED: list[_ProcessQueue[Any]] = []  # the queues of the run being set up, found by index
@@ -186,8 +192,11 @@ class _InheritedQueue(_ProcessQueue):  # type: ignore[type-arg]
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         item = super().get(block, timeout)
-        if isinstance(item, _Abandoned):  # as a manager queue raised when the manager was gone
-            raise EOFError("the run was stopped")
+        if isinstance(item, _Abandoned):
+            # the thread that waited (distilabel's load or output loop) ends quietly: threading ignores
+            # a SystemExit (exactly that class) in a thread, where an EOFError printed a traceback
+            # whenever it died after the run had given the thread exception hook back
+            raise SystemExit("the run was stopped")
         return item
 
 
@@ -252,42 +261,47 @@ class Pipeline(_CacheOnceAtEnd, _DistilabelPipeline):
         forks the workers (`_InheritedQueue`) instead of by a manager process, and the objects the
         workers inherit frozen out of the garbage collector (factory.core.memory)."""
         from distilabel.pipeline.local import _init_worker, _NoDaemonPool
+        from distilabel.utils.logging import stop_logging
 
         from factory.core.memory import frozen_gc
 
         self._log_queue: Any = mp.Queue()
         self._manager = None  # distilabel's teardown stops it when there is one
         self._output_queue_thread = self._load_steps_thread = None
-        with frozen_gc():
-            cached = _BasePipeline.run(self, use_cache=use_cache)
-            if cached is not None:  # a finished run, reloaded from distilabel's cache
-                return cached  # type: ignore[no-any-return]
-            # an input queue per step, distilabel's output and load queues
-            _INHERITED[:] = [_InheritedQueue(i) for i in range(len(self.dag) + 2)]
-            self._queue_supply = iter(_INHERITED)
-            try:
-                with _NoDaemonPool(
-                    self.dag.get_total_replica_count(),
-                    initializer=_init_worker,
-                    initargs=(self._log_queue, self.name, self.signature),
-                ) as pool:
-                    self._pool = pool
-                    self._output_queue = self.QueueClass()
-                    self._load_queue = self.QueueClass()
-                    self._handle_keyboard_interrupt()
-                    self._load_steps_thread = self._run_load_queue_loop_in_thread()
-                    self._output_queue_thread = self._run_output_queue_loop_in_thread()
-                    self._output_queue_thread.join()
-                    self._teardown()
-                    if self._exception:
-                        raise self._exception
-            finally:
-                self._release_queues()
-        outputs = _step_outputs(self._cache_location["data"])
-        from distilabel.utils.logging import stop_logging
-
-        stop_logging()
-        return outputs
+        # distilabel's log listener (a thread, a file handler and the queue) is stopped however the run
+        # ends: distilabel stops it only on success, so a long-lived process kept one per failed run
+        try:
+            with frozen_gc():
+                cached = _BasePipeline.run(self, use_cache=use_cache)
+                if cached is not None:  # a finished run, reloaded from distilabel's cache
+                    return cached  # type: ignore[no-any-return]
+                # an input queue per step, distilabel's output and load queues
+                _INHERITED[:] = [_InheritedQueue(i) for i in range(len(self.dag) + 2)]
+                self._queue_supply = iter(_INHERITED)
+                try:
+                    with _NoDaemonPool(
+                        self.dag.get_total_replica_count(),
+                        initializer=_init_worker,
+                        initargs=(self._log_queue, self.name, self.signature),
+                    ) as pool:
+                        self._pool = pool
+                        self._output_queue = self.QueueClass()
+                        self._load_queue = self.QueueClass()
+                        self._handle_keyboard_interrupt()
+                        self._load_steps_thread = self._run_load_queue_loop_in_thread()
+                        self._output_queue_thread = self._run_output_queue_loop_in_thread()
+                        # in slices: a Ctrl-C the kernel hands to another thread is acted on only when
+                        # the main thread runs Python again (an endless join would hold it back)
+                        while self._output_queue_thread.is_alive():
+                            self._output_queue_thread.join(0.2)
+                        self._teardown()
+                        if self._exception:
+                            raise self._exception
+                finally:
+                    self._release_queues()
+            return _step_outputs(self._cache_location["data"])
+        finally:
+            stop_logging()
 
     @property
     def QueueClass(self) -> Callable[[], _ProcessQueue[Any]]:  # noqa: N802 (distilabel's name)

@@ -16,10 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 PROGRESS_FILE_ENV = "SAFEPREF_PROGRESS_FILE"
 TOTAL = "__total__"

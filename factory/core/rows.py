@@ -8,13 +8,33 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from schemas.columns import is_bookkeeping
+
 STATUS = "_sp_status"
 STAGE = "_sp_stage"
 REASON = "_sp_reason"
 RAW = "_sp_raw"
 USAGE = "_sp_usage"
 ROW_ID = "_sp_id"
-BOOKKEEPING = (ROW_ID, STATUS, STAGE, REASON, RAW, USAGE)
+BOOKKEEPING = (
+    ROW_ID,
+    STATUS,
+    STAGE,
+    REASON,
+    RAW,
+    USAGE,
+)  # each starts with schemas.columns.BOOKKEEPING_PREFIX
+
+
+def own_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's columns without the bookkeeping: what a template or an expression sees."""
+    return {k: v for k, v in row.items() if not is_bookkeeping(k)}
+
+
+def response_key(value: Any) -> str:
+    """What two responses are compared by: their text without surrounding whitespace (another value:
+    its repr). A rank keeps one of each; a pair never opposes two."""
+    return value.strip() if isinstance(value, str) else repr(value)
 
 
 class RowFiltered(Exception):

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from factory.core.config_files import format_validation_error, load_yaml
 from factory.core.errors import UserError
 from factory.core.rows import REASON, ROW_ID, STAGE, STATUS
+from schemas.columns import BOOKKEEPING_PREFIX, is_bookkeeping
 from schemas.recipe import SourceSpec
 
 SOURCE_STAGE = "source"
@@ -56,11 +57,11 @@ def read_source(spec: SourceSpec, base_dir: Path) -> tuple[list[dict[str, Any]],
 
 
 def _map_row(record: dict[str, Any], spec: SourceSpec, index: int, label: str) -> dict[str, Any]:
-    reserved = next((k for k in [*record, *spec.field_map] if str(k).startswith("_sp_")), None)
+    reserved = next((k for k in [*record, *spec.field_map] if is_bookkeeping(k)), None)
     if reserved is not None:  # it would pass for the engine's own bookkeeping and forge the statistics
         raise UserError(
-            f"row {index}: column {reserved!r} uses the prefix `_sp_`, reserved for the engine's bookkeeping;"
-            " rename or drop it",
+            f"row {index}: column {reserved!r} uses the prefix `{BOOKKEEPING_PREFIX}`, reserved for the "
+            "engine's bookkeeping; rename or drop it",
             where=label,
         )
     row = dict(record)

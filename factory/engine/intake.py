@@ -11,54 +11,42 @@ the LLM work.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from factory.core.errors import UserError
 from factory.core.rows import RAW, ROW_ID, STATUS, mark
 from factory.core.sources import SOURCE_STAGE, read_source
+from factory.engine.column_flow import column_flow
 from factory.engine.recipe import LoadedRecipe
+from schemas.columns import is_bookkeeping
 
 
 def read_rows(loaded: LoadedRecipe, *, allow_import_steps: bool) -> tuple[list[dict[str, Any]], str]:
-    """The source rows as the run sees them (and `validate` checks them): read, ids unique, every
-    needed column present somewhere, unusable rows quarantined. Returns the rows and a label."""
-    from factory.steps.registry import resolve_step_class
-
+    """The source rows as the run sees them (and `validate` checks them): read, ids unique, the
+    recipe's columns checked against them (`column_flow`), every needed column present somewhere,
+    unusable rows quarantined. Returns the rows and a label."""
     recipe = loaded.recipe
     rows, label = read_source(recipe.source, loaded.base_dir)
     ids = [str(r[ROW_ID]) for r in rows]
     if len(set(ids)) != len(ids):
         raise UserError(f"source.id_field {recipe.source.id_field!r} has duplicate values", where=label)
-    stages = [
-        (s.name, resolve_step_class(s.step, allow_import=allow_import_steps), s.params) for s in recipe.stages
-    ]
-    quarantine_unusable_rows(rows, needed_columns(stages), label)
+    kinds = column_kinds(rows)
+    needed = column_flow(loaded, allow_import_steps=allow_import_steps, source=kinds)
+    quarantine_unusable_rows(rows, needed, label, kinds)
     return rows, label
 
 
-def needed_columns(stages: Sequence[tuple[str, type, dict[str, Any]]]) -> dict[str, str]:
-    """Column -> the first stage that reads it, for the columns no earlier stage produces: the source
-    must provide them. `stages`: (stage name, step class, params); a safepref step names its columns
-    for its params (`columns`), another step by its `required` / `produced` attributes."""
-    produced: set[str] = set()
-    needed: dict[str, str] = {}
-    for stage, cls, params in stages:
-        columns = getattr(cls, "columns", None)
-        reads, writes = (
-            columns(params) if columns else (getattr(cls, "required", ()), getattr(cls, "produced", ()))
-        )
-        for column in reads:
-            if column not in produced and not column.startswith("_sp_"):
-                needed.setdefault(column, stage)
-        produced.update(writes)
-    return needed
+def column_kinds(rows: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Each column the rows hold (bookkeeping aside) -> the kind most of its values are (None: all null)."""
+    columns = sorted({k for r in rows for k in r if not is_bookkeeping(k)})
+    counts = {c: Counter(_kind(r[c]) for r in rows if r.get(c) is not None).most_common(1) for c in columns}
+    return {c: (found[0][0] if found else None) for c, found in counts.items()}
 
 
-def missing_column(column: str, stage: str, label: str) -> UserError:
+def missing_column(column: str, reader: str, label: str) -> UserError:
+    """`reader`: who needs it ("stage 'judge'", "output 'pairs'")."""
     return UserError(
-        f"source has no column {column!r} (needed by stage {stage!r}); map one with source.field_map",
-        where=label,
+        f"source has no column {column!r} (needed by {reader}); map one with source.field_map", where=label
     )
 
 
@@ -100,22 +88,23 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def quarantine_unusable_rows(rows: list[dict[str, Any]], needed: dict[str, str], label: str) -> int:
+def quarantine_unusable_rows(
+    rows: list[dict[str, Any]], needed: dict[str, str], label: str, kinds: dict[str, str | None]
+) -> int:
     """Quarantine (in place) the `ok` rows with an unusable value; returns how many. Needed columns
-    must hold a value; any column must hold one kind of value and valid UTF-8 (other columns too: a
-    mixed or unencodable column crashed distilabel's dataset). A column that no row has is the
-    recipe's mistake, not the rows'."""
-    for column, stage in needed.items():
+    (-> who needs them) must hold a value; any column must hold one kind of value (`kinds`:
+    `column_kinds`) and valid UTF-8 (other columns too: a mixed or unencodable column crashed
+    distilabel's dataset). A column that no row has is the recipe's mistake, not the rows'."""
+    for column, reader in needed.items():
         if rows and not any(column in r for r in rows):
-            raise missing_column(column, stage, label)
-    others = sorted({k for r in rows for k in r if k not in needed and not str(k).startswith("_sp_")})
+            raise missing_column(column, reader, label)
+    others = sorted({k for r in rows for k in r if k not in needed and not is_bookkeeping(k)})
     columns = [*needed, *others]
-    kinds = {c: Counter(_kind(r[c]) for r in rows if r.get(c) is not None).most_common(1) for c in columns}
     bad = 0
     for index, row in enumerate(rows):
         first: tuple[str, str, Any] | None = None
         for column in columns:
-            expected = kinds[column][0][0] if kinds[column] else None
+            expected = kinds.get(column)
             problem = _problem(row, column, expected, needed=column in needed)
             if problem is None:
                 continue

@@ -59,10 +59,19 @@ class Lineage:
             raise RuntimeError(f"{len(missing)} rows vanished inside the pipeline (first: {missing[0]})")
         return len(created), len(parents)
 
+    def order_key(self, row_id: str) -> tuple[int, tuple[int, ...]]:
+        """Where a row goes in source order: its source row's position, then its child index at each
+        expansion, as numbers (`P/9` before `P/10`; compared as text, `P/10` came first)."""
+        chain = self.chain(row_id)
+        if chain[-1] not in self.position:  # no source row: `expansions` refuses it
+            return (-1, ())
+        children = tuple(int(c.rsplit(EXPANSION_SEP, 1)[1]) for c in reversed(chain[:-1]))
+        return (self.position[chain[-1]], children)
+
     def in_source_order(self, leaf: LeafRows, ids: list[str]) -> Iterator[dict[str, Any]]:
-        """Stream the pipeline's rows (ids: their row ids) in source order: distilabel keeps it;
-        re-order if not."""
-        keys = [(self.position.get(self.chain(rid)[-1], -1), rid) for rid in ids]
+        """Stream the pipeline's rows (ids: their row ids) in source order: distilabel keeps it, and
+        the rows stream file by file; only rows out of that order are all loaded to be re-ordered."""
+        keys = [self.order_key(rid) for rid in ids]
         if any(b < a for a, b in zip(keys, keys[1:], strict=False)):
             return leaf.rows(sorted(range(len(keys)), key=keys.__getitem__))
         return leaf.rows()

@@ -19,6 +19,7 @@ from factory.core.progress import PROGRESS_FILE_ENV
 from factory.engine.intake import missing_column
 from factory.engine.recipe import LoadedRecipe
 from factory.steps.registry import resolve_step_class
+from schemas.columns import is_bookkeeping
 
 if TYPE_CHECKING:
     from factory.core.distilabel_compat import LeafRows, Pipeline
@@ -70,12 +71,15 @@ def build_pipeline(
 def require_source_columns(
     loaded: LoadedRecipe, rows: list[dict[str, Any]], label: str, first_step: Any
 ) -> None:
+    """The source has rows, and the columns the first step reads. Intake (`read_rows`) has checked the
+    columns of the steps that name theirs (`columns`, `required`); a plain distilabel step's `inputs`
+    exist only once it is built, so an import-path step's are checked here."""
     if not rows:
         raise UserError("the source has no rows", where=label)
-    needed = [c for c in first_step.inputs if not c.startswith("_sp_")]
+    needed = [c for c in first_step.inputs if not is_bookkeeping(c)]
     missing = [c for c in needed if c not in rows[0]]
     if missing:
-        raise missing_column(missing[0], loaded.recipe.stages[0].name, label)
+        raise missing_column(missing[0], f"stage {loaded.recipe.stages[0].name!r}", label)
 
 
 class RunServers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factory.backends.managed_server import SERVED_KINDS, shared_sampling
 from factory.core.errors import UserError
 from factory.core.hashing import stage_templates
 from factory.core.sources import source_path
@@ -32,3 +33,8 @@ def preflight(loaded: LoadedRecipe) -> None:
         for field, ref in refs:
             if ref and names_local_folder(ref) and not Path(ref).expanduser().is_dir():
                 raise UserError(f"folder {ref!r} does not exist", where=f"backends.{backend}.{field}")
+    for backend in dict.fromkeys(s.backend for s in recipe.stages if s.backend):
+        if recipe.backends[backend].kind in SERVED_KINDS:
+            shared_sampling(
+                recipe, backend
+            )  # what its server can serve (one sampling, no repetition_penalty)

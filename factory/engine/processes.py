@@ -18,15 +18,16 @@ it never hung there. So every process forked while a run is active:
 - dies with its parent, however the parent dies (prctl PR_SET_PDEATHSIG), so a SIGKILLed run leaves
   nothing running.
 
-The main process owns SIGINT: the first Ctrl-C ends the workers (in-flight requests are abandoned;
-every answered request is already committed to the request cache) and raises `RunInterrupted`; a
-second one, while that stop is under way, kills every process of the run at once.
+The main process owns SIGINT, and SIGTERM sent to it (`kill PID`, a scheduler's stop) stops the run
+the same way (exit 143 instead of 130): the first Ctrl-C ends the workers and raises `RunInterrupted`; the
+requests in flight are abandoned, and so are answers that had arrived but were still queued in a
+stage's client, not yet stored (the request cache holds what the stages had taken); the re-run asks
+for those again. A second Ctrl-C, while that stop is under way, kills every process of the run at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ from typing import Any, NoReturn
 import psutil
 
 from factory.core.env import env_vars
+from factory.core.parent_death import die_with_parent
 
 WORKER_LOG = "workers.log"
 # Off in the main process too: its own display is the only progress shown (datasets' "Generating
@@ -49,7 +51,6 @@ _QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
 }
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _SHOW_CURSOR = b"\x1b[?25h"
 # after SIGTERM, how long workers get to exit before SIGKILL (they hold nothing that needs saving)
 _STOP_GRACE_S = 3.0
@@ -64,6 +65,7 @@ _log_path: Path | None = None  # set while a run is active in this process (or i
 _forker_pid = 0
 _fork_hooks_installed = False
 _interrupts = 0
+_stop_signal: int = signal.SIGINT  # what stopped the run: its exit status is 128 + this
 
 
 def _remember_forker() -> None:
@@ -77,9 +79,7 @@ def _bind_child_to_run() -> None:
         return
     # Linux sends the signal when the thread that forked this process ends: distilabel's pool
     # forks from the main thread (or from its pool thread, which ends with the pool)
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != _forker_pid:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(_forker_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
     try:
         fd = os.open(_log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -119,22 +119,25 @@ def _kill(procs: list[psutil.Process], sig: int) -> None:
 
 
 def _quiet_thread_deaths(args: Any) -> None:
-    """After an interrupt or a failed run, library threads that waited on the stopped workers (e.g.
-    distilabel's load-queue loop) die with EOFError; their tracebacks are expected and would only bury
-    the one line that matters."""
+    """After an interrupt or a failed run, library threads that waited on the stopped workers may die
+    with errors; their tracebacks are expected and would only bury the one line that matters (the
+    threads on distilabel's queues end quietly: distilabel_compat)."""
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _interrupts
+    """Ctrl-C, or SIGTERM (a scheduler's or `kill`'s stop): the same orderly stop, exit 128 + signum."""
+    global _interrupts, _stop_signal
     _interrupts += 1
     if _interrupts > 1:  # the second Ctrl-C: no more waiting
         _kill(run_descendants(), signal.SIGKILL)
         # straight to the terminal, below the display (which never gets to stop, so its hidden
         # cursor is shown again here)
         os.write(2, (_SHOW_CURSOR if os.isatty(2) else b"") + b"\nkilled\n")
-        os._exit(130)
+        os._exit(128 + _stop_signal)
+    _stop_signal = signum
     threading.excepthook = _quiet_thread_deaths
-    sys.stderr.write("\nstopping (Ctrl-C again to kill at once)…\n")
+    again = "Ctrl-C again" if signum == signal.SIGINT else "signal again"
+    sys.stderr.write(f"\nstopping ({again} to kill at once)…\n")
     # Unwinding lets distilabel terminate its own pool: killing its workers behind its back first
     # made Pool.terminate() wait for ever on a queue lock a killed worker held.
     raise RunInterrupted
@@ -148,12 +151,12 @@ def _end(procs: list[psutil.Process]) -> None:
 
 
 def exit_interrupted(message: str) -> NoReturn:
-    """The CLI's end of an interrupted run: one line, exit 130. Not sys.exit: distilabel's threads
+    """The CLI's end of an interrupted run: one line, exit 130 (143 for SIGTERM). Not sys.exit: distilabel's threads
     that waited on the stopped workers must not hold up the exit."""
     sys.stdout.flush()
     sys.stderr.write(f"interrupted: {message}\n")
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(128 + _stop_signal)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 @contextlib.contextmanager
@@ -174,7 +177,7 @@ def resume_hint_on_interrupt(out_dir: Path, request_cache: Path) -> Iterator[Non
 def run_processes(work_dir: Path) -> Iterator[None]:
     """While the block runs, processes forked from this one are quiet workers bound to it, and the
     main thread's SIGINT follows the rules above. Nests as a no-op inside itself."""
-    global _log_path, _fork_hooks_installed, _interrupts
+    global _log_path, _fork_hooks_installed, _interrupts, _stop_signal
     if _log_path is not None:
         yield
         return
@@ -183,8 +186,13 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         _fork_hooks_installed = True
     work_dir.mkdir(parents=True, exist_ok=True)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGINT, _on_sigint) if in_main_thread else None
-    _log_path, _interrupts = work_dir / WORKER_LOG, 0
+    previous_handlers = (
+        {sig: signal.signal(sig, _on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if in_main_thread
+        else {}
+    )
+    previous_hook = threading.excepthook  # quietened once the run fails or is interrupted
+    _log_path, _interrupts, _stop_signal = work_dir / WORKER_LOG, 0, signal.SIGINT
     try:
         with env_vars(_QUIET_ENV):
             yield
@@ -196,5 +204,6 @@ def run_processes(work_dir: Path) -> Iterator[None]:
         raise
     finally:
         _log_path = None
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        threading.excepthook = previous_hook
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)

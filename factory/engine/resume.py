@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factory.core.dataset_folder import MANIFEST_FILE, WORK_DIR, previous_manifest
+from schemas.manifest import DatasetManifest
 
 DISTILABEL_CACHE = "distilabel"  # under DIR/.work
 
@@ -30,23 +31,24 @@ class Reuse:
 def may_reuse(out_dir: Path, recipe_hash: str) -> bool:
     """Whether `out_dir` may hold a finished run of this recipe (on the inputs it read: the question before
     the source is read), which needs no model server."""
-    previous = previous_manifest(out_dir)
-    cache = out_dir / WORK_DIR / DISTILABEL_CACHE
-    return previous is not None and previous.recipe_hash == recipe_hash and cache.is_dir()
+    return _finished_run(out_dir, recipe_hash) is not None
 
 
 def reuse_or_restart(out_dir: Path, recipe_hash: str, inputs: dict[str, str]) -> Reuse:
     """The finished run of this recipe and these inputs in `out_dir`, or a clean start: an unfinished or
     different earlier run loses its manifest and distilabel's cache (never the request cache)."""
-    previous = previous_manifest(out_dir)
-    cache = out_dir / WORK_DIR / DISTILABEL_CACHE
-    if (
-        previous is not None
-        and previous.recipe_hash == recipe_hash
-        and previous.inputs_sha256 == inputs
-        and cache.is_dir()
-    ):
+    previous = _finished_run(out_dir, recipe_hash)
+    if previous is not None and previous.inputs_sha256 == inputs:
         return Reuse(finished=True, created_at=previous.created_at, wall_time_s=previous.wall_time_s)
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(out_dir / WORK_DIR / DISTILABEL_CACHE, ignore_errors=True)
     return Reuse()
+
+
+def _finished_run(out_dir: Path, recipe_hash: str) -> DatasetManifest | None:
+    """The manifest of a run of this recipe in `out_dir` whose distilabel cache is still there."""
+    previous = previous_manifest(out_dir)
+    cache = out_dir / WORK_DIR / DISTILABEL_CACHE
+    return (
+        previous if previous is not None and previous.recipe_hash == recipe_hash and cache.is_dir() else None
+    )

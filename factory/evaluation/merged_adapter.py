@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from factory.core import models as bundled_model
 from factory.core.errors import UserError
 from factory.core.hashing import folder_fingerprint
+from factory.core.models import bundled_model_dir, load_source, model_revision
 
 _CACHE_VERSION = "v1"
 
@@ -44,7 +44,7 @@ def adapter_base(folder: Path) -> tuple[str, str | None]:
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base:
         raise UserError("base_model_name_or_path is missing", where=where)
-    if base == str(bundled_model.bundled_model_dir()):
+    if base == str(bundled_model_dir()):
         return "bundled", None
     revision = config.get("revision")
     return base, revision if isinstance(revision, str) else None
@@ -55,7 +55,7 @@ def merged_dir(folder: Path, work_dir: Path) -> Path:
     base, revision = adapter_base(folder)
     identity = f"{_CACHE_VERSION}\0{folder_fingerprint(folder)}\0{base}\0{revision}"
     if base == "bundled":
-        identity += f"\0{bundled_model.model_revision(base, revision)}"
+        identity += f"\0{model_revision(base, revision)}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:20]
     return work_dir / "merged" / f"{folder.resolve().name}-{digest}"
 
@@ -100,7 +100,7 @@ def _merge(folder: Path, out: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     base, revision = adapter_base(folder)
-    source = bundled_model.load_source(base)
+    source = load_source(base)
     try:
         saved_dtype = getattr(AutoConfig.from_pretrained(source, revision=revision), "dtype", None)
         model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=torch.float32)

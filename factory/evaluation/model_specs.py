@@ -135,7 +135,7 @@ def unique_slugs(refs: list[ModelRef]) -> list[str]:
 
 def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
     """What the report records about a model (nothing is loaded)."""
-    from factory.core import models as bundled_model
+    from factory.core.models import model_id, model_revision
 
     if ref.kind == "openai":
         return ModelInfo(spec=ref.spec, slug=slug, kind="openai", model_id=ref.target, endpoint=ref.base_url)
@@ -148,8 +148,8 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
             slug=slug,
             kind="adapter",
             model_id=str(Path(ref.target).resolve()),
-            base_model=bundled_model.model_id(base),
-            revision=bundled_model.model_revision(base, revision),
+            base_model=model_id(base),
+            revision=model_revision(base, revision),
             fingerprint=folder_fingerprint(Path(ref.target)),
         )
     if ref.kind == "bundled":
@@ -157,8 +157,8 @@ def describe_model(ref: ModelRef, slug: str) -> ModelInfo:
             spec=ref.spec,
             slug=slug,
             kind="bundled",
-            model_id=bundled_model.model_id("bundled"),
-            revision=bundled_model.model_revision("bundled", None),
+            model_id=model_id("bundled"),
+            revision=model_revision("bundled", None),
         )
     if ref.kind == "folder":
         return ModelInfo(

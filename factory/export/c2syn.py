@@ -36,18 +36,9 @@ def c2syn_pairs(row: dict[str, Any], ctx: ExportContext) -> Columns:
     )
 
 
-def conversational_pair(pair: dict[str, Any]) -> dict[str, Any]:
-    """A plain-text pair in TRL's conversational form: the prompt a user turn, each response an assistant turn."""
-    return {
-        **pair,
-        "prompt": user_turn(pair["prompt"]),
-        "chosen": assistant_turn(pair["chosen"]),
-        "rejected": assistant_turn(pair["rejected"]),
-    }
-
-
 def c2syn_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> Columns:
-    """`conversational_pair` of each pair, column by column: one assistant turn per response."""
+    """`schemas.records.conversational_pair` of each pair, column by column: one assistant turn per
+    response."""
     group = _c2_group(row, ctx)
     columns = group.pair_columns()
     turns = [assistant_turn(r.text) for r in group.responses]

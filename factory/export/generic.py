@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from factory.core.rows import ROW_ID, RowFiltered
+from factory.core.rows import ROW_ID, RowFiltered, response_key
 from factory.export.base import ExportContext, Record
 from schemas.records import (
     ConversationalKTORow,
@@ -24,6 +24,8 @@ from schemas.records import (
     PromptResponse,
     SFTRow,
     assistant_turn,
+    conversational_pair,
+    prompt_turns,
 )
 
 if TYPE_CHECKING:
@@ -55,20 +57,24 @@ def ranked_items(row: dict[str, Any], p: PairsParams | KTOParams) -> list[Ranked
         raise ValueError(
             f"column {p.scores_column!r} does not hold one score per item of {p.responses_column!r}"
         )
-    order = sorted(range(len(items)), key=lambda i: -scores[i])
+    order = best_first(scores)
     return [Ranked(str(items[i]), 1 + sum(s > scores[i] for s in scores), float(scores[i])) for i in order]
+
+
+def best_first(scores: list[Any]) -> list[int]:
+    """Indices by score, highest first; a stable sort, so ties keep the list's order."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
 def _prefers(a: Ranked, b: Ranked, min_margin: float) -> bool:
     """Whether `a` is a preference over `b`: different text, and ranked strictly better by at least the margin."""
-    if a.text.strip() == b.text.strip() or a.rank >= b.rank:
+    if response_key(a.text) == response_key(b.text) or a.rank >= b.rank:
         return False
     return a.score is None or b.score is None or a.score - b.score >= min_margin
 
 
 def _prompt(row: dict[str, Any], column: str, system: str | None = None) -> list[dict[str, str]]:
-    head = [{"role": "system", "content": system}] if system else []
-    return [*head, {"role": "user", "content": str(row[column])}]
+    return prompt_turns(str(row[column]), system)
 
 
 def _source_id(row: dict[str, Any]) -> str:
@@ -109,14 +115,7 @@ def pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
 def pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     p = ctx.params
     return [
-        ConversationalPair.model_validate(
-            {
-                **pair.model_dump(),
-                "prompt": _prompt(row, p.prompt_column, p.system_prompt),
-                "chosen": assistant_turn(pair.chosen),
-                "rejected": assistant_turn(pair.rejected),
-            }
-        )
+        ConversationalPair.model_validate(conversational_pair(pair.model_dump(), p.system_prompt))
         for pair in preference_pairs(row, p)
     ]
 
@@ -125,8 +124,9 @@ def pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record
 
 
 def sft_responses(row: dict[str, Any], p: SFTParams) -> list[str]:
-    """The responses to learn: a text column's text, or the first / every item of a list column,
-    keeping only those scoring at least `min_score`."""
+    """The responses to learn: a text column's text, or the best / every item of a list column (best
+    first: by score when scored, as `ranked_items` orders them, else as listed), keeping only those
+    scoring at least `min_score`."""
     value = row[p.response_column]
     items = value if isinstance(value, list) else [value]
     scores: list[Any] = [None] * len(items)
@@ -135,8 +135,10 @@ def sft_responses(row: dict[str, Any], p: SFTParams) -> list[str]:
         scores = found if isinstance(found, list) else [found]
         if len(scores) != len(items):
             raise ValueError(f"column {p.scores_column!r} does not hold one score per response")
+        order = best_first(scores)
+        items, scores = [items[i] for i in order], [scores[i] for i in order]
     keep = [str(t) for t, s in zip(items, scores, strict=True) if p.min_score is None or s >= p.min_score]
-    keep = keep[:1] if p.take == "first" else keep
+    keep = keep if p.take == "all" else keep[:1]
     if not keep:
         raise RowFiltered(NO_SFT_RESPONSE)
     return keep
@@ -171,7 +173,7 @@ def kto_labels(row: dict[str, Any], p: KTOParams) -> list[tuple[str, bool]]:
     ranked = ranked_items(row, p)
     if p.labels == "best_and_worst":
         if len(ranked) < 2 or not _prefers(ranked[0], ranked[-1], p.min_margin):
-            raise RowFiltered(NO_PAIR)
+            raise RowFiltered(NO_KTO_ROW)
         return [(ranked[0].text, True), (ranked[-1].text, False)]
     assert p.desirable_min is not None and p.undesirable_max is not None
     labelled = [

@@ -18,6 +18,7 @@ from schemas.records import (
     PreferencePair,
     SafetyTriple,
     assistant_turn,
+    conversational_pair,
     user_turn,
 )
 
@@ -59,8 +60,6 @@ def ptalign_pairs(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
 
 def ptalign_pairs_conversational(row: dict[str, Any], ctx: ExportContext) -> list[Record]:
     """`ptalign.pairs` in TRL's conversational form (the instruction a user turn, answers assistant turns)."""
-    from factory.export.c2syn import conversational_pair
-
     return [
         ConversationalPair.model_validate(conversational_pair(_pair(safety_triple(row, ctx)).model_dump()))
     ]

@@ -7,6 +7,7 @@ of letting distilabel replace the whole batch by `None`s.
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -81,18 +82,21 @@ class SafeprefStep(Step):
     _watch: QuarantineWatch | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(required, produced) of a stage with these params: the class's own, or, for a generic step,
-        the columns its params name. The source must provide what no earlier stage produces."""
+        the columns its params name and its template reads (looked up in `template_dir`, then among
+        the built-in ones). The source must provide what no earlier stage produces."""
         return cls.required, cls.produced
 
     @property
     def inputs(self) -> "StepColumns":
-        return [*self.columns(self.params)[0], ROW_ID, STATUS]
+        return [*self.columns(self.params, self.template_dir)[0], ROW_ID, STATUS]
 
     @property
     def outputs(self) -> "StepColumns":
-        return [*self.columns(self.params)[1], STATUS, STAGE, REASON, RAW, USAGE]
+        return [*self.columns(self.params, self.template_dir)[1], STATUS, STAGE, REASON, RAW, USAGE]
 
     # -- LLM access -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -131,8 +135,9 @@ class SafeprefStep(Step):
             self._backend = None
         super().unload()
 
-    def render(self, template: str, **context: Any) -> str:
-        """Render a prompt template from the recipe's folder or the built-in templates (sandboxed)."""
+    def render(self, template: str, context: "Mapping[str, Any]") -> str:
+        """Render a prompt template from the recipe's folder or the built-in templates (sandboxed).
+        `context` is one mapping, so its keys (a row's columns) never collide with an argument."""
         from factory.core.templates import render_template
 
         return render_template(template, self.template_dir, **context)
@@ -188,7 +193,7 @@ class SafeprefStep(Step):
 
     def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
         rows = [dict(r) for r in inputs]
-        produced = self.columns(self.params)[1]
+        produced = self.columns(self.params, self.template_dir)[1]
         for row in rows:
             for col in (*produced, STAGE, REASON, RAW, USAGE):
                 row.setdefault(col, None)
@@ -223,16 +228,16 @@ class SafeprefStep(Step):
         self._watch.add(processed, _quarantined_here(rows, self.stage)[:processed])
 
 
-def answer_text(completion: "Completion", what: str = "generation", prefill: str | None = None) -> str:
-    """The whole answer (the prefill, then the model's text) for a step that needs text: a failed
-    request or an empty answer raises RowFailed (`<what> failed: ...`), so the row is quarantined with
-    the reason and the server's raw body."""
+def answer_text(completion: "Completion", what: str = "generation") -> str:
+    """The model's text (after any prefill) for a step that needs text: a failed request or an empty
+    answer raises RowFailed (`<what> failed: ...`), so the row is quarantined with the reason and the
+    server's raw body."""
     if completion.error is not None:
         raise RowFailed(f"{what} failed: {completion.error}", completion.raw)
     if completion.empty:
         raw = completion.raw if completion.raw is not None else completion.text
         raise RowFailed(f"{what} failed: {EMPTY_COMPLETION}", raw)
-    return f"{prefill}{completion.text}" if prefill else completion.text
+    return completion.text
 
 
 def _quarantined_here(rows: list[dict[str, Any]], stage: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from factory.core.config_files import format_validation_error
-from factory.core.errors import UserError
+from factory.core.rows import own_columns
 from factory.core.seeds import seed_for
 from factory.steps.base import ROW_ID, RowFailed, SafeprefStep, add_usage, answer_text
 from schemas.generic_params import JudgeField, LLMJudgeParams
@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 
 
-def row_context(row: Row) -> dict[str, Any]:
-    """What a template sees: the row's columns, bookkeeping left out."""
-    return {k: v for k, v in row.items() if not k.startswith("_sp_")}
+def template_reads(template: str, template_dir: str | None, own: list[str] | None = None) -> tuple[str, ...]:
+    """The columns a prompt template reads: its variables but those the step provides itself (`own`)."""
+    from factory.core.templates import template_variables
+
+    return tuple(sorted(template_variables(template, template_dir) - set(own or ())))
 
 
 class LLMStep(SafeprefStep):
@@ -66,18 +68,16 @@ class LLMGenerate(LLMStep):
     """
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        reads = (params["input_column"],) if params.get("input_column") else ()
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        template = params.get("template")
+        reads = template_reads(template, template_dir) if template else (params["input_column"],)
         return reads, (params["output_column"],)
 
     def process_rows(self, rows: list[Row]) -> None:
-        n = int(self.params.get("n") or 1)
+        n = int(self.params.get("n") or 1)  # n > 1 samples (the recipe refuses greedy ones at load)
         decoding = self.decoding()
-        if n > 1 and decoding.temperature == 0:
-            raise UserError(
-                f"stage {self.stage!r}: {n} samples of greedy decoding (temperature 0) are all the same "
-                "answer; set generation.temperature > 0 on the stage or its backend"
-            )
         calls: list[tuple[Row, ChatRequest]] = []
         for row in rows:
             prompt: list[str] = []
@@ -93,7 +93,7 @@ class LLMGenerate(LLMStep):
     def _prompt(self, row: Row, out: list[str]) -> None:
         template = self.params.get("template")
         out.append(
-            self.render(template, **row_context(row)) if template else str(row[self.params["input_column"]])
+            self.render(template, own_columns(row)) if template else str(row[self.params["input_column"]])
         )
 
     def _store(self, row: Row, completions: list[Completion], n: int) -> None:
@@ -171,9 +171,13 @@ class LLMJudge(LLMStep):
     _verdict: type[BaseModel] | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         spec = LLMJudgeParams.model_validate(params)
-        return ((spec.each,) if spec.each else ()), tuple(spec.output_columns())
+        each = (spec.each,) if spec.each else ()
+        reads = (*each, *template_reads(spec.template, template_dir, spec.template_variables()))
+        return tuple(dict.fromkeys(reads)), tuple(spec.output_columns())
 
     @property
     def spec(self) -> LLMJudgeParams:
@@ -212,11 +216,16 @@ class LLMJudge(LLMStep):
         self, row: Row, decoding: GenerationParams, keys: list[tuple[int, str | None]], out: list[ChatRequest]
     ) -> None:
         spec = self.spec
-        context = row_context(row)
+        context = own_columns(row)
         criteria: list[str | None] = [*spec.criteria] or [None]  # json: one request, no criterion
         for index, item in enumerate(self._items(row)):
             for criterion in criteria:
-                user = self.render(spec.template, **context, item=item, index=index, criterion=criterion)
+                # the judge's own variables (`template_variables`) only where it has them: a column of
+                # that name is a recipe error (factory/engine/column_flow.py), never silently shadowed
+                own = {"item": item, "index": index} if spec.each else {}
+                if criterion is not None:
+                    own["criterion"] = criterion
+                user = self.render(spec.template, {**context, **own})
                 messages = self.messages(user, spec.assistant_prefill)
                 out.append(self.request(messages, decoding, row[ROW_ID], index, criterion))
                 keys.append((index, criterion))
@@ -232,11 +241,11 @@ class LLMJudge(LLMStep):
                 if x
             )
             what = f"judge answer {where}".strip()
-            text = answer_text(completion, what, spec.assistant_prefill)
-            try:
+            text = answer_text(completion, what)
+            try:  # the model's own text: the prefill ("Score:", "Verdict:") is not part of the answer
                 parsed = self._parse(text, criterion)
-            except ValueError as exc:
-                raise RowFailed(f"{what}: {exc}", text) from None
+            except ValueError as exc:  # kept as the judge saw it: the prefill, then its text
+                raise RowFailed(f"{what}: {exc}", f"{spec.assistant_prefill or ''}{text}") from None
             for column, value in parsed.items():
                 values[column][index] = value
         for column, found in values.items():
@@ -246,7 +255,7 @@ class LLMJudge(LLMStep):
         spec = self.spec
         if spec.answer == "score":
             assert criterion is not None
-            return {criterion: parse_score(text, *spec.scale)}
+            return {criterion: parse_score(text, *spec.score_scale())}
         if spec.answer == "label":
             assert criterion is not None
             return {criterion: parse_label(text, spec.labels)}

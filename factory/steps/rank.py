@@ -4,6 +4,10 @@ Scores are lists parallel to the ranked column (what `llm.judge` with `each` wri
 stable, so ties keep the list's order; identical items (ignoring surrounding space) keep only their
 best-ranked copy, counted as the stage event `duplicates_dropped`. A row left with fewer than
 `min_items` items is filtered (rule `fewer_than_<min_items>_items`): it cannot make a preference.
+
+The scores written beside the ranking are always "higher is better", the convention the exporters
+and a margin expression (`ranked_scores[0] - ranked_scores[-1]`) read: with `descending: false`
+(a low score is best) they are the weighted sums negated.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from pydantic import PrivateAttr
 
+from factory.core.rows import response_key
 from factory.steps.base import RowFailed, RowFiltered, SafeprefStep, count_event
 from schemas.generic_params import RankParams
 
@@ -42,7 +47,7 @@ def ranking(
     seen: set[str] = set()
     kept = []
     for i in order:
-        key = items[i].strip() if isinstance(items[i], str) else repr(items[i])
+        key = response_key(items[i])
         if key not in seen:
             seen.add(key)
             kept.append(i)
@@ -55,7 +60,9 @@ class Rank(SafeprefStep):
     _spec: RankParams | None = PrivateAttr(default=None)
 
     @classmethod
-    def columns(cls, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def columns(
+        cls, params: dict[str, Any], template_dir: str | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         spec = RankParams.model_validate(params)
         return (spec.column, *spec.score_columns()), (spec.into, spec.scores_into)
 
@@ -77,4 +84,5 @@ class Rank(SafeprefStep):
         if len(order) < spec.min_items:
             raise RowFiltered(f"fewer_than_{spec.min_items}_items")
         row[spec.into] = [items[i] for i in order]
-        row[spec.scores_into] = [scores[i] for i in order]
+        # higher is better whatever the direction (0.0 - x: no -0.0 for a zero score)
+        row[spec.scores_into] = [scores[i] if spec.descending else 0.0 - scores[i] for i in order]

@@ -28,7 +28,8 @@ def _eval(*args: str, record: Path | None = None) -> subprocess.Popen[str]:
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith("SAFEPREF_") or k == "SAFEPREF_CACHE"
     }
-    env = {**inherited, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    # faulthandler: a stuck eval asked to abort (SIGABRT) prints every thread's stack
+    env = {**inherited, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
     if record is not None:
         env["STANDIN_RECORD"] = str(record)
     return subprocess.Popen(
@@ -112,7 +113,12 @@ def test_ctrl_c_during_an_eval_stops_its_server(tmp_path: Path) -> None:
             # judge's held request: the stop does not depend on that endpoint
             deadline = time.monotonic() + 120
             while alive(server):
-                assert time.monotonic() < deadline, "the server outlived Ctrl-C"
+                if time.monotonic() > deadline:
+                    os.kill(run.pid, signal.SIGABRT)
+                    _, stacks = run.communicate(timeout=60)
+                    raise AssertionError(
+                        f"the server outlived Ctrl-C; the eval's threads:\n{stacks[-12000:]}"
+                    )
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     run.wait(timeout=0.1)
             judge.release()  # the external endpoint answers at last: the eval can exit

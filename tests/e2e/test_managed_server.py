@@ -21,11 +21,12 @@ from tokenizers import Tokenizer
 from factory.backends import ChatRequest
 from factory.backends.chat import render_prompt
 from factory.backends.managed_server import (
+    ManagedServer,
     client_spec,
-    managed_servers,
     served_spec,
     server_command,
     shared_sampling,
+    started_servers,
 )
 from factory.backends.openai_backend import OpenAIBackend
 from factory.core.errors import UserError
@@ -218,9 +219,10 @@ def test_the_server_continues_the_open_turn_and_is_gone_after_an_error(tmp_path:
     messages = [{"role": "user", "content": "How do I get back at a rude neighbour?"}]
     with (
         pytest.raises(RuntimeError, match="the run failed"),
-        managed_servers({"local": spec}, tmp_path) as servers,
+        started_servers({"local": spec}, tmp_path) as servers,
     ):
-        server = servers["local"]
+        servers.wait_ready()
+        server = servers.by_name["local"]
         pid = server.pid
         assert pid is not None and alive(pid)
         client = OpenAIBackend(served_spec(spec))
@@ -257,8 +259,9 @@ def test_a_sampling_server_samples_seeded_requests_differently(tmp_path: Path) -
     sampling = GenerationParams(max_new_tokens=24, temperature=1.0)
     spec = BackendSpec(kind="transformers", model="bundled", max_concurrency=4, generation=sampling)
     prompt = [{"role": "user", "content": "Tell me a short story about a cat."}]
-    with managed_servers({"policy": spec}, tmp_path, {"policy": sampling}) as servers:
-        assert servers["policy"].pid is not None
+    with started_servers({"policy": spec}, tmp_path, {"policy": sampling}) as servers:
+        servers.wait_ready()
+        assert servers.by_name["policy"].pid is not None
         client = OpenAIBackend(served_spec(spec))
         # one request at a time: greedy decoding of a batch of one gives the same text every time
         # (batched, its floating-point noise alone made some answers differ)
@@ -372,3 +375,41 @@ def test_a_run_stopped_after_its_server_started_leaves_none_behind(tmp_path: Pat
     assert (tmp_path / "out" / ".work" / "server-local.log").exists()  # it had started
     servers = [pid for pid in children(os.getpid()) if "transformers.cli.transformers serve" in cmdline(pid)]
     assert [pid for pid in servers if alive(pid)] == []
+
+
+# a server that forks a worker into its process group, as vllm serve and SGLang do; the worker ignores
+# SIGTERM and writes its pid to argv[1] once it does
+_FORKING_SERVER = """
+import os, signal, sys, time
+marker = sys.argv[1]
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(marker + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.rename(marker + ".tmp", marker)
+    while True:
+        time.sleep(1)
+signal.pause()
+"""
+
+
+def test_stopping_a_server_ends_every_process_of_its_group(tmp_path: Path) -> None:
+    script, marker = tmp_path / "server.py", tmp_path / "worker.pid"
+    script.write_text(_FORKING_SERVER)
+    spec = BackendSpec(kind="vllm", model="org/m", server_command=[sys.executable, str(script), str(marker)])
+    server = ManagedServer("local", spec, tmp_path / "server.log")
+    server.start()
+    assert server.pid is not None
+    group = server.pid
+    try:
+        while not marker.exists():
+            assert server.process is not None and server.process.poll() is None, "the stand-in died"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(timeout=0.05)
+        worker = int(marker.read_text())
+        server.begin_stop()  # as a run does once its pipeline is done; stop() then waits
+        server.stop()
+        assert not alive(group) and not alive(worker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)

@@ -131,6 +131,36 @@ def test_ctrl_c_stops_the_tree_says_how_to_resume_and_the_rerun_resumes(
     assert check_folder(out).ok
 
 
+def test_sigterm_stops_the_run_as_ctrl_c_does_and_the_rerun_resumes(
+    server: HeldServer, tmp_path: Path
+) -> None:
+    """`kill PID` or a scheduler's stop: the same orderly stop as Ctrl-C, exit 128 + SIGTERM."""
+    import signal
+
+    out = tmp_path / "out"
+    args = ["run", "c2syn-demo", "--limit", "2", "--out", str(out), *held_recipe(server)]
+    server.answer_first(5)
+    run = start_cli(args)
+    try:
+        run.read_until(server.holding.is_set, HANG_GUARD_S)
+        os.kill(run.pid, signal.SIGTERM)  # the main process only, as `kill PID` does
+        assert run.finish(HANG_GUARD_S) == 128 + signal.SIGTERM
+        assert gone_within(run.tag, 10) == []
+    finally:
+        run.close()
+    screen = ANSI.sub("", run.text())
+    assert "Traceback" not in screen
+    assert "stopping (signal again to kill at once)" in screen
+    assert screen.strip().splitlines()[-1] == (
+        f"interrupted: {out}: stopped; 5 answered LLM requests are kept in "
+        f"{out / '.work' / 'requests.sqlite'}: run the same command again to resume"
+    )
+    server.release()
+    resumed = run_recipe(load_recipe("c2syn-demo", overrides(held_recipe(server)), limit=2), out)
+    assert resumed.manifest.stages["generate"].cached_calls == 5
+    assert check_folder(out).ok
+
+
 def test_a_second_ctrl_c_kills_a_run_whose_stop_is_stuck(tmp_path: Path) -> None:
     marker = tmp_path / "stuck"
     stuck = {
@@ -261,3 +291,16 @@ def test_a_read_only_output_folder_is_one_line_and_exit_1(server: HeldServer, sm
             f"error: {out}: cannot write the run's files: Read-only file system"
         ]
     assert check_folder(finished).ok  # the earlier run is untouched
+
+
+def test_a_failed_run_gives_the_thread_exception_hook_back(tmp_path: Path) -> None:
+    """A failed run quietens the deaths of library threads waiting on its stopped workers, for that
+    run only: afterwards a crashing thread of the process is reported again."""
+    import threading
+
+    before = threading.excepthook
+    broken = {"name": "broken", "step": "tests.support.steps_for_tests:FailsToLoad"}
+    recipe = load_recipe(str(canned_recipe(tmp_path, extra_stage=broken)))
+    with pytest.raises(RuntimeError, match="Failed to load all the steps"):
+        run_recipe(recipe, tmp_path / "out", allow_import_steps=True)
+    assert threading.excepthook is before

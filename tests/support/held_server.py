@@ -2,7 +2,9 @@
 
 Process tests need a run that is provably in the middle of generating when they interrupt or kill
 it, whatever the machine's speed: `answer_first(n)` answers n requests, then holds every later one
-until `release()`; `holding` is set when a request is held. The text is canned: these tests are
+until `release()`; `holding` is set when a request is held, `held` counts them (`wait_held`), and
+`release_held()` answers those held so far while later ones are held in turn; `received` counts
+every request. The text is canned: these tests are
 about processes, not wording (tests/support/openai_server.py serves real model text).
 """
 
@@ -19,10 +21,13 @@ TEXT = "I can't help with that, but I can point you to safe resources."
 class HeldServer:
     def __init__(self) -> None:
         self.answered = 0
+        self.received = 0
+        self.held = 0
         self.limit: int | None = None
         self.holding = threading.Event()
         self._released = threading.Event()
         self._lock = threading.Lock()
+        self._held_changed = threading.Condition(self._lock)
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
@@ -35,7 +40,7 @@ class HeldServer:
 
     def answer_first(self, n: int) -> None:
         with self._lock:
-            self.answered, self.limit = 0, n
+            self.answered, self.received, self.held, self.limit = 0, 0, 0, n
             self.holding.clear()
             self._released.clear()
 
@@ -44,14 +49,28 @@ class HeldServer:
             self.limit = None
         self._released.set()
 
-    def _admit(self) -> bool:
-        """True to answer now; False: hold this request until released."""
+    def release_held(self) -> None:
+        """Answer the requests held now; later ones are held until the next release."""
         with self._lock:
+            released, self._released, self.held = self._released, threading.Event(), 0
+        released.set()
+
+    def wait_held(self, n: int, timeout: float) -> bool:
+        """Block until `n` requests are held (False after `timeout`: a hang guard)."""
+        with self._held_changed:
+            return self._held_changed.wait_for(lambda: self.held >= n, timeout)
+
+    def _admit(self) -> threading.Event | None:
+        """None to answer now, else the event to hold this request until."""
+        with self._lock:
+            self.received += 1
             if self.limit is None or self.answered < self.limit:
                 self.answered += 1
-                return True
-        self.holding.set()
-        return False
+                return None
+            self.held += 1
+            self._held_changed.notify_all()
+            self.holding.set()
+            return self._released
 
     def __enter__(self) -> HeldServer:
         self._thread.start()
@@ -77,8 +96,9 @@ def _handler(server: HeldServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            if not server._admit():
-                server._released.wait()
+            hold = server._admit()
+            if hold is not None:
+                hold.wait()
             chat = self.path == "/v1/chat/completions"
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
             choice.update({"message": {"role": "assistant", "content": TEXT}} if chat else {"text": TEXT})

@@ -63,8 +63,8 @@ class HoldUntilReleased(SafeprefStep):
         pass
 
 
-class ChattyStep(Step):
-    """Passes rows through after drawing a tqdm bar and printing, in its worker process."""
+class _ReadsPrompt(Step):
+    """A plain distilabel step that reads `prompt` and writes nothing."""
 
     @property
     def inputs(self) -> list[str]:
@@ -73,6 +73,10 @@ class ChattyStep(Step):
     @property
     def outputs(self) -> list[str]:
         return []
+
+
+class ChattyStep(_ReadsPrompt):
+    """Passes rows through after drawing a tqdm bar and printing, in its worker process."""
 
     def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
         import sys
@@ -85,18 +89,10 @@ class ChattyStep(Step):
         yield inputs
 
 
-class StuckStep(Step):
+class StuckStep(_ReadsPrompt):
     """Touches `marker`, then blocks for ever and ignores SIGTERM, as a worker stuck in native code can."""
 
     marker: str
-
-    @property
-    def inputs(self) -> list[str]:
-        return ["prompt"]
-
-    @property
-    def outputs(self) -> list[str]:
-        return []
 
     def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
         import signal
@@ -106,4 +102,15 @@ class StuckStep(Step):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         Path(self.marker).touch()
         threading.Event().wait()
+        yield inputs  # pragma: no cover
+
+
+class FailsToLoad(_ReadsPrompt):
+    """A plain distilabel step whose `load` raises (a missing dependency, a model that will not load)."""
+
+    def load(self) -> None:
+        super().load()
+        raise RuntimeError("injected load failure")
+
+    def process(self, inputs: StepInput):  # type: ignore[no-untyped-def]
         yield inputs  # pragma: no cover

@@ -333,7 +333,7 @@ class C2SafetyCheck(SafeprefStep):
                 messages=[
                     {
                         "role": "user",
-                        "content": self.render(template, request=r["prompt"], response=r["sr"]),
+                        "content": self.render(template, {"request": r["prompt"], "response": r["sr"]}),
                     }
                 ],
                 params=judge_params,

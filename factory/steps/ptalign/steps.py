@@ -66,7 +66,7 @@ class PTAlignLLMStep(SafeprefStep):
         params = decoding or self.decoding()
         requests: list[ChatRequest] = []
         for row, tag, template, context in calls:
-            messages = [{"role": "user", "content": self.render(template, **context)}]
+            messages = [{"role": "user", "content": self.render(template, context)}]
             if prefill:
                 messages.append({"role": "assistant", "content": prefill})
             p = params

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -126,6 +129,27 @@ def test_a_permanently_failing_request_returns_an_error_not_an_exception(server:
     assert "3 attempt" in bad.error and "503" in bad.error
     assert bad.raw is not None and "injected failure" in bad.raw
     assert sum(e.fault == "status" for e in server.log) == 3
+
+
+def test_a_request_in_its_backoff_makes_no_further_attempt_once_the_stream_is_closed(
+    server: OpenAITestServer,
+) -> None:
+    server.inject("status", times=100, status=503, match="poison")
+    server.inject("canned", times=1, match="Hi.")
+    spec = BackendSpec(kind="openai", base_url=server.url, max_concurrency=2, max_retries=3)
+    backend = OpenAIBackend(spec, backoff_base_s=30.0)  # a retry would wait 15-30 s, then 30 s
+    before = set(threading.enumerate())
+    stream = backend.stream([ChatRequest(ask("Hi."), SHORT), ChatRequest(ask("poison"), SHORT)])
+    index, answer = next(stream)
+    assert index == 0 and answer.error is None
+    while not any("poison" in json.dumps(e.body) for e in server.log):  # its first attempt failed
+        time.sleep(0.01)
+    workers = [t for t in threading.enumerate() if t.name == "openai-backend" and t not in before]
+    stream.close()  # the caller stops reading (a stop, Ctrl-C): the poisoned request is backing off
+    for worker in workers:
+        worker.join()  # at once; it slept through its retries (over a minute) before
+    assert sum("poison" in json.dumps(e.body) for e in server.log) == 1
+    backend.close()
 
 
 def test_client_errors_are_not_retried(server: OpenAITestServer) -> None:
@@ -292,3 +316,37 @@ def test_beam_settings_a_backend_cannot_run_are_refused(fields: dict[str, object
     assert (
         BackendSpec(kind="transformers", generation=GenerationParams(num_beams=2)).generation.num_beams == 2
     )
+
+
+def test_ctrl_c_reaches_a_stream_waiting_on_a_held_answer_whichever_thread_gets_the_signal() -> None:
+    """The kernel may deliver a process-directed SIGINT to any thread; Python acts on it only when the
+    main thread runs Python again. A stream waiting for an answer that does not come must still raise
+    KeyboardInterrupt (an eval waiting on a held judge request once ignored Ctrl-C this way)."""
+    import signal
+    import threading
+
+    from tests.support.held_server import HeldServer
+
+    with HeldServer() as held:
+        held.answer_first(0)
+        backend = OpenAIBackend(BackendSpec(kind="openai", model="m", base_url=held.url, max_concurrency=1))
+        interrupted, answered_anyway = threading.Event(), threading.Event()
+
+        def interrupt_from_another_thread() -> None:
+            if held.holding.wait(120):
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # this thread takes it
+            # a safety net against a hang: without the fix the main thread waits for this answer
+            if not interrupted.wait(30):
+                answered_anyway.set()
+                held.release()
+
+        threading.Thread(target=interrupt_from_another_thread, daemon=True).start()
+        answers = backend.stream([ChatRequest(messages=ask("Hello"), params=SHORT)])
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                list(answers)
+            interrupted.set()
+            assert not answered_anyway.is_set(), "Ctrl-C was acted on only once the held answer came"
+        finally:
+            held.release()
+            backend.close()

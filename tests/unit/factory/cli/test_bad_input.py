@@ -140,6 +140,30 @@ def test_a_template_syntax_error(safepref: Cli, tmp_path: Path) -> None:
     assert code == 2 and one_line(err).startswith("error: template judge.jinja: line 3: ")
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "stages.generate.params.generation.temperature=0.7",  # generate samples, check decodes greedily
+            "error: backends.local: stage 'check' (judge) samples with temperature=0.0 but generate.generation "
+            "with 0.7: transformers serve applies one sampling configuration per server",
+        ),
+        (
+            "backends.local.generation.repetition_penalty=1.2",
+            "error: backends.local: generate.generation asks for repetition_penalty=1.2, which transformers "
+            "serve drops under continuous batching",
+        ),
+    ],
+)
+def test_validate_refuses_sampling_a_transformers_server_cannot_serve(
+    safepref: Cli, tmp_path: Path, setting: str, message: str
+) -> None:
+    check = {"name": "check", "step": "c2syn.safety_check", "backend": "local", "params": {"judge": "llm"}}
+    stages = DEMO["stages"][:3] + [check] + DEMO["stages"][3:]
+    code, _, err = safepref("validate", str(demo_with(tmp_path, stages=stages)), "--set", setting)
+    assert code == 2 and one_line(err).startswith(message)
+
+
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_model_folder_that_does_not_exist(safepref: Cli, tmp_path: Path, command: str) -> None:
     missing = tmp_path / "no-such-model"

@@ -370,3 +370,21 @@ def test_a_crashed_safepref_step_is_named_as_the_stage_that_failed(tmp_path: Pat
     q = pq.read_table(out / "quarantine" / "rows.parquet").to_pylist()
     assert len(q) == 9
     assert all(r["reason"] == "stage failed on its batch: AssertionError: injected step bug" for r in q)
+
+
+def test_a_column_an_import_path_first_step_reads_is_checked_before_any_work(tmp_path: Path) -> None:
+    """Intake knows the columns of the steps that name them; a plain distilabel step says its `inputs`
+    only once built, so the pipeline checks them (require_source_columns), in one line."""
+    from factory.core.errors import UserError
+
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"question": "How?"}\n')
+    data = yaml.safe_load(canned_recipe(tmp_path).read_text())
+    data["source"] = {"kind": "file", "path": str(source)}
+    data["stages"] = [{"name": "chatty", "step": "tests.support.steps_for_tests:ChattyStep"}]
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(
+        UserError, match=r"rows.jsonl: source has no column 'prompt' \(needed by stage 'chatty'\)"
+    ):
+        run_recipe(load_recipe(str(path)), tmp_path / "out", allow_import_steps=True)

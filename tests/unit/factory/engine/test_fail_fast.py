@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from factory.core.errors import RunFailed, UserError
 from factory.dataset.folder_check import check_folder
 from factory.engine.recipe import load_recipe
 from factory.engine.run import run_recipe
+from tests.support.held_server import HeldServer
 from tests.support.openai_server import OpenAITestServer
 from tests.unit.factory.engine.test_engine import DEMO, DEMO_ROWS, canned_recipe
 
@@ -142,6 +144,49 @@ def test_an_endpoint_failing_every_request_stops_once_the_share_is_passed(
     judged = len({json.dumps(e.body["messages"]) for e in server.log})
     assert 4 <= judged < 9  # the 9 rows reaching `check`: the later batches were not sent
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_stage_stops_sending_its_batch_once_another_stage_stopped_the_run(tmp_path: Path) -> None:
+    """An LLM stage takes all its rows in one batch; the stop another stage records (here: the test,
+    while the stand-in holds the stage's requests) ends its sending, not only its next batch."""
+    rows, window, guard_s = 400, 4, 240
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(rows)))
+    (tmp_path / "ask.jinja").write_text("{{ prompt }}")
+    stage = {"template": "ask.jinja", "output_column": "response"}
+    recipe = {
+        "name": "stopped-mid-batch",
+        "license": "apache-2.0",
+        "source": {"kind": "file", "path": str(source)},
+        "stages": [{"name": "ask", "step": "llm.generate", "backend": "held", "params": stage}],
+        "outputs": [{"config": "rows", "exporter": "generate.responses"}],
+        "card": {"pretty_name": "stopped"},
+    }
+    out, done = tmp_path / "out", threading.Event()
+    reason = "stage 'other' quarantined 9 of 10 rows, more than max_quarantine_share 0.8"
+    with HeldServer() as server:
+        backend = {"kind": "openai", "base_url": server.url, "model": "stand-in", "max_concurrency": window}
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "backends": {"held": backend}}))
+        server.answer_first(20)
+
+        def stop_meanwhile() -> None:  # what another stage's worker does once its share is passed
+            if server.wait_held(window, guard_s):  # the stage's window is in flight
+                (out / ".work" / "stopped.json").write_text(json.dumps({"message": reason, "exit_code": 1}))
+                server.release_held()  # their answers come in; what is sent next is held
+            done.wait(guard_s)  # the run ends (a hang guard: a stage that never stops waits here)
+            server.release()
+
+        other_stage = threading.Thread(target=stop_meanwhile)
+        other_stage.start()
+        try:
+            with pytest.raises(RunFailed, match=reason):
+                run_recipe(load_recipe(str(tmp_path / "recipe.yaml")), out)
+        finally:
+            done.set()
+            other_stage.join()
+    # the 20 answered, the window in flight at the stop and at most a window sent as its answers came
+    # in; not the 400 requests of the stage's one batch
+    assert server.received <= 20 + 2 * window
 
 
 def test_oversized_prompts_are_not_sent_and_a_run_without_output_fails(

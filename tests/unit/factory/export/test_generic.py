@@ -132,6 +132,57 @@ def test_kto_rows_from_best_and_worst_or_from_thresholds() -> None:
     )
 
 
+def test_sft_takes_the_best_scored_item_as_pairs_and_kto_would() -> None:
+    row = ranked_row(responses=["b", "a", "c"], scores=[2, 8, 5])
+    [best] = export("sft", row, response_column="responses", scores_column="scores")
+    assert best.completion == "a"
+    every = export("sft", row, response_column="responses", scores_column="scores", take="all")
+    assert [r.completion for r in every] == ["a", "c", "b"]
+    [first] = export("sft", row, response_column="responses")  # unscored: the list order is the ranking
+    assert first.completion == "b"
+
+
+def test_kto_best_and_worst_without_a_winner_is_filtered_as_no_kto_row() -> None:
+    with pytest.raises(RowFiltered, match="no_kto_row"):
+        export("kto", ranked_row(ranked_scores=[5.0, 5.0, 5.0, 5.0]))
+
+
+@pytest.mark.parametrize(
+    ("exporter", "params", "message"),
+    [
+        (
+            "pairs",
+            {"scores_column": None, "min_margin": 2},
+            "min_margin compares scores: it needs scores_column",
+        ),
+        (
+            "kto",
+            {"scores_column": None, "min_margin": 2},
+            "min_margin compares scores: it needs scores_column",
+        ),
+        ("kto", {"desirable_min": 8}, "desirable_min and undesirable_max apply to labels threshold"),
+        (
+            "kto_conversational",
+            {"labels": "threshold", "desirable_min": 8, "undesirable_max": 3, "min_margin": 1},
+            "min_margin applies to labels best_and_worst, not threshold",
+        ),
+        ("sft", {"min_score": 3}, "min_score needs scores_column"),
+    ],
+)
+def test_exporter_params_that_the_chosen_mode_would_ignore_are_refused(
+    exporter: str, params: dict[str, Any], message: str
+) -> None:
+    from factory.core.errors import UserError
+    from factory.engine.recipe import load_recipe
+
+    sets = [f"outputs.pairs.exporter={exporter}"] + [
+        f"outputs.pairs.params.{k}={'null' if v is None else v}" for k, v in params.items()
+    ]
+    with pytest.raises(UserError) as err:
+        load_recipe("safe-completion-demo", ["outputs.pairs.params={}", *sets])
+    assert f"outputs[pairs].params: {message}" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_threshold_kto_needs_ordered_bounds() -> None:
     from pydantic import ValidationError
 

@@ -14,12 +14,20 @@ from pydantic import BaseModel, computed_field
 
 from factory.export.arrow import arrow_schema
 from factory.export.base import ExportContext
-from factory.export.c2syn import c2syn_pairs, c2syn_pairs_conversational, conversational_pair
+from factory.export.c2syn import c2syn_pairs, c2syn_pairs_conversational
 from factory.export.writer import ShardWriter
 from factory.steps.c2syn.steps import build_group
 from schemas.generation import GenerationParams
 from schemas.provenance import StageDecoding
-from schemas.records import C2Group, ConversationalPair, PreferencePair, PromptResponse, SafetyTriple, Score
+from schemas.records import (
+    C2Group,
+    ConversationalPair,
+    PreferencePair,
+    PromptResponse,
+    SafetyTriple,
+    Score,
+    conversational_pair,
+)
 from tests.support.trainer_fixtures import c2_group, provenance, safety_triple
 
 CTX = ExportContext(

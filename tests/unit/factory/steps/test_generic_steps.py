@@ -21,6 +21,7 @@ from factory.backends import ChatRequest, Completion
 from factory.core.errors import UserError
 from schemas.generation import BackendSpec
 from schemas.recipe import StageSpec
+from schemas.registry import STEP_PARAMS
 
 
 @dataclass
@@ -121,6 +122,30 @@ def test_generate_with_one_sample_stores_text_and_reads_a_column_like_generate_r
     assert backend.requests[-1].messages[0] == {"role": "system", "content": "Be kind."}
 
 
+def test_a_template_sees_columns_whatever_their_names(tmp_path: Path) -> None:
+    """The row reaches the template as one mapping: columns named like the renderer's own arguments
+    (`name`, `template`, `search_dir`) are plain variables, not a TypeError quarantining every row."""
+    (tmp_path / "odd.jinja").write_text("{{ name }}|{{ template }}|{{ search_dir }}|{{ context }}")
+    backend = Answers(lambda user: user)
+    step = make_step("llm.generate", {"template": "odd.jinja", "output_column": "out"}, backend, tmp_path)
+    [out] = run(step, [row("a", name="n", template="t", search_dir="s", context="c")])
+    assert (out["_sp_status"], out["out"]) == ("ok", "n|t|s|c")
+
+
+@pytest.mark.parametrize(
+    "override", ["backends.policy.generation.temperature=0", "stages.respond.params.generation.temperature=0"]
+)
+def test_greedy_samples_are_refused_when_the_recipe_loads(override: str) -> None:
+    """n > 1 samples of greedy decoding (the backend's or the stage's) are all alike: `validate` says
+    so, naming the stage and the param, before any model loads (not in the run's first batch)."""
+    from factory.engine.recipe import load_recipe
+
+    with pytest.raises(UserError) as err:
+        load_recipe("safe-completion-demo", [override])
+    assert "stages[respond].params.n: 4 samples of greedy decoding (temperature 0)" in str(err.value)
+    load_recipe("safe-completion-demo", [override, "stages.respond.params.n=1"])  # one answer is fine
+
+
 def test_generate_respond_columns_of_the_recipes_choice_reach_the_prompt_response_config(
     tmp_path: Path,
 ) -> None:
@@ -167,14 +192,6 @@ def test_generate_respond_refuses_bookkeeping_and_in_place_columns(params: str, 
     with pytest.raises(UserError) as err:
         load_recipe("safe-completion-demo", overrides)
     assert message in str(err.value)
-
-
-def test_greedy_samples_are_refused_as_a_recipe_error(templates: Path) -> None:
-    step = make_step(
-        "llm.generate", {"template": "ask.jinja", "output_column": "r", "n": 2}, Answers(str), templates
-    )
-    with pytest.raises(UserError, match="temperature 0"):
-        step.process_rows([row("a", prompt="hi")])
 
 
 def test_an_empty_or_failed_answer_quarantines_only_its_row_with_the_raw_output(templates: Path) -> None:
@@ -239,6 +256,31 @@ def test_an_unparseable_judge_answer_quarantines_the_row_with_the_raw_answer(
     assert (bad["_sp_status"], bad["_sp_stage"], bad["_sp_reason"]) == ("quarantined", "stage", reason)
     assert bad["_sp_raw"] == (f"Score:{answer}" if answer else "")  # what the judge said, prefill included
     assert (good["_sp_status"], good["harmlessness"], good["helpfulness"]) == ("ok", [5.0], [5.0])
+
+
+def test_the_judge_parses_the_models_text_after_any_prefill(templates: Path) -> None:
+    """A prefill is the start of the judge's turn, not of its answer: "Rating:" then " 8" is 8, and
+    "Verdict:" then " unsafe" the label unsafe; a failing answer keeps the prefill in its raw output."""
+    rating = {**JUDGE, "assistant_prefill": "Rating:"}
+    answers = Answers(lambda user: " 8" if user.endswith(": x") else " about 3")
+    good, bad = run(
+        make_step("llm.judge", rating, answers, templates),
+        [row("a", prompt="p", responses=["x"]), row("b", prompt="p", responses=["y"])],
+    )
+    assert (good["_sp_status"], good["harmlessness"], good["helpfulness"]) == ("ok", [8.0], [8.0])
+    assert bad["_sp_reason"] == "judge answer for 'harmlessness' (item 0): does not start with a number"
+    assert bad["_sp_raw"] == "Rating: about 3"
+    label = {
+        "template": "verdict.jinja",
+        "answer": "label",
+        "criteria": ["verdict"],
+        "labels": ["safe", "unsafe"],
+        "assistant_prefill": "Verdict:",
+    }
+    [out] = run(
+        make_step("llm.judge", label, Answers(lambda user: " Unsafe."), templates), [row("a", response="r")]
+    )
+    assert (out["_sp_status"], out["verdict"]) == ("ok", "unsafe")
 
 
 def test_judge_labels_and_json_verdicts_are_validated_into_columns(templates: Path) -> None:
@@ -320,6 +362,13 @@ def test_filter_rules_remove_rows_under_the_first_failing_rule_name() -> None:
         ("prompt.__class__.__mro__[1].__subclasses__() | length > 0", "SecurityError"),
         ("(prompt * 10000000) | length > 0", "SecurityError"),
         ("2 ** 100000 > 1", "SecurityError"),
+        ("(2 ** 64) ** 64 > 1", "SecurityError"),
+        # what would allocate a gigabyte: padding, formatting, bytes, concatenating lists
+        ("prompt.ljust(10 ** 9) | length > 0", "SecurityError"),
+        ('"%0999999999d" % 1 != ""', "SecurityError"),
+        ('"{:>999999999}".format(1) != ""', "SecurityError"),
+        ('(7).to_bytes(10 ** 9, "big") | length > 0', "SecurityError"),
+        ("sum([[1] * 1000000] * 1000000, []) | length > 0", "SecurityError"),
         ("scores[5] > 1", "UndefinedError"),
         ("prompt > 3", "TypeError"),
     ],
@@ -331,6 +380,71 @@ def test_an_expression_runs_sandboxed_and_a_failing_one_quarantines_its_row(
     [out] = run(step, [row("a", prompt="hi", scores=[1])])
     assert out["_sp_status"] == "quarantined"
     assert out["_sp_reason"].startswith(f"filter rule 'rule': {reason}")
+
+
+def test_keyword_and_regex_rules_ignore_case_unless_told_otherwise() -> None:
+    rules = [{"name": "greeting", "column": "prompt", "matches": "^hi\\b"}]
+    strict = [{**rules[0], "ignore_case": False}]
+    rows = [row("a", prompt="Hi there"), row("b", prompt="hi there")]
+    assert [r["_sp_status"] for r in run(make_step("filter", {"rules": rules}), rows)] == ["ok", "ok"]
+    assert [r["_sp_status"] for r in run(make_step("filter", {"rules": strict}), rows)] == ["filtered", "ok"]
+    words = [{"name": "polite", "column": "prompt", "contains_none": ["THERE"], "ignore_case": False}]
+    assert [r["_sp_status"] for r in run(make_step("filter", {"rules": words}), rows)] == ["ok", "ok"]
+
+
+def test_judge_params_that_another_answer_kind_would_read_are_refused() -> None:
+    from pydantic import ValidationError
+
+    label = {"template": "t.jinja", "answer": "label", "criteria": ["v"], "labels": ["safe", "unsafe"]}
+    with pytest.raises(ValidationError, match="`scale` applies to answer score, not label"):
+        StageSpec(name="j", step="llm.judge", backend="b", params={**label, "scale": [1, 5]})
+    json_verdict = {"template": "t.jinja", "answer": "json", "fields": {"ok": {"type": "boolean"}}}
+    with pytest.raises(ValidationError, match="`labels` apply to answer label, not json"):
+        StageSpec(name="j", step="llm.judge", backend="b", params={**json_verdict, "labels": ["a"]})
+    scored = StageSpec(
+        name="j", step="llm.judge", backend="b", params={"template": "t.jinja", "criteria": ["c"]}
+    )
+    assert scored.params["scale"] is None  # the default [1, 10], as the summary says
+    assert "scores on [1, 10]" in STEP_PARAMS["llm.judge"].model_validate(scored.params).summary()
+
+
+def test_an_expression_may_call_what_reads_text_lists_and_numbers() -> None:
+    rules = [
+        {"name": "short", "expression": "prompt.lower().split() | length <= 3 and prompt.strip() != ''"},
+        {"name": "scored", "expression": "scores | sum >= 3 and sum(scores) % 2 == 1 and max(scores) < 3"},
+    ]
+    out = run(make_step("filter", {"rules": rules}), [row("a", prompt="Hi there", scores=[1, 2])])
+    assert [(r["_sp_status"], r["_sp_reason"]) for r in out] == [("ok", None)]
+
+
+def test_an_expression_naming_a_filter_the_sandbox_lacks_is_a_recipe_error(tmp_path: Path) -> None:
+    """`center`, `indent`, `format`, `join`, `replace`, `batch`, ... take a size or a text to repeat."""
+    from factory.engine.intake import read_rows
+    from factory.engine.recipe import load_recipe
+
+    path = filter_recipe(tmp_path, '"a" | center(10 ** 9) | length > 0')
+    with pytest.raises(
+        UserError, match="stages\\[keep\\].params: expression .*No filter named 'center'"
+    ) as err:
+        read_rows(load_recipe(str(path)), allow_import_steps=False)
+    assert "\n" not in str(err.value)
+
+
+def filter_recipe(tmp_path: Path, expression: str, source: str = '{"prompt": "hi"}\n') -> Path:
+    (tmp_path / "rows.jsonl").write_text(source)
+    recipe = {
+        "name": "f",
+        "license": "apache-2.0",
+        "source": {"kind": "file", "path": str(tmp_path / "rows.jsonl")},
+        "stages": [
+            {"name": "keep", "step": "filter", "params": {"rules": [{"name": "r", "expression": expression}]}}
+        ],
+        "outputs": [{"config": "rows", "exporter": "generate.responses"}],
+        "card": {"pretty_name": "f"},
+    }
+    path = tmp_path / "f.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
 
 
 def test_the_source_must_provide_the_columns_a_rule_or_expression_reads(tmp_path: Path) -> None:
@@ -380,12 +494,22 @@ def test_rank_orders_by_weighted_scores_keeps_ties_stable_and_drops_duplicates()
     )
 
 
-def test_rank_ascending_and_a_single_score_column() -> None:
+def test_rank_ascending_writes_scores_where_higher_is_better() -> None:
+    """`descending: false` ranks the lowest cost first, and its scores are negated so that what every
+    reader of a ranking assumes (higher is better) holds: the exported chosen is the cheapest answer."""
+    from factory.export.base import ExportContext, exporter_function
+    from schemas.registry import EXPORTER_PARAMS
+
     step = make_step(
         "rank", {"column": "xs", "by": "cost", "descending": False, "into": "cheap", "scores_into": "costs"}
     )
-    [out] = run(step, [row("a", xs=["a", "b", "c"], cost=[3, 1, 2])])
-    assert (out["cheap"], out["costs"]) == (["b", "c", "a"], [1.0, 2.0, 3.0])
+    [out] = run(step, [row("a", prompt="p", xs=["a", "b", "c", "d"], cost=[3, 1, 2, 0])])
+    assert (out["cheap"], out["costs"]) == (["d", "b", "c", "a"], [0.0, -1.0, -2.0, -3.0])
+    assert str(out["costs"][0]) == "0.0"  # not -0.0
+    params = {"responses_column": "cheap", "scores_column": "costs", "min_margin": 3}
+    ctx = ExportContext("r", "0" * 64, 1, params=EXPORTER_PARAMS["pairs"].model_validate(params))
+    [pair] = exporter_function("pairs")(out, ctx)
+    assert (pair.chosen, pair.rejected) == ("d", "a")  # the lowest raw cost is chosen
 
 
 # -- params: one-line errors naming the recipe field, JSON Schema, plan ------------------------------
@@ -404,7 +528,24 @@ def test_rank_ascending_and_a_single_score_column() -> None:
             "stages.margin.params.rules.0.expression=ranked_scores[0] -",
             "stages[margin].params.rules.0: expression",
         ),
+        (
+            "stages.margin.params.rules.0.expression=ranked_scores[0] ranked_scores[1]",
+            "stages[margin].params.rules.0: expression 'ranked_scores[0] ranked_scores[1]': chunk after",
+        ),
         ("stages.margin.params.rules.0.matches=(", "a rule sets exactly one of"),
+        # set but never read: refused rather than ignored
+        (
+            "stages.margin.params.rules.0.ignore_case=false",
+            "stages[margin].params.rules.0: ignore_case applies to keyword and regex rules, not expression",
+        ),
+        (
+            "stages.judge.params.labels=[safe]",
+            "stages[judge].params: `labels` apply to answer label, not score",
+        ),
+        (
+            "stages.judge.params.answer=label",  # with the recipe's scale
+            "stages[judge].params: answer label needs `labels`",
+        ),
         ("stages.rank.params.into=responses", "stages[rank].params: 'responses' is read and written"),
         (
             "outputs.pairs.params.pairing=random",
@@ -486,3 +627,132 @@ def test_the_authoring_guides_recipe_validates_and_plans_as_the_guide_says(tmp_p
     for name, text in (("respond.jinja", respond), ("judge.jinja", judge)):
         without_comment = re.sub(r"\{#-.*?-#\}\n", "", (shipped / name).read_text(), flags=re.S)
         assert without_comment.strip() == text.strip(), name
+
+
+# -- the recipe's columns, checked before any LLM work (factory/engine/column_flow.py) ---------------
+
+
+def demo_like(tmp_path: Path, rows: list[dict[str, Any]], templates: dict[str, str] | None = None) -> Path:
+    """The safe-completion-demo recipe with its own source rows and templates, in `tmp_path`."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "recipes" / "safe-completion-demo.yaml").read_text())
+    recipe["source"] = {"kind": "file", "path": "rows.jsonl", "id_field": "id"}
+    (tmp_path / "rows.jsonl").write_text(
+        "".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(rows))
+    )
+    for name, text in (templates or {}).items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def recipe_error(path: Path, *overrides: str) -> str:
+    """The one line `validate` (and `run`, before any model loads) stops with."""
+    from factory.engine.intake import read_rows
+    from factory.engine.recipe import load_recipe
+
+    with pytest.raises(UserError) as err:
+        read_rows(load_recipe(str(path), list(overrides)), allow_import_steps=False)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_a_misspelled_template_variable_stops_validate_naming_the_stage(tmp_path: Path) -> None:
+    path = demo_like(tmp_path, [{"prompt": "hi"}], {"ask.jinja": "Answer: {{ promt }}"})
+    message = recipe_error(path, "stages.respond.params.template=ask.jinja")
+    assert "source has no column 'promt' (needed by stage 'respond')" in message
+    judge = "{{ prompt }} / {{ item }} / {{ criterion }} / {{ answr }}"  # item, criterion: the judge's own
+    path = demo_like(tmp_path, [{"prompt": "hi"}], {"judge.jinja": judge})
+    message = recipe_error(path, "stages.judge.params.template=judge.jinja")
+    assert "source has no column 'answr' (needed by stage 'judge')" in message
+
+
+def test_a_null_in_a_column_a_template_reads_is_quarantined_at_intake(tmp_path: Path) -> None:
+    from factory.engine.intake import read_rows
+    from factory.engine.recipe import load_recipe
+
+    path = demo_like(tmp_path, [{"prompt": "hi"}, {"prompt": None}, {"prompt": "yo"}])
+    rows, _ = read_rows(load_recipe(str(path)), allow_import_steps=False)
+    assert [(r["_sp_status"], r["_sp_stage"], r["_sp_reason"]) for r in rows] == [
+        ("ok", None, None),
+        ("quarantined", "source", "row 1: column 'prompt' is null"),  # never rendered as "None"
+        ("ok", None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (  # an exporter's column: checked now, not after every LLM call at export
+            ["outputs.pairs.params.prompt_column=promt"],
+            "source has no column 'promt' (needed by output 'pairs')",
+        ),
+        (
+            ["outputs.pairs.exporter=generate.responses", "outputs.pairs.params={response_column: answer}"],
+            "source has no column 'answer' (needed by output 'pairs')",
+        ),
+        (
+            ["stages.judge.params.criteria=[prompt, helpfulness]"],
+            "stages[judge]: writes column 'prompt', which the source provides; write to a new column",
+        ),
+        (
+            ["stages.rank.params.into=harmlessness", "stages.rank.params.by=helpfulness"],
+            "stages[rank]: writes column 'harmlessness', which stage 'judge' provides",
+        ),
+        (
+            ["stages.respond.params.n=1"],
+            "stages[judge].params.each: column 'responses' holds one value per row (stage 'respond' "
+            "writes it so), not a list",
+        ),
+        (
+            ["stages.rank.params.column=prompt", "stages.judge.params.each=prompt"],
+            "stages[judge].params.each: column 'prompt' holds text in the source, not lists",
+        ),
+        (
+            ["outputs.pairs.exporter=sft", "outputs.pairs.params={response_column: prompt, take: all}"],
+            "outputs[pairs].params.take: column 'prompt' holds text in the source, not lists",
+        ),
+    ],
+)
+def test_column_mistakes_are_one_line_naming_the_stage_or_output(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    assert message in recipe_error(demo_like(tmp_path, [{"prompt": "hi"}]), *overrides)
+
+
+@pytest.mark.parametrize("column", ["item", "index", "criterion"])
+def test_a_column_named_like_a_judge_variable_is_refused(tmp_path: Path, column: str) -> None:
+    """The judge gives its template `item`, `index` and `criterion`: a column of that name could never
+    be read there, so it is refused, not silently shadowed."""
+    message = recipe_error(demo_like(tmp_path, [{"prompt": "hi", column: "x"}]))
+    assert f"stages[judge]: column {column!r} (from the source) has the name of a variable" in message
+
+
+def test_stage_to_stage_column_checks_run_without_the_source() -> None:
+    """A Hub source is only read by `run`; `validate` still checks what the stages do to each other."""
+    from factory.engine.column_flow import column_flow
+    from factory.engine.recipe import load_recipe
+
+    loaded = load_recipe("safe-completion", ["stages.respond.params.output_column=harmlessness"])
+    with pytest.raises(
+        UserError, match="stages\\[judge\\]: writes column 'harmlessness', which stage 'respond'"
+    ):
+        column_flow(loaded, allow_import_steps=False, source=None)
+    needed = column_flow(load_recipe("safe-completion"), allow_import_steps=False, source=None)
+    assert needed == {"prompt": "stage 'respond'"}
+
+
+def test_a_template_edited_between_two_runs_of_one_process_is_read_again(tmp_path: Path) -> None:
+    """The Python API runs recipes in a long-lived process (a notebook): the columns a template reads
+    follow its file, not what an earlier load saw."""
+    from factory.steps.llm import LLMGenerate
+
+    params = {"template": "ask.jinja", "output_column": "out"}
+    (tmp_path / "ask.jinja").write_text("{{ prompt }}")
+    assert LLMGenerate.columns(params, str(tmp_path)) == (("prompt",), ("out",))
+    (tmp_path / "ask.jinja").write_text("{{ question }} ({{ topic }})")
+    assert LLMGenerate.columns(params, str(tmp_path)) == (("question", "topic"), ("out",))
