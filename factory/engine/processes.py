@@ -81,6 +81,9 @@ def _bind_child_to_run() -> None:
     # forks from the main thread (or from its pool thread, which ends with the pool)
     die_with_parent(_forker_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
+    # SIGTERM is how a pool ends its workers (Pool.terminate): the main process's handler, inherited
+    # through the fork, would raise RunInterrupted inside a worker holding the pool's queue lock
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         fd = os.open(_log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError:  # e.g. a full disk: losing a worker's stray output beats a stuck worker
